@@ -1,0 +1,22 @@
+"""Errors that a user can fix.
+
+Every error raised for bad input (a missing column, a wrong image shape, a missing weight file) derives
+from `UserError`, so that CLIs can print the one-sentence message without a traceback and servers can send
+it to clients without leaking internals.
+"""
+
+
+class UserError(Exception):
+    """An error caused by the user's input or environment; the message says what is wrong and what to do."""
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset on disk is missing, malformed, or lacks what the caller needs."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint or weight file is missing or does not match the model."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration is inconsistent or names something that does not exist."""
