@@ -1,0 +1,377 @@
+"""The transform chain that turns a dataset frame (or a robot observation) into model inputs, and back.
+
+A chain runs repack → data (robot) → normalize → model on the way in, and the reverse on the way out.
+Every transform is a pure function on a flat-ish dict of numpy arrays, so the same chain serves training,
+serving and relabelling without knowing where the data came from.
+"""
+
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+import dataclasses
+from typing import Any
+from typing import Protocol
+from typing import runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from openpi.models import tokenizer as _tokenizer
+from openpi.shared import errors
+
+DataDict = dict[str, Any]
+
+
+class TransformError(errors.UserError, ValueError):
+    """A frame or observation does not have what the transform chain needs."""
+
+
+@runtime_checkable
+class DataTransformFn(Protocol):
+    """A transform: takes a data dict, returns a (possibly new) data dict."""
+
+    def __call__(self, data: DataDict) -> DataDict: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Input transforms and the output transforms that undo them, kept together so they stay in sync."""
+
+    inputs: Sequence[DataTransformFn] = ()
+    outputs: Sequence[DataTransformFn] = ()
+
+    def push(self, *, inputs: Sequence[DataTransformFn] = (), outputs: Sequence[DataTransformFn] = ()) -> "Group":
+        """Appends inputs at the end of the input chain and outputs at the start of the output chain."""
+        return Group(inputs=(*self.inputs, *inputs), outputs=(*outputs, *self.outputs))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompositeTransform:
+    """Applies transforms in order."""
+
+    transforms: Sequence[DataTransformFn]
+
+    def __call__(self, data: DataDict) -> DataDict:
+        for transform in self.transforms:
+            data = transform(data)
+        return data
+
+
+def compose(transforms: Sequence[DataTransformFn]) -> DataTransformFn:
+    return CompositeTransform(tuple(transforms))
+
+
+def flatten_dict(tree: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a/b": 1}; LeRobot keys with dots are left alone."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            for sub_key, sub_value in flatten_dict(value, sep).items():
+                out[f"{key}{sep}{sub_key}"] = sub_value
+        else:
+            out[key] = value
+    return out
+
+
+def unflatten_dict(flat: Mapping[str, Any], sep: str = "/") -> dict[str, Any]:
+    """Inverse of `flatten_dict`."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(sep)
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise TransformError(f"Key {key!r} clashes with a leaf at {part!r}; rename one of them.")
+        node[parts[-1]] = value
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RepackTransform:
+    """Renames dataset keys into the robot transform's keys.
+
+    `structure` is the output layout whose leaves are flat source keys ("a/b" for nested inputs), e.g.
+    {"images": {"cam_high": "observation.images.head_camera"}, "state": "observation.state"}. Keys of the
+    source that the structure does not name are dropped, which is what keeps unused columns out of batches.
+    """
+
+    structure: Mapping[str, Any]
+
+    def __call__(self, data: DataDict) -> DataDict:
+        flat = flatten_dict(data)
+        out: dict[str, Any] = {}
+        for new_key, old_key in flatten_dict(self.structure).items():
+            if old_key not in flat:
+                raise TransformError(
+                    f"Repack needs the key {old_key!r} (for {new_key!r}) but the frame only has "
+                    f"{sorted(flat)}; fix the config's repack structure or the dataset columns."
+                )
+            out[new_key] = flat[old_key]
+        return unflatten_dict(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class InjectDefaultPrompt:
+    """Sets `prompt` when the frame or observation does not carry one."""
+
+    prompt: str | None
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if self.prompt is not None and "prompt" not in data:
+            data = {**data, "prompt": np.asarray(self.prompt)}
+        return data
+
+
+def _stats_field(stats: Any, name: str) -> np.ndarray:
+    value = stats[name] if isinstance(stats, Mapping) else getattr(stats, name)
+    if value is None:
+        raise TransformError(f"Norm stats lack {name!r}; recompute them with scripts/compute_norm_stats.py.")
+    return np.asarray(value, dtype=np.float32)
+
+
+def normalize_array(x: np.ndarray, stats: Any, *, use_quantiles: bool) -> np.ndarray:
+    """z-score `(x-mean)/(std+1e-6)` or quantile `(x-q01)/(q99-q01+1e-6)*2-1`, stats sliced to x's last dim.
+
+    Dimensions beyond the stats (model padding) pass through unchanged.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if use_quantiles:
+        lo, hi = _stats_field(stats, "q01"), _stats_field(stats, "q99")
+        dim = min(lo.shape[-1], x.shape[-1])
+        head = (x[..., :dim] - lo[:dim]) / (hi[:dim] - lo[:dim] + 1e-6) * 2.0 - 1.0
+    else:
+        mean, std = _stats_field(stats, "mean"), _stats_field(stats, "std")
+        dim = min(mean.shape[-1], x.shape[-1])
+        head = (x[..., :dim] - mean[:dim]) / (std[:dim] + 1e-6)
+    return np.concatenate([head, x[..., dim:]], axis=-1).astype(np.float32)
+
+
+def unnormalize_array(x: np.ndarray, stats: Any, *, use_quantiles: bool) -> np.ndarray:
+    """Inverse of `normalize_array`; dimensions beyond the stats pass through unchanged."""
+    x = np.asarray(x, dtype=np.float32)
+    if use_quantiles:
+        lo, hi = _stats_field(stats, "q01"), _stats_field(stats, "q99")
+        dim = min(lo.shape[-1], x.shape[-1])
+        head = (x[..., :dim] + 1.0) / 2.0 * (hi[:dim] - lo[:dim] + 1e-6) + lo[:dim]
+    else:
+        mean, std = _stats_field(stats, "mean"), _stats_field(stats, "std")
+        dim = min(mean.shape[-1], x.shape[-1])
+        head = x[..., :dim] * (std[:dim] + 1e-6) + mean[:dim]
+    return np.concatenate([head, x[..., dim:]], axis=-1).astype(np.float32)
+
+
+def _apply_to_stats_keys(
+    data: DataDict, norm_stats: Mapping[str, Any], fn: Callable[[np.ndarray, Any], np.ndarray], strict: bool
+) -> DataDict:
+    flat = flatten_dict(data)
+    for key, stats in norm_stats.items():
+        if key not in flat:
+            if strict:
+                raise TransformError(f"Norm stats name {key!r} but the data has only {sorted(flat)}.")
+            continue
+        flat[key] = fn(flat[key], stats)
+    return unflatten_dict(flat)
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalize:
+    """Normalises the keys that have stats (usually `state` and `actions`)."""
+
+    norm_stats: Mapping[str, Any] | None
+    use_quantiles: bool = False
+    strict: bool = False
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if self.norm_stats is None:
+            return data
+        fn = lambda x, s: normalize_array(x, s, use_quantiles=self.use_quantiles)  # noqa: E731
+        return _apply_to_stats_keys(data, self.norm_stats, fn, self.strict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unnormalize:
+    """Undoes `Normalize` on model outputs."""
+
+    norm_stats: Mapping[str, Any] | None
+    use_quantiles: bool = False
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if self.norm_stats is None:
+            return data
+        fn = lambda x, s: unnormalize_array(x, s, use_quantiles=self.use_quantiles)  # noqa: E731
+        return _apply_to_stats_keys(data, self.norm_stats, fn, strict=False)
+
+
+def _resize_channels(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(image).resize((width, height), resample=Image.BILINEAR))
+    channels = [
+        np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize((width, height), Image.BILINEAR))
+        for c in range(image.shape[-1])
+    ]
+    return np.stack(channels, axis=-1).astype(image.dtype)
+
+
+def resize_with_pad(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes [..., H, W, C] images to fit in (height, width) keeping the aspect ratio, zero-padding the rest.
+
+    Black bars rather than stretching: this is what pi0 checkpoints saw in pretraining.
+    """
+    images = np.asarray(images)
+    cur_h, cur_w = images.shape[-3], images.shape[-2]
+    if (cur_h, cur_w) == (height, width):
+        return images
+    ratio = max(cur_w / width, cur_h / height)
+    new_h, new_w = int(cur_h / ratio), int(cur_w / ratio)
+    lead = images.shape[:-3]
+    flat = images.reshape(-1, cur_h, cur_w, images.shape[-1])
+    out = np.zeros((flat.shape[0], height, width, images.shape[-1]), dtype=images.dtype)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    for i, image in enumerate(flat):
+        out[i, top : top + new_h, left : left + new_w] = _resize_channels(image, new_h, new_w)
+    return out.reshape(*lead, height, width, images.shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class ResizeImages:
+    """Resizes every image under `image` to (height, width) with padding."""
+
+    height: int
+    width: int
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if "image" not in data:
+            raise TransformError(f"ResizeImages needs an 'image' dict but the data has only {sorted(data)}.")
+        images = {k: resize_with_pad(v, self.height, self.width) for k, v in data["image"].items()}
+        return {**data, "image": images}
+
+
+def make_bool_mask(*dims: int) -> tuple[bool, ...]:
+    """make_bool_mask(6, -1, 6, -1) -> six True, one False, six True, one False (delta joints, absolute grippers)."""
+    mask: list[bool] = []
+    for dim in dims:
+        mask.extend([dim > 0] * abs(dim))
+    return tuple(mask)
+
+
+def _delta_offset(data: DataDict, mask: Sequence[bool]) -> tuple[np.ndarray, np.ndarray, int]:
+    state = np.asarray(data["state"], dtype=np.float32)
+    actions = np.asarray(data["actions"], dtype=np.float32)
+    dims = len(mask)
+    if state.shape[-1] < dims or actions.shape[-1] < dims:
+        raise TransformError(
+            f"The delta-action mask covers {dims} dims but state has {state.shape[-1]} and actions "
+            f"{actions.shape[-1]}; shorten the mask in the config."
+        )
+    offset = np.where(np.asarray(mask), state[..., :dims], 0.0)
+    return actions.copy(), np.expand_dims(offset, axis=-2), dims
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaActions:
+    """Makes the masked action dims relative to the current state (joints), leaving the rest absolute (grippers)."""
+
+    mask: Sequence[bool] | None
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if self.mask is None or "actions" not in data:
+            return data
+        actions, offset, dims = _delta_offset(data, self.mask)
+        actions[..., :dims] -= offset
+        return {**data, "actions": actions}
+
+
+@dataclasses.dataclass(frozen=True)
+class AbsoluteActions:
+    """Inverse of `DeltaActions`, applied to model outputs."""
+
+    mask: Sequence[bool] | None
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if self.mask is None or "actions" not in data:
+            return data
+        actions, offset, dims = _delta_offset(data, self.mask)
+        actions[..., :dims] += offset
+        return {**data, "actions": actions}
+
+
+def _pad_last(x: np.ndarray, dim: int, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.shape[-1] > dim:
+        raise TransformError(
+            f"{name} has {x.shape[-1]} dims, more than the model's action_dim {dim}; raise action_dim in the config."
+        )
+    pad = [(0, 0)] * (x.ndim - 1) + [(0, dim - x.shape[-1])]
+    return np.pad(x, pad)
+
+
+@dataclasses.dataclass(frozen=True)
+class PadStatesAndActions:
+    """Zero-pads state and actions to the model's action_dim (after tokenisation, which sees the real dims)."""
+
+    model_action_dim: int
+
+    def __call__(self, data: DataDict) -> DataDict:
+        data = {**data, "state": _pad_last(data["state"], self.model_action_dim, "state")}
+        if "actions" in data:
+            data["actions"] = _pad_last(data["actions"], self.model_action_dim, "actions")
+        return data
+
+
+def to_text(value: Any) -> str:
+    """Reads a string that may arrive as str, bytes, a 0-d or [1] numpy array (LeRobot string columns)."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise TransformError(f"Expected a single string but got an array of shape {value.shape}.")
+        value = value.reshape(()).item()
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise TransformError(f"Expected a string but got {type(value).__name__} {value!r}.")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizePrompt:
+    """Tokenises the prompt (pi0: text; pi0.5: text + discretised state; pi0.6: + the advantage clause).
+
+    With `indicator_dropout > 0` (training only) the clause is dropped with that probability, which is what
+    teaches the unconditional prompt that classifier-free guidance needs. The draw is seeded from `seed` and
+    the frame's `sample_id` (set by the data loader), so it is the same whatever the number of workers.
+    """
+
+    tokenizer: Any
+    discrete_state_input: bool = False
+    use_advantage: bool = False
+    indicator_dropout: float = 0.0
+    seed: int = 0
+
+    def _indicator(self, data: DataDict) -> str | None:
+        raw = data.get("adv_ind")
+        if self.indicator_dropout <= 0.0:
+            return _tokenizer.normalize_indicator(raw)
+        sample_id = int(np.asarray(data.get("sample_id", 0)))
+        rng = np.random.default_rng([self.seed, sample_id, 0x1D])
+        return _tokenizer.IndicatorDropout(self.indicator_dropout).apply(raw, rng)
+
+    def __call__(self, data: DataDict) -> DataDict:
+        if "prompt" not in data:
+            raise TransformError(
+                "The frame has no 'prompt'; set a default prompt in the config or enable prompt_from_task."
+            )
+        data = dict(data)
+        prompt = to_text(data.pop("prompt"))
+        advantage = self._indicator(data) if self.use_advantage else None
+        data.pop("adv_ind", None)
+        kwargs: dict[str, Any] = {}
+        if self.discrete_state_input:
+            kwargs["state"] = np.asarray(data["state"], dtype=np.float32)
+        if self.use_advantage:
+            kwargs["advantage"] = advantage
+        tokens, mask = self.tokenizer.tokenize(prompt, **kwargs)
+        data["tokenized_prompt"] = np.asarray(tokens, dtype=np.int32)
+        data["tokenized_prompt_mask"] = np.asarray(mask, dtype=bool)
+        return data

@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+
+from openpi import transforms as _t
+from openpi.models import tokenizer as _tokenizer
+
+
+def _stats(dim):
+    return {
+        "mean": np.arange(dim, dtype=np.float32),
+        "std": np.full(dim, 2.0, np.float32),
+        "q01": np.full(dim, -3.0, np.float32),
+        "q99": np.full(dim, 5.0, np.float32),
+    }
+
+
+def test_repack_maps_flat_keys_and_drops_the_rest():
+    repack = _t.RepackTransform(
+        {"images": {"cam_high": "observation.images.head_camera"}, "state": "observation.state"}
+    )
+    out = repack({"observation.images.head_camera": 1, "observation.state": 2, "unused": 3})
+    assert out == {"images": {"cam_high": 1}, "state": 2}
+    with pytest.raises(_t.TransformError, match=r"observation\.state"):
+        repack({"observation.images.head_camera": 1})
+
+
+def test_flatten_roundtrip():
+    tree = {"a": {"b": 1, "c": {"d": 2}}, "e": 3}
+    assert _t.unflatten_dict(_t.flatten_dict(tree)) == tree
+
+
+@pytest.mark.parametrize("quantiles", [False, True])
+def test_normalize_unnormalize_roundtrip_and_padding(quantiles):
+    rng = np.random.default_rng(0)
+    data = {"state": rng.normal(size=14).astype(np.float32), "actions": rng.normal(size=(5, 14)).astype(np.float32)}
+    stats = {"state": _stats(14), "actions": _stats(14)}
+    norm = _t.Normalize(stats, use_quantiles=quantiles)(data)
+    if quantiles:
+        np.testing.assert_allclose(norm["state"], (data["state"] + 3) / (8 + 1e-6) * 2 - 1, rtol=1e-5)
+    else:
+        np.testing.assert_allclose(norm["state"], (data["state"] - np.arange(14)) / (2 + 1e-6), rtol=1e-5)
+    back = _t.Unnormalize(stats, use_quantiles=quantiles)(norm)
+    np.testing.assert_allclose(back["actions"], data["actions"], atol=1e-5)
+    # Padded model outputs (32 dims) are unnormalised on the first 14 dims only.
+    padded = np.concatenate([norm["actions"], np.ones((5, 18), np.float32)], axis=-1)
+    out = _t.Unnormalize(stats, use_quantiles=quantiles)({"actions": padded})["actions"]
+    np.testing.assert_allclose(out[:, :14], data["actions"], atol=1e-5)
+    np.testing.assert_array_equal(out[:, 14:], 1.0)
+
+
+def test_normalize_strict_and_missing_quantiles():
+    with pytest.raises(_t.TransformError, match="state"):
+        _t.Normalize({"state": _stats(3)}, strict=True)({"actions": np.zeros(3)})
+    with pytest.raises(_t.TransformError, match="q01"):
+        _t.Normalize({"state": {"mean": [0.0], "std": [1.0], "q01": None, "q99": None}}, use_quantiles=True)(
+            {"state": np.zeros(1)}
+        )
+
+
+def test_resize_with_pad_keeps_aspect_and_pads_black():
+    image = np.full((2, 60, 120, 3), 200, np.uint8)
+    out = _t.ResizeImages(64, 64)({"image": {"base_0_rgb": image}})["image"]["base_0_rgb"]
+    assert out.shape == (2, 64, 64, 3) and out.dtype == np.uint8
+    assert (out[:, :16] == 0).all() and (out[:, 48:] == 0).all() and (out[:, 20:44] == 200).all()
+    floats = _t.resize_with_pad(np.full((30, 30, 3), 0.5, np.float32), 10, 20)
+    assert floats.shape == (10, 20, 3) and floats.dtype == np.float32
+    np.testing.assert_allclose(floats[:, 5:15], 0.5, atol=1e-6)
+    assert (floats[:, :5] == 0).all()
+
+
+def test_delta_and_absolute_actions_roundtrip():
+    mask = _t.make_bool_mask(6, -1, 6, -1)
+    assert mask == (True,) * 6 + (False,) + (True,) * 6 + (False,)
+    rng = np.random.default_rng(1)
+    data = {"state": rng.normal(size=14).astype(np.float32), "actions": rng.normal(size=(4, 14)).astype(np.float32)}
+    delta = _t.DeltaActions(mask)(data)
+    np.testing.assert_allclose(delta["actions"][:, 0], data["actions"][:, 0] - data["state"][0], rtol=1e-6)
+    np.testing.assert_array_equal(delta["actions"][:, 6], data["actions"][:, 6])
+    back = _t.AbsoluteActions(mask)(delta)
+    np.testing.assert_allclose(back["actions"], data["actions"], atol=1e-6)
+    assert _t.DeltaActions(None)(data) is data
+
+
+def test_pad_states_and_actions():
+    out = _t.PadStatesAndActions(32)({"state": np.ones(14), "actions": np.ones((3, 14))})
+    assert out["state"].shape == (32,) and out["actions"].shape == (3, 32)
+    assert out["state"][14:].sum() == 0
+    with pytest.raises(_t.TransformError, match="action_dim"):
+        _t.PadStatesAndActions(8)({"state": np.ones(14)})
+
+
+def test_inject_default_prompt_only_when_missing():
+    assert _t.InjectDefaultPrompt("x")({})["prompt"] == "x"
+    assert _t.InjectDefaultPrompt("x")({"prompt": "y"})["prompt"] == "y"
+
+
+def test_group_push_order():
+    a, b, c, d = (_t.InjectDefaultPrompt(s) for s in "abcd")
+    group = _t.Group(inputs=(a,), outputs=(b,)).push(inputs=(c,), outputs=(d,))
+    assert group.inputs == (a, c) and group.outputs == (d, b)
+
+
+def _tokenize(tiny_spm_model, **kw):
+    tok = _tokenizer.PaligemmaTokenizer(max_len=200, model_path=tiny_spm_model)
+    return tok, _t.TokenizePrompt(tok, discrete_state_input=True, use_advantage=True, **kw)
+
+
+def test_tokenize_prompt_pi06_formats(tiny_spm_model):
+    tok, transform = _tokenize(tiny_spm_model)
+    state = np.linspace(-1, 1, 14).astype(np.float32)
+    for adv, clause in [("positive", ", Advantage: positive"), (np.array(["negative"]), ", Advantage: negative")]:
+        out = transform({"prompt": "fold_the towel", "state": state, "adv_ind": adv})
+        text = tok.decode(out["tokenized_prompt"][out["tokenized_prompt_mask"]])
+        assert text.startswith("Task: fold the towel, State: ") and clause + ";\nAction:" in text
+        assert "adv_ind" not in out and "prompt" not in out
+    for adv in ("none", None):
+        out = transform({"prompt": "fold the towel", "state": state, "adv_ind": adv})
+        text = tok.decode(out["tokenized_prompt"][out["tokenized_prompt_mask"]])
+        assert "Advantage" not in text and "none" not in text
+
+
+def test_indicator_dropout_is_seeded_and_near_rate(tiny_spm_model):
+    tok, transform = _tokenize(tiny_spm_model, indicator_dropout=0.3, seed=7)
+    state = np.zeros(14, np.float32)
+
+    def has_clause(i, t=transform):
+        out = t({"prompt": "x", "state": state, "adv_ind": "positive", "sample_id": i})
+        return "Advantage" in tok.decode(out["tokenized_prompt"][out["tokenized_prompt_mask"]])
+
+    draws = [has_clause(i) for i in range(300)]
+    assert draws == [has_clause(i) for i in range(300)]  # same seed + sample id -> same draw
+    assert 0.6 < np.mean(draws) < 0.8
+    _, other_seed = _tokenize(tiny_spm_model, indicator_dropout=0.3, seed=8)
+    assert draws != [has_clause(i, other_seed) for i in range(300)]
+
+
+def test_tokenize_requires_prompt(tiny_spm_model):
+    _, transform = _tokenize(tiny_spm_model)
+    with pytest.raises(_t.TransformError, match="prompt"):
+        transform({"state": np.zeros(14)})
