@@ -146,7 +146,10 @@ def write_openpi_params_checkpoint(path: str | os.PathLike, params: Mapping[str,
 
 
 def write_paligemma_npz(path: str | os.PathLike, params: Mapping[str, Any]) -> pathlib.Path:
-    """Writes a big_vision-style PaliGemma `.npz`: the nested tree flattened with "/" into one array per key."""
+    """Writes a big_vision PaliGemma `.npz` (like `pt_224.npz`): one array per leaf, keyed "params/<path>".
+
+    `params` is the PaliGemma tree itself (`{"img": ..., "llm": ...}`); the "params/" prefix is added here.
+    """
     flat: dict[str, np.ndarray] = {}
 
     def walk(prefix: str, node):
@@ -157,7 +160,7 @@ def write_paligemma_npz(path: str | os.PathLike, params: Mapping[str, Any]) -> p
             else:
                 flat[key] = np.asarray(v)
 
-    walk("", params)
+    walk("params", params)
     buf = io.BytesIO()
     np.savez(buf, **flat)
     return write_bytes_atomic(path, buf.getvalue())

@@ -25,5 +25,5 @@ def test_paligemma_npz_is_flat_with_slashes(tmp_path):
     params = testing.random_params({"img": {"head": {"kernel": (2, 3)}}, "llm": {"final_norm": {"scale": (4,)}}})
     path = testing.write_paligemma_npz(tmp_path / "pg.npz", params)
     with np.load(path) as npz:
-        assert sorted(npz.files) == ["img/head/kernel", "llm/final_norm/scale"]
-        np.testing.assert_array_equal(npz["img/head/kernel"], params["img"]["head"]["kernel"])
+        assert sorted(npz.files) == ["params/img/head/kernel", "params/llm/final_norm/scale"]
+        np.testing.assert_array_equal(npz["params/img/head/kernel"], params["img"]["head"]["kernel"])
