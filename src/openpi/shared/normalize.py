@@ -176,13 +176,20 @@ class RunningStats:
     Quantiles come from a ``num_bins`` histogram per dimension over the running ``[min, max]`` range. When a
     batch widens the range, the existing counts are re-spread onto the new bins assuming a uniform density
     inside each old bin (openpi moves each old bin's count to a single new bin, which is coarser). Feeding a
-    whole column in one `update` call therefore gives quantiles exact to one bin width.
+    whole column in one `update` call therefore gives quantiles exact to one bin width; so does passing the
+    known overall ``value_range=(min, max)`` up front (a cheap first pass), however many batches follow.
     """
 
-    def __init__(self, num_bins: int = NUM_QUANTILE_BINS):
+    def __init__(self, num_bins: int = NUM_QUANTILE_BINS, *, value_range: tuple[np.ndarray, np.ndarray] | None = None):
         if num_bins < 2:
             raise errors.ConfigError(f"RunningStats needs at least 2 histogram bins, got {num_bins}.")
         self._num_bins = int(num_bins)
+        self._range = None
+        if value_range is not None:
+            lo, hi = (np.asarray(v, dtype=np.float64).reshape(-1) for v in value_range)
+            if lo.shape != hi.shape or np.any(lo > hi):
+                raise errors.ConfigError(f"RunningStats value_range needs min <= max per dim, got {lo} and {hi}.")
+            self._range = (lo, hi)
         self._count = 0
         self._mean: np.ndarray | None = None
         self._m2: np.ndarray | None = None
@@ -223,7 +230,14 @@ class RunningStats:
         b_max = batch.max(axis=0)
         if self._count == 0:
             self._mean, self._m2, self._min, self._max = b_mean, b_m2, b_min, b_max
-            self._lo, self._hi = b_min - _RANGE_PAD, b_max + _RANGE_PAD
+            lo, hi = b_min, b_max
+            if self._range is not None:
+                if self._range[0].shape != b_min.shape:
+                    raise NormStatsError(
+                        f"RunningStats value_range has {self._range[0].size} dims but the data has {b_min.size}."
+                    )
+                lo, hi = np.minimum(lo, self._range[0]), np.maximum(hi, self._range[1])
+            self._lo, self._hi = lo - _RANGE_PAD, hi + _RANGE_PAD
             self._hist = np.zeros((batch.shape[1], self._num_bins), dtype=np.float64)
         else:
             total = self._count + n

@@ -212,3 +212,15 @@ def test_norm_stats_is_frozen():
         stats.mean[0] = 3.0
     with pytest.raises(normalize.NormStatsError, match="only one of q01/q99"):
         normalize.NormStats(mean=[0.0], std=[1.0], q01=[0.0])
+
+
+def test_known_range_keeps_streamed_quantiles_exact_to_one_bin():
+    rng = np.random.default_rng(4)
+    batches = [rng.normal(0, 1 + i, (3000, 3)) for i in range(5)]
+    x = np.concatenate(batches)
+    stats = normalize.RunningStats(value_range=(x.min(0), x.max(0)))
+    for b in batches:
+        stats.update(b)
+    _assert_matches_reference(stats.get_statistics(), x)
+    with pytest.raises(errors.ConfigError, match="min <= max"):
+        normalize.RunningStats(value_range=(np.ones(2), np.zeros(2)))

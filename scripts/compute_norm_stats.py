@@ -1,0 +1,275 @@
+"""Compute `norm_stats.json` (state and actions) for a training config or a LeRobot dataset.
+
+    uv run scripts/compute_norm_stats.py pi06_yam_vial_30fps           # a registered TrainConfig
+    uv run scripts/compute_norm_stats.py /data/my_yam_dataset           # a dataset root (or <org>/<name>)
+    uv run scripts/compute_norm_stats.py /data/ds --output-dir /tmp/stats --action-horizon 50 \\
+        --delta-action-mask 6 -1 6 -1
+
+openpi computes these statistics by running every frame through its data pipeline, images included, which
+is what makes its norm-stats runs take hours on large datasets. State and actions are plain parquet
+columns, so here they are read once as whole columns and reduced with vectorised numpy: no video is ever
+decoded. What the pipeline would have changed is reproduced on the columns: actions are taken in chunks of
+the config's action horizon (the last frame of an episode repeating past its end, as LeRobot pads), and
+made relative to the state on the delta-action dims, exactly as the `DeltaActions` transform does.
+
+The output goes to `<assets_base_dir>/<asset_id>/norm_stats.json` (openpi's place, default
+`./assets/<asset_id>/`), or to `--output-dir`. The file is written atomically.
+"""
+
+import dataclasses
+import difflib
+import logging
+import pathlib
+import time
+from typing import Any
+
+import numpy as np
+import tyro
+
+from openpi.datasets import lerobot
+from openpi.shared import errors
+from openpi.shared import normalize
+
+logger = logging.getLogger("compute_norm_stats")
+
+DEFAULT_STATE_KEY = "observation.state"
+DEFAULT_ACTION_KEY = "action"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    target: tyro.conf.Positional[str]
+    """A TrainConfig name, a dataset root, or a `<org>/<name>` repo id under $HF_LEROBOT_HOME."""
+    output_dir: pathlib.Path | None = None
+    """Where to write norm_stats.json; default `<assets_base_dir>/<asset_id>`."""
+    assets_base_dir: pathlib.Path | None = None
+    """Default: the config's `assets_base_dir`, else `./assets`."""
+    asset_id: str | None = None
+    """Default: the config's asset id, else the dataset's folder name."""
+    state_key: str | None = None
+    """Parquet column of the state; default the config's, else `observation.state`."""
+    action_key: str | None = None
+    """Parquet column of the actions; default the config's, else `action`."""
+    action_horizon: int | None = None
+    """Actions are counted over chunks of this many future frames; default the config's model horizon, else 1."""
+    delta_action_mask: tuple[int, ...] | None = None
+    """`make_bool_mask` dims (e.g. `6 -1 6 -1`): positive runs are made relative to the state; default the config's."""
+    num_bins: int = normalize.NUM_QUANTILE_BINS
+    """Histogram bins per dimension for q01/q99."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything resolved from the CLI and (optionally) a TrainConfig: what to read and where to write."""
+
+    dataset: str
+    output_dir: pathlib.Path
+    state_key: str
+    action_key: str
+    action_horizon: int
+    delta_mask: tuple[bool, ...] | None
+
+
+def bool_mask(dims: tuple[int, ...]) -> tuple[bool, ...]:
+    """openpi's `make_bool_mask`: ``(6, -1)`` -> six True then one False."""
+    out: list[bool] = []
+    for d in dims:
+        out.extend([d > 0] * abs(d))
+    return tuple(out)
+
+
+def episode_ends(ds: Any) -> np.ndarray:
+    """Exclusive end position of each frame's episode, ``[N]``, from the dataset's episode table."""
+    ends = np.empty(ds.num_frames, dtype=np.int64)
+    for ep in ds.episodes:
+        ends[ep.from_index : ep.to_index] = ep.to_index
+    return ends
+
+
+def _float_column(ds: Any, key: str) -> np.ndarray:
+    values = np.asarray(ds.column(key))
+    if values.dtype.kind not in "fiub":
+        raise errors.DatasetError(
+            f"Column {key!r} of {ds.root} has dtype {values.dtype}; norm stats need a numeric vector column, pass "
+            "--state-key/--action-key naming one."
+        )
+    return values.reshape(len(values), -1)
+
+
+def _action_chunks(
+    actions: np.ndarray, state: np.ndarray, ends: np.ndarray, horizon: int, delta_mask: tuple[bool, ...] | None
+):
+    """Yields ``[N, D]`` arrays: the k-th action of every frame's chunk, k = 0..horizon-1 (delta where masked)."""
+    positions = np.arange(len(actions), dtype=np.int64)
+    mask = None
+    if delta_mask is not None and any(delta_mask):
+        dims = len(delta_mask)
+        if dims > actions.shape[1] or dims > state.shape[1]:
+            raise errors.ConfigError(
+                f"The delta-action mask covers {dims} dims but actions have {actions.shape[1]} and state "
+                f"{state.shape[1]}; shorten the mask to the robot's action dim."
+            )
+        mask = np.zeros(actions.shape[1], dtype=bool)
+        mask[:dims] = delta_mask
+    for k in range(horizon):
+        chunk = actions[np.minimum(positions + k, ends - 1)] if k else actions
+        if mask is not None:
+            chunk = chunk.astype(np.float64, copy=True)
+            chunk[:, mask] -= state[:, mask[: state.shape[1]]]
+        yield chunk
+
+
+def compute_norm_stats(
+    ds: Any,
+    *,
+    state_key: str = DEFAULT_STATE_KEY,
+    action_key: str = DEFAULT_ACTION_KEY,
+    action_horizon: int = 1,
+    delta_mask: tuple[bool, ...] | None = None,
+    num_bins: int = normalize.NUM_QUANTILE_BINS,
+) -> dict[str, normalize.NormStats]:
+    """``{"state": ..., "actions": ...}`` from the dataset's parquet columns (never its videos).
+
+    ``ds`` is an open `lerobot.LeRobotDataset`. With ``action_horizon = H`` every frame contributes the H
+    actions of its chunk (openpi's weighting: frames near an episode's end repeat its last action).
+    """
+    if action_horizon < 1:
+        raise errors.ConfigError(f"action_horizon must be >= 1, got {action_horizon}.")
+    for key in (state_key, action_key):
+        if not ds.has_column(key):
+            raise errors.DatasetError(
+                f"Dataset {ds.root} has no column {key!r}; pass --state-key/--action-key naming its state and "
+                "action columns."
+            )
+    state = _float_column(ds, state_key)
+    actions = _float_column(ds, action_key)
+    if len(state) < 2:
+        raise errors.DatasetError(f"Dataset {ds.root} has {len(state)} frames; norm stats need at least 2.")
+
+    out = {"state": normalize.compute(state, num_bins)}
+    ends = episode_ends(ds)
+    if action_horizon == 1 and not (delta_mask and any(delta_mask)):
+        out["actions"] = normalize.compute(actions, num_bins)
+        return out
+    # Two passes over the chunks: the first fixes the histogram range, so the second never re-bins.
+    lo = np.full(actions.shape[1], np.inf)
+    hi = np.full(actions.shape[1], -np.inf)
+    for chunk in _action_chunks(actions, state, ends, action_horizon, delta_mask):
+        lo, hi = np.minimum(lo, chunk.min(axis=0)), np.maximum(hi, chunk.max(axis=0))
+    running = normalize.RunningStats(num_bins, value_range=(lo, hi))
+    for chunk in _action_chunks(actions, state, ends, action_horizon, delta_mask):
+        running.update(chunk)
+    out["actions"] = running.get_statistics()
+    return out
+
+
+def _config_names() -> list[str] | None:
+    """Registered TrainConfig names, or None when the training config module is not available."""
+    try:
+        from openpi.training import config as _config
+    except ImportError:
+        return None
+    names = getattr(_config, "config_names", None)
+    if callable(names):
+        return list(names())
+    registry = getattr(_config, "_CONFIGS_DICT", None) or getattr(_config, "CONFIGS", None)
+    if isinstance(registry, dict):
+        return list(registry)
+    if isinstance(registry, list | tuple):
+        return [c.name for c in registry]
+    return None
+
+
+def _first_attr(obj: Any, names: tuple[str, ...]) -> Any:
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _plan_from_config(name: str, args: Args) -> Plan:
+    from openpi.training import config as _config
+
+    cfg = _config.get_config(name)
+    data = cfg.data
+    repo_id = _first_attr(data, ("repo_id",))
+    if not repo_id:
+        raise errors.ConfigError(f"Config {name!r} names no dataset (data.repo_id); norm stats need one.")
+    assets = getattr(data, "assets", None)
+    asset_id = args.asset_id or _first_attr(data, ("asset_id",)) or _first_attr(assets, ("asset_id",)) or repo_id
+    base = args.assets_base_dir or pathlib.Path(getattr(cfg, "assets_base_dir", "./assets"))
+    model = getattr(cfg, "model", None)
+    horizon = args.action_horizon or _first_attr(model, ("action_horizon",)) or 1
+    if args.delta_action_mask is not None:
+        mask = bool_mask(args.delta_action_mask)
+    else:
+        raw = _first_attr(data, ("delta_action_mask",))
+        mask = tuple(bool(m) for m in raw) if raw is not None else None
+    return Plan(
+        dataset=str(repo_id),
+        output_dir=args.output_dir or base / str(asset_id),
+        state_key=args.state_key or _first_attr(data, ("state_key",)) or DEFAULT_STATE_KEY,
+        action_key=args.action_key or _first_attr(data, ("action_key", "actions_key")) or DEFAULT_ACTION_KEY,
+        action_horizon=int(horizon),
+        delta_mask=mask,
+    )
+
+
+def make_plan(args: Args) -> Plan:
+    """A dataset path (or `<org>/<name>` that exists) wins; otherwise the target must be a config name."""
+    target = args.target
+    is_path = pathlib.Path(target).expanduser().exists()
+    is_repo = not is_path and "/" in target and (lerobot.lerobot_home() / target).exists()
+    names = None if (is_path or is_repo) else _config_names()
+    if names is not None and target in names:
+        return _plan_from_config(target, args)
+    if not (is_path or is_repo):
+        hint = ""
+        if names:
+            close = difflib.get_close_matches(target, names, n=3)
+            hint = f" Closest config names: {', '.join(close)}." if close else ""
+        raise errors.ConfigError(
+            f"{target!r} is neither a dataset on disk (a path, or <org>/<name> under {lerobot.lerobot_home()}) nor "
+            f"a registered training config; pass one of those.{hint}"
+        )
+    asset_id = args.asset_id or pathlib.Path(target).expanduser().resolve().name
+    return Plan(
+        dataset=target,
+        output_dir=args.output_dir or (args.assets_base_dir or pathlib.Path("./assets")) / asset_id,
+        state_key=args.state_key or DEFAULT_STATE_KEY,
+        action_key=args.action_key or DEFAULT_ACTION_KEY,
+        action_horizon=args.action_horizon or 1,
+        delta_mask=bool_mask(args.delta_action_mask) if args.delta_action_mask else None,
+    )
+
+
+def run(args: Args) -> pathlib.Path:
+    """Computes and writes the stats; returns the path of norm_stats.json."""
+    plan = make_plan(args)
+    start = time.perf_counter()
+    ds = lerobot.LeRobotDataset.open(plan.dataset)
+    stats = compute_norm_stats(
+        ds,
+        state_key=plan.state_key,
+        action_key=plan.action_key,
+        action_horizon=plan.action_horizon,
+        delta_mask=plan.delta_mask,
+        num_bins=args.num_bins,
+    )
+    path = normalize.save(plan.output_dir, stats)
+    logger.info("Wrote %s from %d frames of %s in %.2f s.", path, ds.num_frames, ds.root, time.perf_counter() - start)
+    return path
+
+
+def main(args: Args) -> None:
+    try:
+        path = run(args)
+    except errors.UserError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(path)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main(tyro.cli(Args))

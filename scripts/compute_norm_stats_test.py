@@ -1,0 +1,107 @@
+import json
+import pathlib
+import subprocess
+import sys
+
+import compute_norm_stats as cns
+import numpy as np
+import pytest
+
+from openpi.datasets import lerobot
+from openpi.shared import errors
+from openpi.shared import normalize
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lerobot"
+LENGTHS = (12, 16, 20)
+
+
+def _fixture(name: str) -> pathlib.Path:
+    path = FIXTURES / name
+    if not path.is_dir():
+        pytest.skip(f"shared LeRobot fixture {path} not present")
+    return path
+
+
+def _fixture_columns() -> tuple[np.ndarray, np.ndarray]:
+    # The fixture README's rules: state[j] = 1000 e + 10 i + j, action = state + 0.5.
+    rows = [[1000 * e + 10 * i + j for j in range(14)] for e, n in enumerate(LENGTHS) for i in range(n)]
+    state = np.asarray(rows, dtype=np.float64)
+    return state, state + 0.5
+
+
+def _check(stats: normalize.NormStats, x: np.ndarray) -> None:
+    np.testing.assert_allclose(stats.mean, x.mean(0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(stats.std, x.std(0), rtol=0, atol=1e-6)
+    width = (x.max(0) - x.min(0)) / normalize.NUM_QUANTILE_BINS
+    for q, got in ((0.01, stats.q01), (0.99, stats.q99)):
+        k = np.sort(x, axis=0)[int(np.ceil(q * len(x))) - 1]
+        assert np.all((got <= k + 1e-9) & (got >= k - width - 1e-9))
+
+
+@pytest.mark.parametrize("name", ["v3.0_image", "v2.1_video"])
+def test_stats_of_lerobot_fixture_match_numpy(name: str, tmp_path: pathlib.Path):
+    path = cns.run(cns.Args(target=str(_fixture(name)), output_dir=tmp_path / "out"))
+    assert path == tmp_path / "out" / "norm_stats.json"
+    stats = normalize.load(tmp_path / "out")
+    assert set(stats) == {"state", "actions"}
+    state, action = _fixture_columns()
+    _check(stats["state"], state)
+    _check(stats["actions"], action)
+
+
+def test_chunked_delta_actions_match_the_per_frame_pipeline():
+    ds = lerobot.LeRobotDataset.open(_fixture("v3.0_image"))
+    horizon = 5
+    mask = cns.bool_mask((6, -1, 6, -1))
+    stats = cns.compute_norm_stats(ds, action_horizon=horizon, delta_mask=mask)
+    # Reference: what openpi's pipeline sees, one frame at a time (reader chunks + DeltaActions by hand).
+    state = np.asarray(ds.column("observation.state"), dtype=np.float64)
+    chunks = []
+    for i in range(ds.num_frames):
+        chunk, _ = ds.action_chunk(i, "action", horizon)
+        chunk = chunk.astype(np.float64)
+        chunk[:, np.asarray(mask)] -= state[i, np.asarray(mask)]
+        chunks.append(chunk)
+    _check(stats["actions"], np.concatenate(chunks))
+    # Grippers stay absolute, joints become small deltas.
+    assert stats["actions"].mean[6] > 1000 and abs(stats["actions"].mean[0]) < 100
+
+
+def test_chunks_without_delta_weight_episode_ends():
+    ds = lerobot.LeRobotDataset.open(_fixture("v3.0_image"))
+    stats = cns.compute_norm_stats(ds, action_horizon=3)
+    ref = np.concatenate([ds.action_chunk(i, "action", 3)[0] for i in range(ds.num_frames)]).astype(np.float64)
+    _check(stats["actions"], ref)
+    plain = cns.compute_norm_stats(ds)
+    assert not np.allclose(plain["actions"].mean, stats["actions"].mean)
+
+
+def test_cli_writes_default_assets_dir(tmp_path: pathlib.Path):
+    script = pathlib.Path(cns.__file__)
+    result = subprocess.run(
+        [sys.executable, str(script), str(_fixture("v3.0_image"))], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "assets" / "v3.0_image" / "norm_stats.json"
+    assert result.stdout.strip().endswith(str(pathlib.Path("assets") / "v3.0_image" / "norm_stats.json"))
+    raw = json.loads(out.read_text())
+    assert len(raw["norm_stats"]["state"]["q99"]) == 14
+    bad = subprocess.run(
+        [sys.executable, str(script), "no_such_config_or_dataset"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert bad.returncode != 0
+    assert "neither a dataset on disk" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_bad_keys_and_targets(tmp_path: pathlib.Path):
+    with pytest.raises(errors.DatasetError, match=r"no column 'observation\.joints'"):
+        cns.run(cns.Args(target=str(_fixture("v3.0_image")), output_dir=tmp_path, state_key="observation.joints"))
+    with pytest.raises(errors.DatasetError, match="dtype"):
+        cns.run(cns.Args(target=str(_fixture("v3.0_image")), output_dir=tmp_path, action_key="adv_ind"))
+    with pytest.raises(errors.ConfigError, match="neither a dataset"):
+        cns.make_plan(cns.Args(target="nothing_here"))
+    ds = lerobot.LeRobotDataset.open(_fixture("v3.0_image"))
+    with pytest.raises(errors.ConfigError, match="mask covers 20 dims"):
+        cns.compute_norm_stats(ds, action_horizon=2, delta_mask=(True,) * 20)
+    assert not (tmp_path / "norm_stats.json").exists()
