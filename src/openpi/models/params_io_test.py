@@ -136,3 +136,16 @@ def test_mismatch_names_the_first_differing_path(params):
     )
     with pytest.raises(errors.CheckpointError, match=r"'action_in_proj/kernel' has shape \(7, 8\)"):
         params_io.check_tree_matches(expected, params_io.unflatten(bad), check_dtypes=False)
+
+
+def test_save_params_restores_into_the_dummy_pi0_model(tmp_path):
+    pi0_config = pytest.importorskip("openpi.models.pi0_config")
+    shapes = pi0_config.Pi0Config(paligemma_variant="dummy", action_expert_variant="dummy").params_shape()
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)
+    restored = params_io.restore_params(params_io.save_params(tmp_path / "params", params))
+    params_io.check_tree_matches(shapes, restored)
+    assert_trees_equal(restored, params)
+    del restored["PaliGemma"]["llm"]["final_norm_1"]
+    with pytest.raises(errors.CheckpointError, match=r"'PaliGemma/llm/final_norm_1/scale' is missing"):
+        params_io.check_tree_matches(shapes, restored)
