@@ -18,6 +18,7 @@ from PIL import Image
 
 from openpi.models import tokenizer as _tokenizer
 from openpi.shared import errors
+from openpi.shared import normalize as _normalize
 
 DataDict = dict[str, Any]
 
@@ -123,42 +124,22 @@ class InjectDefaultPrompt:
         return data
 
 
-def _stats_field(stats: Any, name: str) -> np.ndarray:
-    value = stats[name] if isinstance(stats, Mapping) else getattr(stats, name)
-    if value is None:
-        raise TransformError(f"Norm stats lack {name!r}; recompute them with scripts/compute_norm_stats.py.")
-    return np.asarray(value, dtype=np.float32)
+def _as_norm_stats(stats: Any) -> _normalize.NormStats:
+    if isinstance(stats, _normalize.NormStats):
+        return stats
+    if isinstance(stats, Mapping):
+        return _normalize.NormStats(**stats)
+    raise TransformError(f"Expected NormStats for normalisation but got {type(stats).__name__}.")
 
 
 def normalize_array(x: np.ndarray, stats: Any, *, use_quantiles: bool) -> np.ndarray:
-    """z-score `(x-mean)/(std+1e-6)` or quantile `(x-q01)/(q99-q01+1e-6)*2-1`, stats sliced to x's last dim.
-
-    Dimensions beyond the stats (model padding) pass through unchanged.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    if use_quantiles:
-        lo, hi = _stats_field(stats, "q01"), _stats_field(stats, "q99")
-        dim = min(lo.shape[-1], x.shape[-1])
-        head = (x[..., :dim] - lo[:dim]) / (hi[:dim] - lo[:dim] + 1e-6) * 2.0 - 1.0
-    else:
-        mean, std = _stats_field(stats, "mean"), _stats_field(stats, "std")
-        dim = min(mean.shape[-1], x.shape[-1])
-        head = (x[..., :dim] - mean[:dim]) / (std[:dim] + 1e-6)
-    return np.concatenate([head, x[..., dim:]], axis=-1).astype(np.float32)
+    """z-score or quantile normalisation (see `openpi.shared.normalize`); padded dims pass through."""
+    return _normalize.normalize(np.asarray(x, np.float32), _as_norm_stats(stats), use_quantiles=use_quantiles)
 
 
 def unnormalize_array(x: np.ndarray, stats: Any, *, use_quantiles: bool) -> np.ndarray:
-    """Inverse of `normalize_array`; dimensions beyond the stats pass through unchanged."""
-    x = np.asarray(x, dtype=np.float32)
-    if use_quantiles:
-        lo, hi = _stats_field(stats, "q01"), _stats_field(stats, "q99")
-        dim = min(lo.shape[-1], x.shape[-1])
-        head = (x[..., :dim] + 1.0) / 2.0 * (hi[:dim] - lo[:dim] + 1e-6) + lo[:dim]
-    else:
-        mean, std = _stats_field(stats, "mean"), _stats_field(stats, "std")
-        dim = min(mean.shape[-1], x.shape[-1])
-        head = x[..., :dim] * (std[:dim] + 1e-6) + mean[:dim]
-    return np.concatenate([head, x[..., dim:]], axis=-1).astype(np.float32)
+    """Inverse of `normalize_array`."""
+    return _normalize.unnormalize(np.asarray(x, np.float32), _as_norm_stats(stats), use_quantiles=use_quantiles)
 
 
 def _apply_to_stats_keys(

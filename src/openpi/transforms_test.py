@@ -3,6 +3,7 @@ import pytest
 
 from openpi import transforms as _t
 from openpi.models import tokenizer as _tokenizer
+from openpi.shared import errors
 
 
 def _stats(dim):
@@ -51,7 +52,7 @@ def test_normalize_unnormalize_roundtrip_and_padding(quantiles):
 def test_normalize_strict_and_missing_quantiles():
     with pytest.raises(_t.TransformError, match="state"):
         _t.Normalize({"state": _stats(3)}, strict=True)({"actions": np.zeros(3)})
-    with pytest.raises(_t.TransformError, match="q01"):
+    with pytest.raises(errors.UserError, match="q01"):
         _t.Normalize({"state": {"mean": [0.0], "std": [1.0], "q01": None, "q99": None}}, use_quantiles=True)(
             {"state": np.zeros(1)}
         )

@@ -1,0 +1,434 @@
+"""Named training configurations (`TrainConfig`) and the data configs they build.
+
+A cluster job is `scripts/train.py <config name> --exp-name=x [--overwrite|--resume] [--field=value ...]`:
+the name picks a registered `TrainConfig`, tyro applies the overrides. Paths that only exist on a user's
+machines (datasets, SFT checkpoints) are fields with placeholders, never hard-coded home directories.
+"""
+
+import abc
+from collections.abc import Callable
+from collections.abc import Sequence
+import dataclasses
+import difflib
+import logging
+import pathlib
+import sys
+from typing import Any
+
+import tyro
+
+from openpi import transforms as _transforms
+from openpi.models import pi0_config
+from openpi.models import tokenizer as _tokenizer
+from openpi.policies import yam_policy
+from openpi.shared import errors
+from openpi.shared import normalize as _normalize
+from openpi.training import optimizer as _optimizer
+from openpi.training import weight_loaders
+
+logger = logging.getLogger(__name__)
+
+YAM_VIAL_PROMPT = "pick up the vial and place it in the rack"
+# Placeholders for what lives on the user's cluster; override on the command line.
+YAM_VIAL_REPO_ID = "local/yam_vial_30fps"
+YAM_VIAL_RECAP_REPO_ID = "local/yam_vial_30fps_recap"
+YAM_SFT_PARAMS = "./checkpoints/pi05_yam_vial_30fps/sft/29999/params"
+PI05_BASE_PARAMS = "gs://openpi-assets/checkpoints/pi05_base/params"
+DEMO_DATASET = "./demo_output/data/yam_synthetic"
+DEMO_RECAP_DATASET = "./demo_output/data/yam_synthetic_recap"
+
+
+@dataclasses.dataclass(frozen=True)
+class AssetsConfig:
+    """Where norm stats come from: `<assets_dir or the config's assets dir>/<asset_id>/norm_stats.json`."""
+
+    assets_dir: str | None = None
+    asset_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Everything the data loader and the policy need to turn frames into model inputs."""
+
+    # Dataset: a local root directory or a LeRobot `<org>/<name>` repo id under $HF_LEROBOT_HOME. None = fake data.
+    repo_id: str | None = None
+    asset_id: str | None = None
+    norm_stats: dict[str, _normalize.NormStats] | None = None
+    repack_transforms: _transforms.Group = dataclasses.field(default_factory=_transforms.Group)
+    data_transforms: _transforms.Group = dataclasses.field(default_factory=_transforms.Group)
+    model_transforms: _transforms.Group = dataclasses.field(default_factory=_transforms.Group)
+    use_quantile_norm: bool = False
+    # Dataset column whose next `action_horizon` frames form the action chunk.
+    action_key: str = "action"
+    # Copy the frame's task text into `prompt` before repacking.
+    prompt_from_task: bool = False
+    # Optional per-frame loss weight: weight = 1 + (loss_weight_scale - 1) * column (e.g. intervention -> x2).
+    loss_weight_column: str | None = None
+    loss_weight_scale: float = 2.0
+    # Non-camera columns the dataset must have (checked before compiling).
+    required_columns: tuple[str, ...] = ()
+    # Random observations from the model's input spec instead of a dataset (openpi's fake data).
+    fake_data: bool = False
+
+    def input_transforms(self) -> list[_transforms.DataTransformFn]:
+        """repack -> robot -> normalize -> model, as used by the training data loader."""
+        return [
+            *self.repack_transforms.inputs,
+            *self.data_transforms.inputs,
+            _transforms.Normalize(self.norm_stats, use_quantiles=self.use_quantile_norm),
+            *self.model_transforms.inputs,
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelTransformFactory:
+    """The model transforms: default prompt, resize to 224, tokenize (with the indicator), pad to action_dim."""
+
+    default_prompt: str | None = None
+
+    def __call__(
+        self,
+        model_config: pi0_config.Pi0Config,
+        *,
+        tokenizer_path: str | None = None,
+        indicator_dropout: float = 0.0,
+        seed: int = 0,
+    ) -> _transforms.Group:
+        tokenizer = _tokenizer.PaligemmaTokenizer(model_config.max_token_len, tokenizer_path)
+        return _transforms.Group(
+            inputs=[
+                _transforms.InjectDefaultPrompt(self.default_prompt),
+                _transforms.ResizeImages(224, 224),
+                _transforms.TokenizePrompt(
+                    tokenizer,
+                    discrete_state_input=model_config.discrete_state_input,
+                    use_advantage=model_config.pistar,
+                    indicator_dropout=indicator_dropout if model_config.pistar else 0.0,
+                    seed=seed,
+                ),
+                _transforms.PadStatesAndActions(model_config.action_dim),
+            ]
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfigFactory(abc.ABC):
+    """Builds a `DataConfig` for a model; subclasses describe one robot/dataset family."""
+
+    repo_id: str | None = None
+    assets: AssetsConfig = dataclasses.field(default_factory=AssetsConfig)
+
+    @abc.abstractmethod
+    def create(
+        self,
+        assets_dirs: pathlib.Path,
+        model_config: pi0_config.Pi0Config,
+        *,
+        tokenizer_path: str | None = None,
+        indicator_dropout: float = 0.0,
+        seed: int = 0,
+    ) -> DataConfig:
+        """The data config; `indicator_dropout` > 0 only for training."""
+
+    def asset_id(self) -> str | None:
+        if self.assets.asset_id is not None:
+            return self.assets.asset_id
+        return None if self.repo_id is None else pathlib.Path(self.repo_id).name
+
+    def load_norm_stats(self, assets_dirs: pathlib.Path) -> dict[str, _normalize.NormStats] | None:
+        """Norm stats from the assets dir, or None (with a warning) when not computed yet."""
+        asset_id = self.asset_id()
+        if asset_id is None:
+            return None
+        directory = pathlib.Path(self.assets.assets_dir or assets_dirs) / asset_id
+        try:
+            stats = _normalize.load(directory)
+        except _normalize.NormStatsNotFoundError:
+            logger.warning("No norm stats at %s; run scripts/compute_norm_stats.py before training.", directory)
+            return None
+        logger.info("Loaded norm stats from %s", directory)
+        return stats
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeDataConfig(DataConfigFactory):
+    """Random inputs shaped like the model's (no dataset, no norm stats): for smoke tests of the trainer."""
+
+    def create(self, assets_dirs, model_config, *, tokenizer_path=None, indicator_dropout=0.0, seed=0) -> DataConfig:
+        del assets_dirs, model_config, tokenizer_path, indicator_dropout, seed
+        return DataConfig(repo_id=None, asset_id="fake", fake_data=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeRobotYamDataConfig(DataConfigFactory):
+    """A YAM (or ALOHA-layout) LeRobot dataset: 3 cameras, 14-dim state and action, optional RECAP indicator."""
+
+    repo_id: str | None = YAM_VIAL_REPO_ID
+    default_prompt: str | None = YAM_VIAL_PROMPT
+    # Use the dataset's task text as the prompt (else only the default prompt, as the community configs do).
+    prompt_from_task: bool = False
+    # Joints as deltas from the current state, grippers absolute.
+    use_delta_joint_actions: bool = True
+    # Read the `adv_ind` column (pi0.6 configs); the tokenizer uses it only when the model is pistar.
+    use_advantage: bool = True
+    # Optional per-frame loss weight column (e.g. "intervention" with scale 2.0 weighs corrections x2).
+    loss_weight_column: str | None = None
+    loss_weight_scale: float = 2.0
+    action_key: str = "action"
+    state_key: str = "observation.state"
+
+    def repack_structure(self) -> dict[str, Any]:
+        structure: dict[str, Any] = {
+            "images": dict(yam_policy.DATASET_CAMERAS),
+            "state": self.state_key,
+            "actions": self.action_key,
+        }
+        if self.use_advantage:
+            structure["adv_ind"] = "adv_ind"
+        if self.prompt_from_task:
+            structure["prompt"] = "prompt"
+        if self.loss_weight_column is not None:
+            structure["loss_weight"] = "loss_weight"
+        return structure
+
+    def required_columns(self) -> tuple[str, ...]:
+        columns = [self.state_key, self.action_key]
+        if self.use_advantage:
+            columns.append("adv_ind")
+        if self.loss_weight_column is not None:
+            columns.append(self.loss_weight_column)
+        return tuple(columns)
+
+    def create(self, assets_dirs, model_config, *, tokenizer_path=None, indicator_dropout=0.0, seed=0) -> DataConfig:
+        if self.repo_id is None:
+            raise errors.ConfigError("LeRobotYamDataConfig.repo_id is not set; pass --data.repo-id=<dataset root>.")
+        data_transforms = _transforms.Group(inputs=[yam_policy.YamInputs()], outputs=[yam_policy.YamOutputs()])
+        if self.use_delta_joint_actions:
+            mask = _transforms.make_bool_mask(6, -1, 6, -1)
+            data_transforms = data_transforms.push(
+                inputs=[_transforms.DeltaActions(mask)], outputs=[_transforms.AbsoluteActions(mask)]
+            )
+        model_transforms = ModelTransformFactory(self.default_prompt)(
+            model_config, tokenizer_path=tokenizer_path, indicator_dropout=indicator_dropout, seed=seed
+        )
+        return DataConfig(
+            repo_id=self.repo_id,
+            asset_id=self.asset_id(),
+            norm_stats=self.load_norm_stats(assets_dirs),
+            repack_transforms=_transforms.Group(inputs=[_transforms.RepackTransform(self.repack_structure())]),
+            data_transforms=data_transforms,
+            model_transforms=model_transforms,
+            use_quantile_norm=model_config.pi05,
+            action_key=self.action_key,
+            prompt_from_task=self.prompt_from_task,
+            loss_weight_column=self.loss_weight_column,
+            loss_weight_scale=self.loss_weight_scale,
+            required_columns=self.required_columns(),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One named training run; field names and defaults follow openpi's `TrainConfig`."""
+
+    name: tyro.conf.Suppress[str]
+    project_name: str = "openpi"
+    exp_name: str = tyro.MISSING
+    model: pi0_config.Pi0Config = dataclasses.field(default_factory=pi0_config.Pi0Config)
+    weight_loader: weight_loaders.WeightLoader = dataclasses.field(default_factory=weight_loaders.NoOpWeightLoader)
+    lr_schedule: _optimizer.CosineDecaySchedule = dataclasses.field(default_factory=_optimizer.CosineDecaySchedule)
+    optimizer: _optimizer.AdamW = dataclasses.field(default_factory=_optimizer.AdamW)
+    ema_decay: float | None = 0.99
+    # Path -> frozen; None = the model's own rule (LoRA configs freeze the LoRA'd LLM weights).
+    freeze_filter: tyro.conf.Suppress[Callable[[str], bool] | None] = None
+    data: DataConfigFactory = dataclasses.field(default_factory=FakeDataConfig)
+    assets_base_dir: str = "./assets"
+    checkpoint_base_dir: str = "./checkpoints"
+    seed: int = 42
+    batch_size: int = 32
+    num_workers: int = 2
+    num_train_steps: int = 30_000
+    log_interval: int = 100
+    save_interval: int = 1000
+    keep_period: int | None = 5000
+    overwrite: bool = False
+    resume: bool = False
+    wandb_enabled: bool = True
+    # "online", "offline" or "disabled" (also disabled when wandb_enabled is False or wandb is not installed).
+    wandb_mode: str = "online"
+    policy_metadata: dict[str, Any] | None = None
+    fsdp_devices: int = 1
+    # Probability of dropping the advantage clause per frame (pi0.6 train configs 0.3; `_infer` twins 0).
+    indicator_dropout: float = 0.0
+    # PaliGemma SentencePiece model; None -> $OPENPI_DATA_HOME/big_vision/paligemma_tokenizer.model.
+    tokenizer_path: str | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.indicator_dropout <= 1.0:
+            raise errors.ConfigError(f"indicator_dropout must be in [0, 1], got {self.indicator_dropout}.")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise errors.ConfigError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}.")
+
+    @property
+    def assets_dirs(self) -> pathlib.Path:
+        return (pathlib.Path(self.assets_base_dir) / self.name).resolve()
+
+    @property
+    def checkpoint_dir(self) -> pathlib.Path:
+        if not self.exp_name or self.exp_name is tyro.MISSING:
+            raise errors.ConfigError("No experiment name; pass --exp-name=<name>.")
+        return (pathlib.Path(self.checkpoint_base_dir) / self.name / self.exp_name).resolve()
+
+    def get_freeze_filter(self) -> Callable[[str], bool]:
+        return self.freeze_filter if self.freeze_filter is not None else self.model.get_freeze_filter()
+
+    def create_data_config(self, *, train: bool = True) -> DataConfig:
+        """The data config; indicator dropout is applied only when `train`."""
+        return self.data.create(
+            self.assets_dirs,
+            self.model,
+            tokenizer_path=self.tokenizer_path,
+            indicator_dropout=self.indicator_dropout if train else 0.0,
+            seed=self.seed,
+        )
+
+
+# ------------------------------------------------------------------------------------------------- registry
+
+
+def _pi06(**kw) -> pi0_config.Pi0Config:
+    return pi0_config.Pi0Config(pi05=True, pistar=True, **kw)
+
+
+_LORA = {"paligemma_variant": "gemma_2b_lora", "action_expert_variant": "gemma_300m_lora"}
+_DUMMY = {"paligemma_variant": "dummy", "action_expert_variant": "dummy", "dtype": "float32"}
+
+
+def _yam_pi06_configs() -> list[TrainConfig]:
+    """The community's five pi06_yam_vial_30fps* configs; `_infer` twins are added by `_with_infer_twins`."""
+    base_loader = weight_loaders.CheckpointWeightLoader(PI05_BASE_PARAMS)
+    sft_loader = weight_loaders.CheckpointWeightLoader(YAM_SFT_PARAMS)
+    data = LeRobotYamDataConfig(repo_id=YAM_VIAL_REPO_ID)
+    recap = LeRobotYamDataConfig(repo_id=YAM_VIAL_RECAP_REPO_ID, assets=AssetsConfig(asset_id="yam_vial_30fps"))
+    common = {"indicator_dropout": 0.3, "num_train_steps": 30_000}
+    full = {"model": _pi06(), "batch_size": 56, **common}
+    lora = {"model": _pi06(**_LORA), "batch_size": 4, "ema_decay": None, **common}
+    return [
+        TrainConfig(name="pi06_yam_vial_30fps", weight_loader=base_loader, data=data, **full),
+        TrainConfig(name="pi06_yam_vial_30fps_lora", weight_loader=base_loader, data=data, **lora),
+        TrainConfig(name="pi06_yam_vial_30fps_lora_from_sft", weight_loader=sft_loader, data=data, **lora),
+        TrainConfig(name="pi06_yam_vial_30fps_lora_from_sft_recap", weight_loader=sft_loader, data=recap, **lora),
+        TrainConfig(name="pi06_yam_vial_30fps_from_sft_recap", weight_loader=sft_loader, data=recap, **full),
+    ]
+
+
+def _with_infer_twins(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
+    """`<name>_infer`: the same config with indicator dropout off (what serving must use)."""
+    out = list(configs)
+    for config in configs:
+        if config.indicator_dropout > 0:
+            out.append(dataclasses.replace(config, name=f"{config.name}_infer", indicator_dropout=0.0))
+    return out
+
+
+def _configs() -> list[TrainConfig]:
+    base_loader = weight_loaders.CheckpointWeightLoader("gs://openpi-assets/checkpoints/pi05_base/params")
+    sft_data = LeRobotYamDataConfig(repo_id=YAM_VIAL_REPO_ID, use_advantage=False)
+    demo = {
+        "model": _pi06(**_DUMMY),
+        "batch_size": 8,
+        "num_train_steps": 300,
+        "log_interval": 20,
+        "save_interval": 100,
+        "keep_period": None,
+        "num_workers": 2,
+        "wandb_enabled": False,
+        "lr_schedule": _optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=1e-3, decay_steps=300, decay_lr=1e-4),
+        "ema_decay": None,
+    }
+    demo_data = LeRobotYamDataConfig(repo_id=DEMO_DATASET, prompt_from_task=True, default_prompt=None)
+    return [
+        # openpi-style smoke test: dummy pi0 on random inputs, no dataset, no tokenizer needed.
+        TrainConfig(
+            name="debug",
+            exp_name="debug",
+            model=pi0_config.Pi0Config(**_DUMMY),
+            data=FakeDataConfig(),
+            batch_size=2,
+            num_train_steps=10,
+            save_interval=5,
+            log_interval=1,
+            overwrite=True,
+            wandb_enabled=False,
+            ema_decay=None,
+        ),
+        # Dummy pi0.6 on a synthetic YAM dataset (tiny SigLIP, dummy Gemma experts); CPU-friendly.
+        TrainConfig(
+            name="debug_pi06",
+            exp_name="debug",
+            model=_pi06(**_DUMMY),
+            data=LeRobotYamDataConfig(repo_id=DEMO_DATASET, prompt_from_task=True),
+            batch_size=2,
+            num_train_steps=10,
+            save_interval=5,
+            log_interval=1,
+            overwrite=True,
+            wandb_enabled=False,
+            indicator_dropout=0.3,
+            lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=2, peak_lr=1e-3, decay_steps=100, decay_lr=1e-4),
+        ),
+        # Stage 2 of the RECAP loop: plain pi0.5 SFT on the YAM demonstrations.
+        TrainConfig(name="pi05_yam_vial_30fps", model=pi0_config.Pi0Config(pi05=True), weight_loader=base_loader,
+                    data=sft_data, batch_size=56),
+        TrainConfig(name="pi05_yam_vial_30fps_lora", model=pi0_config.Pi0Config(pi05=True, **_LORA),
+                    weight_loader=base_loader, data=sft_data, batch_size=4, ema_decay=None),
+        *_with_infer_twins(_yam_pi06_configs()),
+        # The offline demo (scripts/make_demo_dataset.py writes the dataset): SFT, pi0.6, then pi0.6 on relabels.
+        TrainConfig(name="demo_pi05", model=pi0_config.Pi0Config(pi05=True, **_DUMMY),
+                    data=dataclasses.replace(demo_data, use_advantage=False), **{k: v for k, v in demo.items() if k != "model"}),
+        *_with_infer_twins([
+            TrainConfig(name="demo_pi06", data=demo_data, indicator_dropout=0.3, **demo),
+            TrainConfig(
+                name="demo_pi06_recap",
+                data=dataclasses.replace(demo_data, repo_id=DEMO_RECAP_DATASET, assets=AssetsConfig(asset_id="yam_synthetic")),
+                indicator_dropout=0.3,
+                **demo,
+            ),
+        ]),
+    ]  # fmt: skip
+
+
+_CONFIGS = _configs()
+_CONFIGS_DICT = {config.name: config for config in _CONFIGS}
+if len(_CONFIGS_DICT) != len(_CONFIGS):
+    raise RuntimeError("Duplicate TrainConfig names in the registry.")
+
+
+def config_names() -> list[str]:
+    return list(_CONFIGS_DICT)
+
+
+def get_config(name: str) -> TrainConfig:
+    """The registered config `name`; an unknown name suggests the closest ones."""
+    if name not in _CONFIGS_DICT:
+        close = difflib.get_close_matches(name, _CONFIGS_DICT, n=3, cutoff=0.0)
+        raise errors.ConfigError(
+            f"No training config named {name!r}; did you mean {' or '.join(repr(c) for c in close)}? "
+            f"(all names: {', '.join(_CONFIGS_DICT)})"
+        )
+    return _CONFIGS_DICT[name]
+
+
+def cli(args: Sequence[str] | None = None) -> TrainConfig:
+    """`<config name> [--field=value ...]` -> TrainConfig (the name first, then tyro overrides)."""
+    args = list(sys.argv[1:] if args is None else args)
+    if not args or args[0].startswith("-"):
+        names = "\n  ".join(_CONFIGS_DICT)
+        raise errors.ConfigError(
+            f"Name a training config as the first argument, then overrides, e.g. "
+            f"`train.py debug_pi06 --exp-name=x`. Configs:\n  {names}"
+        )
+    name = args[0]
+    default = get_config(name)
+    prog = f"{pathlib.Path(sys.argv[0]).name} {name}"
+    return tyro.cli(TrainConfig, default=default, args=args[1:], prog=prog, description=f"Train with config {name!r}.")

@@ -1,0 +1,93 @@
+import dataclasses
+
+import jax
+import pytest
+
+from openpi.models import pi0_config
+from openpi.shared import errors
+from openpi.training import config as _config
+from openpi.training import weight_loaders
+
+PI06_YAM = [
+    "pi06_yam_vial_30fps",
+    "pi06_yam_vial_30fps_lora",
+    "pi06_yam_vial_30fps_lora_from_sft",
+    "pi06_yam_vial_30fps_lora_from_sft_recap",
+    "pi06_yam_vial_30fps_from_sft_recap",
+]
+
+
+def test_every_registered_config_builds_its_params_shape():
+    shapes = {}
+    for name in _config.config_names():
+        model = _config.get_config(name).model
+        if model not in shapes:
+            shapes[model] = jax.eval_shape(model.init_params, jax.random.key(0))
+        assert "PaliGemma" in shapes[model], name
+    full = shapes[_config.get_config("pi06_yam_vial_30fps").model]
+    n = sum(x.size for x in jax.tree.leaves(full))
+    assert n == 3_353_433_872  # openpi's pi0.5
+
+
+def test_community_pi06_names_and_infer_twins():
+    names = set(_config.config_names())
+    for name in PI06_YAM:
+        train, infer = _config.get_config(name), _config.get_config(f"{name}_infer")
+        assert train.indicator_dropout == 0.3 and infer.indicator_dropout == 0.0
+        assert dataclasses.replace(infer, name=name, indicator_dropout=0.3) == train
+        assert train.model.pi05 and train.model.pistar
+        assert train.data.use_advantage and not train.data.prompt_from_task
+    assert {"debug", "debug_pi06", "demo_pi06", "demo_pi06_recap", "pi05_yam_vial_30fps"} <= names
+    lora = _config.get_config("pi06_yam_vial_30fps_lora")
+    assert lora.batch_size == 4 and lora.ema_decay is None and "lora" in lora.model.paligemma_variant
+    assert _config.get_config("pi06_yam_vial_30fps").batch_size == 56
+    recap = _config.get_config("pi06_yam_vial_30fps_lora_from_sft_recap")
+    assert recap.data.repo_id != lora.data.repo_id
+    assert isinstance(recap.weight_loader, weight_loaders.CheckpointWeightLoader)
+    for name in names:  # no user's home directory baked into a config
+        assert "/home/" not in repr(_config.get_config(name)) and "~" not in repr(_config.get_config(name))
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(errors.ConfigError, match="did you mean 'debug_pi06'"):
+        _config.get_config("debug_pi6")
+
+
+def test_cli_name_first_then_overrides():
+    cfg = _config.cli(["debug_pi06", "--exp-name=x", "--batch-size=4", "--overwrite", "--data.repo-id=/tmp/ds"])
+    assert (cfg.name, cfg.exp_name, cfg.batch_size, cfg.overwrite, cfg.data.repo_id) == (
+        "debug_pi06",
+        "x",
+        4,
+        True,
+        "/tmp/ds",
+    )
+    assert cfg.checkpoint_dir.parts[-2:] == ("debug_pi06", "x")
+    with pytest.raises(errors.ConfigError, match="first argument"):
+        _config.cli(["--exp-name=x"])
+
+
+def test_lora_freeze_filter_comes_from_the_model():
+    cfg = _config.get_config("pi06_yam_vial_30fps_lora")
+    frozen = cfg.get_freeze_filter()
+    assert frozen("PaliGemma/llm/layers/attn/q_einsum/w")
+    assert not frozen("PaliGemma/llm/layers/attn/q_einsum/lora_a")
+    assert not frozen("PaliGemma/img/head/kernel")
+    assert not _config.get_config("pi06_yam_vial_30fps").get_freeze_filter()("PaliGemma/llm/layers/attn/q_einsum/w")
+
+
+def test_yam_data_config_transforms(tmp_path, tiny_spm_model):
+    from openpi.shared import normalize
+
+    cfg = _config.get_config("debug_pi06")
+    stats = normalize.NormStats(mean=[0.0] * 14, std=[1.0] * 14, q01=[-1.0] * 14, q99=[1.0] * 14)
+    normalize.save(tmp_path / "assets" / "debug_pi06" / "yam_synthetic", {"state": stats, "actions": stats})
+    cfg = dataclasses.replace(cfg, assets_base_dir=str(tmp_path / "assets"), tokenizer_path=str(tiny_spm_model))
+    dc = cfg.create_data_config()
+    assert dc.norm_stats is not None and dc.use_quantile_norm and dc.asset_id == "yam_synthetic"
+    assert "adv_ind" in dc.required_columns
+    tokenize = next(t for t in dc.model_transforms.inputs if type(t).__name__ == "TokenizePrompt")
+    assert tokenize.use_advantage and tokenize.indicator_dropout == 0.3
+    infer = cfg.create_data_config(train=False)
+    assert next(t for t in infer.model_transforms.inputs if type(t).__name__ == "TokenizePrompt").indicator_dropout == 0
+    assert isinstance(cfg.model, pi0_config.Pi0Config)

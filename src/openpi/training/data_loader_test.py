@@ -1,0 +1,76 @@
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from openpi.models import pi0_config
+from openpi.shared import errors
+from openpi.training import data_loader as _dl
+
+
+@dataclasses.dataclass(frozen=True)
+class _SquareFactory:
+    """A picklable factory: item = (index, index^2, a draw seeded by the sample id)."""
+
+    def __call__(self):
+        def item(index, sample_id):
+            rng = np.random.default_rng(sample_id)
+            return {"x": np.array([index, index * index]), "nested": {"r": np.float32(rng.random())}}
+
+        return item
+
+
+def _collect(loader):
+    return [jax.tree.map(np.asarray, b) for b in loader]
+
+
+def test_sampler_covers_every_frame_once_per_epoch_and_splits_processes():
+    sampler = _dl.BatchSampler(range(12), global_batch_size=4, seed=3)
+    seen = np.concatenate([sampler.local_batch(s)[0] for s in range(3)])
+    assert sorted(seen.tolist()) == list(range(12))
+    halves = [_dl.BatchSampler(range(12), 4, seed=3, process_index=p, process_count=2) for p in range(2)]
+    for step in range(5):
+        a, b = (h.local_batch(step)[0] for h in halves)
+        assert not set(a) & set(b)
+        np.testing.assert_array_equal(np.concatenate([a, b]), sampler.local_batch(step)[0])
+    with pytest.raises(errors.ConfigError, match="multiple of the 2 processes"):
+        _dl.BatchSampler(range(12), 3, process_count=2)
+
+
+@pytest.mark.parametrize("workers,kind", [(0, "thread"), (3, "thread"), (2, "process")])
+def test_batches_do_not_depend_on_workers_and_resume_matches(workers, kind):
+    sampler = _dl.BatchSampler(range(10), global_batch_size=4, seed=1)
+    reference = _collect(_dl.DataLoader(_SquareFactory(), sampler, num_workers=0, num_batches=6))
+    got = _collect(_dl.DataLoader(_SquareFactory(), sampler, num_workers=workers, worker_type=kind, num_batches=6))
+    for a, b in zip(reference, got, strict=True):
+        np.testing.assert_array_equal(a["x"], b["x"])
+        np.testing.assert_array_equal(a["nested"]["r"], b["nested"]["r"])
+    resumed = _collect(_dl.DataLoader(_SquareFactory(), sampler, num_workers=workers, start_step=4, num_batches=2))
+    np.testing.assert_array_equal(resumed[0]["x"], reference[4]["x"])
+    np.testing.assert_array_equal(resumed[1]["nested"]["r"], reference[5]["nested"]["r"])
+
+
+def test_global_arrays_on_a_mesh():
+    from openpi.training import sharding
+
+    mesh = sharding.make_mesh(1)
+    sampler = _dl.BatchSampler(range(10), global_batch_size=2, seed=0)
+    loader = _dl.DataLoader(_SquareFactory(), sampler, sharding=sharding.data_sharding(mesh), num_batches=1)
+    batch = next(iter(loader))
+    assert isinstance(batch["x"], jax.Array) and batch["x"].shape == (2, 2)
+    assert batch["x"].sharding == sharding.data_sharding(mesh)
+
+
+def test_strings_cannot_be_batched():
+    with pytest.raises(errors.DatasetError, match="non-numeric"):
+        _dl.stack_items([{"prompt": "a"}, {"prompt": "b"}])
+
+
+def test_fake_items_follow_the_model_spec():
+    model = pi0_config.Pi0Config(paligemma_variant="dummy", action_expert_variant="dummy")
+    item = _dl.FakeItemFn(model)(0, 5)
+    obs, actions, weights = _dl.batch_to_model_inputs(_dl.stack_items([item, _dl.FakeItemFn(model)(0, 6)]))
+    assert obs.state.shape == (2, 32) and actions.shape == (2, 50, 32) and weights is None
+    assert obs.tokenized_prompt.shape == (2, model.max_token_len)
+    np.testing.assert_array_equal(item["state"], _dl.FakeItemFn(model)(9, 5)["state"])
