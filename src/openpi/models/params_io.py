@@ -104,7 +104,8 @@ def check_tree_matches(
         )
 
 
-def _locate(path: str | os.PathLike) -> pathlib.Path:
+def locate_checkpoint(path: str | os.PathLike) -> pathlib.Path:
+    """The local directory of a params checkpoint; `CheckpointError` if it is missing or not an Orbax checkpoint."""
     try:
         local = download.maybe_download(path)
     except download.ArtefactNotFoundError as e:
@@ -143,7 +144,7 @@ def restore_params(
         restore_type: `np.ndarray` (host memory, the weight loaders' choice) or `jax.Array`.
         sharding: for `jax.Array`, where to place the leaves; None replicates them over all devices.
     """
-    local = _locate(path)
+    local = locate_checkpoint(path)
     if restore_type is jax.Array and sharding is None:
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("x",))
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -37,6 +37,16 @@ class WeightLoader(Protocol):
         """Returns weights with the structure, shapes and dtypes of `params` (the model's fresh parameters)."""
 
 
+def validate(loader: WeightLoader) -> None:
+    """Fails fast, before anything compiles, when a loader's weight file is missing or of the wrong kind.
+
+    Cheap: checks the location and layout markers only; loaders without a `validate` method pass.
+    """
+    check = getattr(loader, "validate", None)
+    if callable(check):
+        check()
+
+
 @dataclasses.dataclass(frozen=True)
 class NoOpWeightLoader:
     """Trains from the model's random initialisation (toy configs, tests)."""
@@ -86,6 +96,9 @@ class CheckpointWeightLoader:
 
     params_path: str
 
+    def validate(self) -> None:
+        params_io.locate_checkpoint(self.params_path)
+
     def load(self, params: Params) -> Params:
         loaded = params_io.restore_params(self.params_path, restore_type=np.ndarray)
         merged = merge_params(loaded, params, missing_regex=LORA_REGEX)
@@ -103,11 +116,19 @@ class PaliGemmaWeightLoader:
 
     npz_path: str = PALIGEMMA_NPZ_URL
 
-    def load(self, params: Params) -> Params:
+    def validate(self) -> None:
+        path = self._locate()
+        if not zipfile.is_zipfile(path):
+            raise errors.CheckpointError(f"{path} is not an .npz archive; is the download complete?")
+
+    def _locate(self):
         try:
-            path = download.maybe_download(self.npz_path)
+            return download.maybe_download(self.npz_path)
         except download.ArtefactNotFoundError as e:
             raise errors.CheckpointError(f"PaliGemma weights not found: {e}") from e
+
+    def load(self, params: Params) -> Params:
+        path = self._locate()
         flat = _read_npz(path)
         prefix = f"{params_io.PARAMS_ITEM}/"
         if not flat or not all(k.startswith(prefix) for k in flat):

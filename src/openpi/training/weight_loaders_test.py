@@ -155,3 +155,16 @@ def test_base_checkpoint_into_dummy_pi06_lora_model(tmp_path):
     embedding = "PaliGemma/llm/embedder/input_embedding"
     np.testing.assert_array_equal(flat[embedding], params_io.flatten(stored)[embedding])
     assert jnp.dtype(flat[embedding].dtype) == jnp.dtype(params_io.flatten(lora_shapes)[embedding].dtype)
+
+
+def test_validate_fails_fast_without_reading_weights(tmp_path, base_checkpoint):
+    path, _ = base_checkpoint
+    weight_loaders.validate(weight_loaders.CheckpointWeightLoader(str(path)))
+    weight_loaders.validate(weight_loaders.NoOpWeightLoader())
+    with pytest.raises(errors.CheckpointError, match=r"pass .*params instead"):
+        weight_loaders.validate(weight_loaders.CheckpointWeightLoader(str(path.parent)))
+    npz = testing.write_paligemma_npz(tmp_path / "pt_224.npz", {"llm": {"w": np.zeros(2)}})
+    weight_loaders.validate(weight_loaders.PaliGemmaWeightLoader(str(npz)))
+    (tmp_path / "bad.npz").write_bytes(b"partial download")
+    with pytest.raises(errors.CheckpointError, match=r"not an \.npz archive"):
+        weight_loaders.validate(weight_loaders.PaliGemmaWeightLoader(str(tmp_path / "bad.npz")))
