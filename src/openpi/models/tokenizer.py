@@ -69,7 +69,7 @@ def normalize_indicator(advantage: object) -> str | None:
     """Maps an `adv_ind` value to "positive", "negative" or None (no clause).
 
     Accepts str / bytes / numpy strings, a one-element array of them (a LeRobot `string [1]` cell), booleans
-    (True = positive) and None. Case and surrounding whitespace are ignored.
+    (True = positive) and missing values (None, NaN). Case and surrounding whitespace are ignored.
     """
     value = advantage
     if isinstance(value, np.ndarray | list | tuple):
@@ -80,8 +80,8 @@ def normalize_indicator(advantage: object) -> str | None:
                 "pass one of positive / negative / none per frame."
             )
         value = arr[0]
-    if value is None:
-        return None
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None  # a missing cell (None, or NaN from pandas)
     if isinstance(value, bool | np.bool_):
         return POSITIVE if value else NEGATIVE
     if isinstance(value, bytes | np.bytes_):

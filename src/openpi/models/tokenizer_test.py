@@ -42,7 +42,7 @@ def test_state_bins_follow_openpi_digitize():
         _tokenizer.discretize_state(np.zeros((2, 3)))
 
 
-@pytest.mark.parametrize("none", [None, "", "none", " None ", b"none", np.array(["none"]), [None]])
+@pytest.mark.parametrize("none", [None, "", "none", " None ", b"none", np.array(["none"]), [None], float("nan")])
 def test_none_indicator_gives_the_unconditional_prompt(none):
     assert _tokenizer.format_prompt("t", STATE, none) == _tokenizer.format_prompt("t", STATE)
 
