@@ -23,9 +23,16 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8000
 
-# websockets >= 15 honours HTTP(S)_PROXY for ws:// URIs; a robot talking to a server on its own network must
-# not be routed through a proxy. Older versions have no proxy support (and no such argument).
-_NO_PROXY = {"proxy": None} if "proxy" in inspect.signature(websockets.sync.client.connect).parameters else {}
+# Version-dependent arguments of websockets.sync.client.connect:
+# - proxy=None: websockets >= 15 honours HTTP(S)_PROXY for ws:// URIs, but a robot talking to a server on its own
+#   network must not be routed through a proxy (older versions have no proxy support and no such argument);
+# - legacy=True: websockets >= 17.1 wants connect() used as a context manager unless told we hold the connection
+#   ourselves, which this long-lived client does.
+_CONNECT_PARAMS = inspect.signature(websockets.sync.client.connect).parameters
+_CONNECT_KWARGS = {
+    **({"proxy": None} if "proxy" in _CONNECT_PARAMS else {}),
+    **({"legacy": True} if "legacy" in _CONNECT_PARAMS else {}),
+}
 
 
 class ServerError(RuntimeError):
@@ -94,7 +101,7 @@ class WebsocketClientPolicy(_base_policy.BasePolicy):
                     max_size=None,
                     additional_headers=headers,
                     open_timeout=10 if remaining is None else max(remaining, 0.1),
-                    **_NO_PROXY,
+                    **_CONNECT_KWARGS,
                 )
             except websockets.exceptions.InvalidStatus as exc:
                 status = exc.response.status_code

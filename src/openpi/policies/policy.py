@@ -1,0 +1,251 @@
+"""`Policy`: one robot observation in, one unnormalised action chunk out.
+
+`infer` runs openpi's steps: input transforms (robot → normalize → tokenize/pad), add a batch axis, the
+jitted `sample_actions`, remove the batch axis, output transforms (unnormalise, back to robot units), and
+reports ``policy_timing.infer_ms`` (model time only).
+
+RECAP specifics, fixed here rather than left to each config:
+  - the advantage indicator defaults to ``positive`` when the request carries no ``adv_ind``, and a request
+    may ask for ``negative`` or ``none`` (no clause); anything else is a clear error;
+  - indicator dropout (a training-time regulariser) is switched off in every `TokenizePrompt` of the chain,
+    even when a training config is served, so the clause is never silently dropped;
+  - optional classifier-free guidance (``cfg_beta``, β): the input chain runs a second time with
+    ``adv_ind="none"`` to produce the unconditional prompt, and the model combines both velocities in one
+    batched pass: ``v = v_uncond + β (v_cond − v_uncond)``.
+
+Bad observations raise `ObservationError` (a `UserError`) with one sentence naming the key, which the
+server forwards to the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+import dataclasses
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from openpi import transforms as _transforms
+from openpi.models import model as _model
+from openpi.models import tokenizer as _tokenizer
+from openpi.shared import errors
+from openpi_client import base_policy as _base_policy
+
+BasePolicy = _base_policy.BasePolicy
+
+DEFAULT_ADV_IND = _tokenizer.POSITIVE
+
+
+class ObservationError(errors.UserError, ValueError):
+    """A request's observation is missing something or has the wrong shape or dtype."""
+
+
+def _without_indicator_dropout(transform: Any) -> Any:
+    """Returns `transform` with every `TokenizePrompt.indicator_dropout` set to 0 (recursing into composites)."""
+    if isinstance(transform, _transforms.TokenizePrompt) and transform.indicator_dropout > 0:
+        return dataclasses.replace(transform, indicator_dropout=0.0)
+    if isinstance(transform, _transforms.CompositeTransform):
+        return _transforms.CompositeTransform(tuple(_without_indicator_dropout(t) for t in transform.transforms))
+    return transform
+
+
+def _tokenizers(transform: Any) -> list[_transforms.TokenizePrompt]:
+    if isinstance(transform, _transforms.TokenizePrompt):
+        return [transform]
+    if isinstance(transform, _transforms.CompositeTransform):
+        return [t for sub in transform.transforms for t in _tokenizers(sub)]
+    return []
+
+
+def _copy_tree(tree: Any) -> Any:
+    """Copies dicts and arrays: arrays decoded from the wire are read-only views, and transforms may write."""
+    if isinstance(tree, Mapping):
+        return {k: _copy_tree(v) for k, v in tree.items()}
+    if isinstance(tree, np.ndarray):
+        return tree.copy()
+    return tree
+
+
+def _leaf_paths(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, Mapping):
+        return [item for k, v in tree.items() for item in _leaf_paths(v, f"{prefix}{k}/")]
+    return [(prefix[:-1], tree)]
+
+
+def check_request(obs: Any) -> None:
+    """Checks the parts of a raw robot observation every openpi robot layout shares.
+
+    Image leaves (a key path containing "image" or "cam") must be uint8 or float arrays of rank 3;
+    state leaves must be real-valued arrays; no leaf may be an object array. The robot transforms check the
+    rest (which cameras, state dimension).
+    """
+    if not isinstance(obs, Mapping):
+        raise ObservationError(f"The observation must be a dict, got {type(obs).__name__}.")
+    for path, leaf in _leaf_paths(obs):
+        if not isinstance(path, str):
+            raise ObservationError(f"Observation key {path!r} is not a string; use string keys only.")
+        name = path.rsplit("/", 1)[-1].lower()
+        is_image = "image" in path.lower() or name.startswith("cam")
+        if is_image and not name.endswith("mask"):
+            arr = leaf if isinstance(leaf, np.ndarray) else None
+            if arr is None or arr.ndim != 3:
+                shape = getattr(leaf, "shape", None)
+                raise ObservationError(
+                    f"Image {path!r} has shape {shape if shape is not None else type(leaf).__name__}; expected one "
+                    "[height, width, 3] (or [3, height, width]) array per camera."
+                )
+            if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
+                raise ObservationError(
+                    f"Image {path!r} has dtype {arr.dtype}; send uint8 in [0, 255] (or float in [0, 1])."
+                )
+        elif name == "state" or name.endswith("_state") or name.endswith(".state"):
+            arr = np.asarray(leaf) if isinstance(leaf, np.ndarray | list | tuple) else None
+            if arr is None or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+                dtype = getattr(arr, "dtype", type(leaf).__name__)
+                raise ObservationError(f"State {path!r} has dtype {dtype}; send a float32 vector.")
+            if arr.ndim != 1 or arr.size == 0:
+                raise ObservationError(f"State {path!r} has shape {arr.shape}; send a non-empty 1-d vector.")
+
+
+class Policy(BasePolicy):
+    """A model plus its transform chains, callable on single robot observations.
+
+    Args:
+        model: A model facade with ``sample_actions(params, rng, observation, **kwargs) -> [B, H, D]``
+            (e.g. ``Pi0Config(...).model()``).
+        params: The model's parameter tree.
+        rng: Key for the sampling noise (split once per request).
+        transforms: Input chain, robot observation → model inputs.
+        output_transforms: Output chain, model outputs → robot actions.
+        sample_kwargs: Extra keyword arguments for ``sample_actions`` (e.g. ``num_steps``).
+        metadata: Sent to clients when they connect.
+        default_adv_ind: Indicator used when a request has no ``adv_ind``.
+        cfg_beta: Classifier-free guidance strength β (None or 1: plain conditioning).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        params: Any,
+        *,
+        rng: jax.Array | None = None,
+        transforms: Sequence[_transforms.DataTransformFn] = (),
+        output_transforms: Sequence[_transforms.DataTransformFn] = (),
+        sample_kwargs: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        default_adv_ind: str | None = DEFAULT_ADV_IND,
+        cfg_beta: float | None = None,
+    ) -> None:
+        self._model = model
+        self._params = params
+        inputs = [_without_indicator_dropout(t) for t in transforms]
+        self._input_transform = _transforms.compose(inputs)
+        self._output_transform = _transforms.compose(output_transforms)
+        self._metadata = dict(metadata or {})
+        self._default_adv_ind = _tokenizer.normalize_indicator(default_adv_ind)
+        self._rng = rng if rng is not None else jax.random.key(0)
+        self._rng_lock = threading.Lock()
+
+        if cfg_beta is not None and cfg_beta == 1.0:
+            cfg_beta = None  # β = 1 is plain conditioning: skip the unconditional pass.
+        if cfg_beta is not None:
+            if cfg_beta <= 0:
+                raise errors.ConfigError(f"cfg_beta must be positive (paper: 1.5 to 2.5), got {cfg_beta}.")
+            if not any(t.use_advantage for t in _tokenizers(self._input_transform)):
+                raise errors.ConfigError(
+                    "cfg_beta needs a pi0.6 config whose prompt carries the advantage clause (TokenizePrompt with "
+                    "use_advantage=True); this policy's prompt has none."
+                )
+        self._cfg_beta = cfg_beta
+        self._sample_kwargs = dict(sample_kwargs or {})
+        static = dict(self._sample_kwargs)
+        if cfg_beta is not None:
+            static["guidance_scale"] = float(cfg_beta)
+
+        def sample(params, rng, observation, noise, uncond_prompt, uncond_mask):
+            kwargs = dict(static)
+            if noise is not None:
+                kwargs["noise"] = noise
+            if uncond_prompt is not None:
+                kwargs["uncond_tokenized_prompt"] = uncond_prompt
+                kwargs["uncond_tokenized_prompt_mask"] = uncond_mask
+            return model.sample_actions(params, rng, observation, **kwargs)
+
+        self._sample_actions = jax.jit(sample)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._metadata
+
+    @property
+    def cfg_beta(self) -> float | None:
+        return self._cfg_beta
+
+    def _transform_inputs(self, obs: dict, adv_ind: str | None) -> dict:
+        data = _copy_tree(obs)
+        if adv_ind is None:
+            data.pop("adv_ind", None)
+        else:
+            data["adv_ind"] = adv_ind
+        try:
+            return self._input_transform(data)
+        except errors.UserError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            # The robot transforms assume their layout; a request that breaks that assumption is the client's
+            # fault, so say which assumption broke instead of calling it an internal error.
+            detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ObservationError(
+                f"The observation does not fit this policy's input transforms ({type(exc).__name__}: {detail}); "
+                f"check it against the server metadata and the robot's example observation."
+            ) from exc
+
+    def infer(self, obs: dict, *, noise: np.ndarray | None = None) -> dict:  # type: ignore[override]
+        """Returns ``{"actions": [H, D_robot], "policy_timing": {"infer_ms": ...}, ...}`` for one observation."""
+        check_request(obs)
+        adv_ind = _tokenizer.normalize_indicator(obs["adv_ind"]) if "adv_ind" in obs else self._default_adv_ind
+        if adv_ind is None:
+            adv_ind = "none"
+        inputs = self._transform_inputs(obs, adv_ind)
+        uncond_prompt = uncond_mask = None
+        if self._cfg_beta is not None:
+            uncond = self._transform_inputs(obs, "none")
+            uncond_prompt = jnp.asarray(uncond["tokenized_prompt"])[None]
+            uncond_mask = jnp.asarray(uncond["tokenized_prompt_mask"])[None]
+
+        inputs.pop("actions", None)
+        batched = jax.tree.map(lambda x: np.asarray(x)[None, ...], inputs)
+        observation = _model.Observation.from_dict(batched)
+        self._check_model_inputs(observation)
+        if noise is not None:
+            noise = jnp.asarray(noise, dtype=jnp.float32)
+            noise = noise[None] if noise.ndim == 2 else noise
+
+        with self._rng_lock:
+            self._rng, sample_rng = jax.random.split(self._rng)
+        start = time.monotonic()
+        actions = self._sample_actions(self._params, sample_rng, observation, noise, uncond_prompt, uncond_mask)
+        actions = np.asarray(jax.device_get(actions))
+        model_ms = (time.monotonic() - start) * 1000
+
+        outputs = {"state": np.asarray(batched["state"])[0], "actions": actions[0]}
+        outputs = self._output_transform(outputs)
+        outputs = {k: np.asarray(v) if isinstance(v, jax.Array) else v for k, v in outputs.items()}
+        outputs["policy_timing"] = {"infer_ms": model_ms}
+        return outputs
+
+    def _check_model_inputs(self, observation: _model.Observation) -> None:
+        config = getattr(self._model, "config", None)
+        try:
+            _model.check_observation(
+                observation,
+                state_dim=getattr(config, "action_dim", None),
+                max_token_len=getattr(config, "max_token_len", None),
+            )
+        except _model.ObservationError as exc:
+            raise ObservationError(f"After the input transforms: {exc}") from exc

@@ -1,0 +1,190 @@
+"""Build a served `Policy` from a training config: from a checkpoint, or freshly initialised for smoke tests.
+
+The transform chain is the training config's own (one data pipeline for training and serving), built for
+inference: indicator dropout off, norm stats read from the checkpoint's ``assets/<asset_id>/`` (the stats
+the weights were trained with, not whatever sits in the local assets folder today).
+
+Inference chain (openpi's order): repack → default prompt → robot inputs → normalize → model inputs;
+outputs run model outputs → unnormalize → robot outputs → repack outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import logging
+import os
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from openpi import transforms as _transforms
+from openpi.models import params_io
+from openpi.policies import policy as _policy
+from openpi.shared import download
+from openpi.shared import errors
+from openpi.shared import normalize as _normalize
+from openpi.training import config as _config
+
+logger = logging.getLogger(__name__)
+
+
+def _metadata(train_config: _config.TrainConfig, cfg_beta: float | None, extra: Mapping[str, Any]) -> dict:
+    model = train_config.model
+    meta = dict(train_config.policy_metadata or {})
+    meta.setdefault("config", train_config.name)
+    meta.setdefault("model_type", model.model_type)
+    meta.setdefault("action_horizon", model.action_horizon)
+    if cfg_beta is not None:
+        meta.setdefault("cfg_beta", float(cfg_beta))
+    meta.update(extra)
+    return meta
+
+
+def _build_policy(
+    train_config: _config.TrainConfig,
+    params: Any,
+    norm_stats: Mapping[str, _normalize.NormStats] | None,
+    *,
+    tokenizer_path: str | os.PathLike | None,
+    repack_transforms: _transforms.Group | None,
+    default_prompt: str | None,
+    sample_kwargs: Mapping[str, Any] | None,
+    cfg_beta: float | None,
+    metadata: Mapping[str, Any] | None,
+    seed: int,
+) -> _policy.Policy:
+    data_config = train_config.data.create(
+        train_config.assets_dirs,
+        train_config.model,
+        tokenizer_path=str(tokenizer_path) if tokenizer_path is not None else train_config.tokenizer_path,
+        indicator_dropout=0.0,
+        seed=train_config.seed,
+    )
+    repack = repack_transforms or _transforms.Group()
+    use_quantiles = data_config.use_quantile_norm
+    inputs = [
+        *repack.inputs,
+        _transforms.InjectDefaultPrompt(default_prompt),
+        *data_config.data_transforms.inputs,
+        _transforms.Normalize(norm_stats, use_quantiles=use_quantiles),
+        *data_config.model_transforms.inputs,
+    ]
+    outputs = [
+        *data_config.model_transforms.outputs,
+        _transforms.Unnormalize(norm_stats, use_quantiles=use_quantiles),
+        *data_config.data_transforms.outputs,
+        *repack.outputs,
+    ]
+    return _policy.Policy(
+        train_config.model.model(),
+        params,
+        rng=jax.random.key(seed),
+        transforms=inputs,
+        output_transforms=outputs,
+        sample_kwargs=sample_kwargs,
+        metadata=_metadata(train_config, cfg_beta, metadata or {}),
+        cfg_beta=cfg_beta,
+    )
+
+
+def load_checkpoint_norm_stats(checkpoint_dir: pathlib.Path, asset_id: str | None) -> dict[str, _normalize.NormStats]:
+    """The norm stats saved with a checkpoint: ``<checkpoint_dir>/assets/<asset_id>/norm_stats.json``."""
+    if asset_id is None:
+        raise errors.ConfigError(
+            "The config's data has no asset_id, so the checkpoint's norm stats cannot be located; set "
+            "data.assets.asset_id (or data.repo_id) in the training config."
+        )
+    return _normalize.load(checkpoint_dir / "assets" / asset_id)
+
+
+def create_trained_policy(
+    train_config: _config.TrainConfig,
+    checkpoint_dir: str | os.PathLike,
+    *,
+    repack_transforms: _transforms.Group | None = None,
+    sample_kwargs: Mapping[str, Any] | None = None,
+    default_prompt: str | None = None,
+    norm_stats: Mapping[str, _normalize.NormStats] | None = None,
+    tokenizer_path: str | os.PathLike | None = None,
+    cfg_beta: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> _policy.Policy:
+    """A policy serving the weights of one checkpoint step (``<checkpoint_dir>/params``).
+
+    Args:
+        train_config: The config the checkpoint was trained with (model shape, transforms, asset id).
+        checkpoint_dir: A step directory (``checkpoints/<config>/<exp>/<step>``), local or in the openpi cache.
+        repack_transforms: Optional renaming of the client's keys into the robot layout.
+        sample_kwargs: Extra ``sample_actions`` arguments (e.g. ``{"num_steps": 10}``).
+        default_prompt: Prompt used when a request has none (before the config's own default).
+        norm_stats: Override the checkpoint's norm stats.
+        tokenizer_path: PaliGemma SentencePiece model; default: the config's, else the openpi cache.
+        cfg_beta: Classifier-free guidance β for pi0.6 configs (None: plain conditioning on the indicator).
+        metadata: Extra entries for the metadata sent to clients.
+        seed: Seed of the sampling noise.
+    """
+    try:
+        checkpoint_dir = download.maybe_download(checkpoint_dir)
+    except download.ArtefactNotFoundError as exc:
+        raise errors.CheckpointError(f"Checkpoint not found: {exc}") from exc
+    params_dir = checkpoint_dir / "params"
+    if not params_dir.is_dir():
+        raise errors.CheckpointError(
+            f"{checkpoint_dir} has no params/ folder; pass a checkpoint step directory such as "
+            f"checkpoints/{train_config.name}/<exp_name>/<step>."
+        )
+    # As openpi: bfloat16 models serve bfloat16 weights (half the memory); float32 models keep float32.
+    dtype = jnp.bfloat16 if train_config.model.dtype == "bfloat16" else jnp.float32
+    params = params_io.restore_params(params_dir, dtype=dtype, restore_type=jax.Array)
+    params_io.check_tree_matches(
+        train_config.model.params_shape(), params, check_dtypes=False, what=f"checkpoint {params_dir}"
+    )
+    if norm_stats is None:
+        asset_id = train_config.data.asset_id()
+        norm_stats = load_checkpoint_norm_stats(checkpoint_dir, asset_id)
+        logger.info("Loaded norm stats from %s", checkpoint_dir / "assets" / str(asset_id))
+    return _build_policy(
+        train_config,
+        params,
+        norm_stats,
+        tokenizer_path=tokenizer_path,
+        repack_transforms=repack_transforms,
+        default_prompt=default_prompt,
+        sample_kwargs=sample_kwargs,
+        cfg_beta=cfg_beta,
+        metadata={"checkpoint": str(checkpoint_dir), **(metadata or {})},
+        seed=seed,
+    )
+
+
+def create_dummy_policy(
+    train_config: _config.TrainConfig,
+    *,
+    tokenizer_path: str | os.PathLike | None = None,
+    sample_kwargs: Mapping[str, Any] | None = None,
+    default_prompt: str | None = None,
+    norm_stats: Mapping[str, _normalize.NormStats] | None = None,
+    cfg_beta: float | None = None,
+    seed: int = 0,
+) -> _policy.Policy:
+    """A policy with freshly initialised weights (random actions): for smoke tests of robots and servers.
+
+    No norm stats unless given (actions come out in model units). Use a dummy-size config (e.g. debug_pi06);
+    a full-size one works but takes long to initialise.
+    """
+    params = jax.jit(train_config.model.init_params)(jax.random.key(seed))
+    return _build_policy(
+        train_config,
+        params,
+        norm_stats,
+        tokenizer_path=tokenizer_path,
+        repack_transforms=None,
+        default_prompt=default_prompt,
+        sample_kwargs=sample_kwargs,
+        cfg_beta=cfg_beta,
+        metadata={"dummy": True},
+        seed=seed,
+    )

@@ -1,0 +1,236 @@
+"""End-to-end serving over 127.0.0.1: a real dummy-size pi0.6 Policy behind the websocket server, our client.
+
+One server (one jit compile) is shared by the module; the API-key server wraps the same Policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import threading
+import time
+
+import jax
+import msgpack
+import numpy as np
+import pytest
+import websockets.exceptions
+import websockets.sync.client
+
+from openpi.models import params_io
+from openpi.policies import policy_config
+from openpi.policies import yam_policy
+from openpi.serving import websocket_policy_server as wps
+from openpi.shared import normalize
+from openpi.training import config as _config
+from openpi_client import msgpack_numpy
+from openpi_client import websocket_client_policy as wcp
+
+ACTION_HORIZON = 10
+MAX_REQUEST_BYTES = 2 * 2**20
+
+
+@pytest.fixture(scope="module")
+def train_config(tiny_spm_model):
+    config = _config.get_config("debug_pi06")
+    model = dataclasses.replace(config.model, action_horizon=ACTION_HORIZON)
+    return dataclasses.replace(
+        config, model=model, tokenizer_path=str(tiny_spm_model), policy_metadata={"robot": "yam"}
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory, train_config):
+    """A checkpoint step in openpi's layout: <step>/params and <step>/assets/<asset_id>/norm_stats.json."""
+    step_dir = tmp_path_factory.mktemp("ckpt") / train_config.name / "exp" / "9"
+    params = jax.jit(train_config.model.init_params)(jax.random.key(1))
+    params_io.save_params(step_dir / "params", params)
+    rng = np.random.default_rng(0)
+    stats = {key: normalize.compute(rng.normal(size=(256, 14)).astype(np.float32)) for key in ("state", "actions")}
+    normalize.save(step_dir / "assets" / train_config.data.asset_id(), stats)
+    return step_dir
+
+
+@pytest.fixture(scope="module")
+def policy(train_config, checkpoint_dir):
+    return policy_config.create_trained_policy(train_config, checkpoint_dir, sample_kwargs={"num_steps": 3})
+
+
+@pytest.fixture(scope="module")
+def server(policy):
+    srv = wps.WebsocketPolicyServer(
+        policy, port=0, metadata=policy.metadata, max_request_bytes=MAX_REQUEST_BYTES
+    ).start_in_thread()
+    with srv:
+        # Compile once here so every test measures steady-state serving.
+        with wcp.WebsocketClientPolicy(port=srv.port, connect_timeout_s=30) as client:
+            client.infer(yam_policy.make_yam_example())
+        yield srv
+
+
+def _obs(seed: int = 0, **overrides):
+    obs = yam_policy.make_yam_example(np.random.default_rng(seed))
+    obs.update(overrides)
+    return obs
+
+
+def test_client_receives_yam_actions(server):
+    with wcp.WebsocketClientPolicy("127.0.0.1", server.port, connect_timeout_s=10) as client:
+        metadata = client.get_server_metadata()
+        assert metadata["robot"] == "yam" and metadata["action_horizon"] == ACTION_HORIZON
+        assert metadata["config"] == "debug_pi06" and metadata["model_type"] == "pi06"
+        first = client.infer(_obs(1))
+        second = client.infer(_obs(2, adv_ind="negative"))
+    for reply in (first, second):
+        assert reply["actions"].shape == (ACTION_HORIZON, 14)
+        assert reply["actions"].dtype == np.float32
+        assert np.isfinite(reply["actions"]).all()
+        assert reply["policy_timing"]["infer_ms"] > 0
+        assert reply["server_timing"]["infer_ms"] >= reply["policy_timing"]["infer_ms"]
+    assert "prev_total_ms" not in first["server_timing"]
+    assert second["server_timing"]["prev_total_ms"] > 0
+
+
+def _garbage_cases():
+    valid = msgpack_numpy.packb(_obs())
+    return {
+        "garbage": (b"\xc1\xff\x00 not msgpack at all", "not valid msgpack"),
+        "truncated": (valid[: len(valid) // 2], "not valid msgpack"),
+        "not_a_dict": (msgpack.packb([1, 2, 3]), "send one observation dict"),
+        "text_frame": ("hello", "text frame"),
+        "oversized": (b"\x00" * (MAX_REQUEST_BYTES + 1), "over this server's limit"),
+        "bad_array_header": (
+            msgpack.packb({"state": {b"__ndarray__": True, b"data": b"\x00" * 3, b"dtype": "<f4", b"shape": [14]}}),
+            "needs 56 bytes",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_garbage_cases()))
+def test_malformed_frames_get_error_and_connection_keeps_serving(server, case):
+    payload, message = _garbage_cases()[case]
+    with websockets.sync.client.connect(f"ws://127.0.0.1:{server.port}", compression=None, max_size=None) as ws:
+        ws.recv()  # metadata
+        ws.send(payload)
+        reply = ws.recv(timeout=30)
+        assert isinstance(reply, str), reply
+        assert reply.startswith(wps.BAD_REQUEST_PREFIX) and message in reply
+        assert "Traceback" not in reply and "\n" not in reply
+        ws.send(msgpack_numpy.packb(_obs()))
+        ok = msgpack_numpy.unpackb(ws.recv(timeout=30))
+        assert ok["actions"].shape == (ACTION_HORIZON, 14)
+
+
+def _without_camera(obs):
+    images = dict(obs["images"])
+    del images["cam_high"]
+    return {**obs, "images": images}
+
+
+@pytest.mark.parametrize(
+    ("case", "mutate", "message"),
+    [
+        ("missing_image", _without_camera, "cam_high"),
+        ("missing_images", lambda o: {k: v for k, v in o.items() if k != "images"}, "'images'"),
+        ("missing_state", lambda o: {k: v for k, v in o.items() if k != "state"}, "'state'"),
+        (
+            "image_2d",
+            lambda o: {**o, "images": {**o["images"], "cam_high": np.zeros((224, 224), np.uint8)}},
+            "'images/cam_high' has shape (224, 224)",
+        ),
+        (
+            "image_4_channels",
+            lambda o: {**o, "images": {**o["images"], "cam_left_wrist": np.zeros((224, 224, 4), np.uint8)}},
+            "cam_left_wrist",
+        ),
+        (
+            "image_int64",
+            lambda o: {**o, "images": {**o["images"], "cam_high": np.zeros((3, 224, 224), np.int64)}},
+            "dtype int64",
+        ),
+        ("state_strings", lambda o: {**o, "state": np.array(["a"] * 14)}, "'state' has dtype <U1"),
+        ("state_dim", lambda o: {**o, "state": np.zeros(9, np.float32)}, "14 dims"),
+        ("bad_adv_ind", lambda o: {**o, "adv_ind": "great"}, "advantage indicator"),
+    ],
+)
+def test_bad_observations_get_clear_error_and_connection_keeps_serving(server, case, mutate, message):
+    with wcp.WebsocketClientPolicy(port=server.port, connect_timeout_s=10) as client:
+        with pytest.raises(wcp.ServerError) as info:
+            client.infer(mutate(_obs()))
+        text = str(info.value)
+        assert message in text, text
+        assert "Traceback" not in text and wps.INTERNAL_ERROR_PREFIX not in text
+        assert client.infer(_obs())["actions"].shape == (ACTION_HORIZON, 14)
+
+
+def test_frame_over_hard_limit_closes_only_that_connection(server):
+    with websockets.sync.client.connect(f"ws://127.0.0.1:{server.port}", compression=None, max_size=None) as ws:
+        ws.recv()
+        ws.send(b"\x00" * (2 * MAX_REQUEST_BYTES + 1))
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+            ws.recv(timeout=30)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    with wcp.WebsocketClientPolicy(port=server.port, connect_timeout_s=10) as client:
+        assert client.infer(_obs())["actions"].shape == (ACTION_HORIZON, 14)
+
+
+def _healthz(port: int) -> tuple[int, float]:
+    start = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        status = conn.getresponse().status
+    finally:
+        conn.close()
+    return status, (time.monotonic() - start) * 1000
+
+
+def test_concurrent_clients_and_healthz_during_inference(server):
+    n_clients, n_requests = 8, 50
+    results: dict[int, list[tuple[int, int]]] = {}
+    errors: list[BaseException] = []
+
+    def run_client(i: int) -> None:
+        try:
+            with wcp.WebsocketClientPolicy(port=server.port, connect_timeout_s=30) as client:
+                shapes = [client.infer(_obs(i * 1000 + j))["actions"].shape for j in range(n_requests)]
+            results[i] = shapes
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run_client, args=(i,)) for i in range(n_clients)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    latencies = []
+    while any(t.is_alive() for t in threads) and len(latencies) < 40:
+        status, ms = _healthz(server.port)
+        assert status == 200
+        latencies.append(ms)
+        time.sleep(0.05)
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert sorted(results) == list(range(n_clients))
+    assert all(shapes == [(ACTION_HORIZON, 14)] * n_requests for shapes in results.values())
+    assert len(latencies) >= 5, "inference finished before /healthz could be probed"
+    assert max(latencies) < 100, latencies
+
+
+def test_api_key(policy):
+    with wps.WebsocketPolicyServer(policy, port=0, api_key="s3cret").start_in_thread() as srv:
+        assert _healthz(srv.port)[0] == 200  # the health check needs no key
+        with pytest.raises(wcp.AuthenticationError, match="api_key"):
+            wcp.WebsocketClientPolicy(port=srv.port, connect_timeout_s=5)
+        with pytest.raises(wcp.AuthenticationError, match="wrong"):
+            wcp.WebsocketClientPolicy(port=srv.port, api_key="guess", connect_timeout_s=5)
+        with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+            websockets.sync.client.connect(f"ws://127.0.0.1:{srv.port}", additional_headers={"Authorization": "x"})
+        assert info.value.response.status_code == 401
+        with wcp.WebsocketClientPolicy(port=srv.port, api_key="s3cret", connect_timeout_s=5) as client:
+            assert client.infer(_obs())["actions"].shape == (ACTION_HORIZON, 14)
+
+
+def test_client_connect_timeout_names_the_server():
+    with pytest.raises(TimeoutError, match="No policy server answered"):
+        wcp.WebsocketClientPolicy(port=1, connect_timeout_s=0.5, retry_interval_s=0.1)
