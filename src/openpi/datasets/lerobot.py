@@ -5,7 +5,8 @@
     writer = lerobot.LeRobotDatasetWriter.create(root, fps=10, features=..., robot_type="yam")
     lerobot.copy_with_columns(src, dst, {"adv_ind": labels})
 
-The pieces live in `info` (layout facts), `reader`, `writer`, `video` and `episode_stats`.
+The pieces live in `info` (layout facts), `reader`, `writer`, `rewrite` (copy_with_columns), `video`,
+`parquet_schema` and `episode_stats`.
 """
 
 from openpi.datasets.info import DEFAULT_FEATURES
@@ -13,6 +14,8 @@ from openpi.datasets.info import lerobot_home
 from openpi.datasets.reader import EpisodeInfo
 from openpi.datasets.reader import LeRobotDataset
 from openpi.datasets.reader import VideoSegment
+from openpi.datasets.rewrite import copy_with_columns
+from openpi.datasets.rewrite import infer_feature
 from openpi.datasets.video import VideoDecoder
 from openpi.datasets.video import VideoEncoding
 from openpi.datasets.writer import LeRobotDatasetWriter
@@ -25,5 +28,7 @@ __all__ = [
     "VideoDecoder",
     "VideoEncoding",
     "VideoSegment",
+    "copy_with_columns",
+    "infer_feature",
     "lerobot_home",
 ]

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import pathlib
+import threading
 from typing import Any
 
 import numpy as np
@@ -137,8 +138,19 @@ class LeRobotDataset:
         self._decoder = decoder or video_lib.VideoDecoder()
         self._row_groups: collections.OrderedDict[tuple[str, int], pa.Table] = collections.OrderedDict()
         self._row_group_bounds: dict[str, list[int]] = {}
+        self._lock = threading.Lock()  # guards the small caches above for thread-pool loaders
         self.video_keys = info_lib.camera_keys(self.features, "video")
         self.image_keys = info_lib.camera_keys(self.features, "image")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for process workers: caches and locks are rebuilt on the other side."""
+        state = self.__dict__.copy()
+        state.update(_lock=None, _row_groups=collections.OrderedDict(), _columns={}, _float_columns={})
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------------- opening
     @classmethod
@@ -350,9 +362,10 @@ class LeRobotDataset:
                 raise errors.DatasetError(
                     f"Images in {self.root / rel} (row group {group}) cannot be read ({exc}); the file is corrupt."
                 ) from exc
-            self._row_groups[(rel, group)] = table
-            while len(self._row_groups) > 4:
-                self._row_groups.popitem(last=False)
+            with self._lock:
+                self._row_groups[(rel, group)] = table
+                while len(self._row_groups) > 4:
+                    self._row_groups.popitem(last=False)
         cell = table.column(key)[row - bounds[group]].as_py()
         data = cell.get("bytes") if isinstance(cell, dict) else None
         try:

@@ -144,43 +144,50 @@ class _OpenVideo:
 
 
 class VideoDecoder:
-    """Per-process LRU cache of open videos; `frame(path, t)` returns the rgb24 frame at time t (uint8 HWC)."""
+    """LRU cache of open videos per process and thread; `frame(path, t)` gives the rgb24 frame at t (uint8 HWC).
+
+    Each thread (thread-pool data loaders) and each forked process gets its own handles, so decoding runs
+    in parallel and no FFmpeg state is ever shared.
+    """
 
     def __init__(self, max_open: int = 16, tolerance_s: float = DEFAULT_TOLERANCE_S):
         self.max_open = max_open
         self.tolerance_s = tolerance_s
-        self._open: collections.OrderedDict[pathlib.Path, _OpenVideo] = collections.OrderedDict()
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _cache(self) -> collections.OrderedDict[pathlib.Path, _OpenVideo]:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():  # new thread, or a forked worker: fresh handles
+            local.pid = os.getpid()
+            local.open = collections.OrderedDict()
+        return local.open
 
     def _get(self, path: pathlib.Path) -> _OpenVideo:
-        if os.getpid() != self._pid:  # forked worker: never touch the parent's FFmpeg handles
-            self._open = collections.OrderedDict()
-            self._pid = os.getpid()
-        video = self._open.get(path)
+        cache = self._cache()
+        video = cache.get(path)
         if video is not None:
-            self._open.move_to_end(path)
+            cache.move_to_end(path)
             return video
         if not path.is_file():
             raise errors.DatasetError(
                 f"Video file {path} is missing; restore the dataset's videos/ folder (or re-download it)."
             )
         video = _OpenVideo(path)
-        self._open[path] = video
-        while len(self._open) > self.max_open:
-            _, old = self._open.popitem(last=False)
+        cache[path] = video
+        while len(cache) > self.max_open:
+            _, old = cache.popitem(last=False)
             old.close()
         return video
 
     def frame(self, path: str | os.PathLike, timestamp: float) -> np.ndarray:
-        with self._lock:
-            return self._get(pathlib.Path(path)).frame_at(float(timestamp), self.tolerance_s)
+        return self._get(pathlib.Path(path)).frame_at(float(timestamp), self.tolerance_s)
 
     def close(self) -> None:
-        with self._lock:
-            for video in self._open.values():
-                video.close()
-            self._open.clear()
+        """Closes this thread's open files."""
+        cache = self._cache()
+        for video in cache.values():
+            video.close()
+        cache.clear()
 
     def __getstate__(self):  # picklable for worker processes: handles are reopened there
         return {"max_open": self.max_open, "tolerance_s": self.tolerance_s}

@@ -66,6 +66,45 @@ def normalize_features(features: Mapping[str, Mapping[str, Any]], *, use_videos:
     return out
 
 
+def coerce_feature(name: str, spec: Mapping[str, Any], raw: Any, where: str) -> np.ndarray:
+    """Checks per-frame values [T, ...] against a feature spec and casts them to its dtype.
+
+    Shape-[1] features accept [T] or [T, 1] and come back as [T, 1]; strings come back as an object array [T].
+    """
+    array = np.asarray(raw) if spec["dtype"] != "string" else np.asarray(raw, dtype=object)
+    if array.ndim == 0:
+        raise errors.DatasetError(f"{where}: {name!r} needs a leading frame axis, got a scalar.")
+    shape = tuple(spec["shape"])
+    if spec["dtype"] in info_lib.CAMERA_DTYPES:
+        if array.dtype != np.uint8 or array.shape[1:] != shape:
+            raise errors.DatasetError(
+                f"{where}: camera {name!r} must be uint8 [T, {', '.join(map(str, shape))}], got "
+                f"{array.dtype} {list(array.shape)}; resize/convert the images or fix the feature's shape."
+            )
+        return array
+    if spec["dtype"] == "string":
+        if array.shape[1:] not in ((), (1,)):
+            raise errors.DatasetError(
+                f"{where}: string feature {name!r} must be [T] or [T, 1], got {list(array.shape)}."
+            )
+        return np.asarray([str(v) for v in array.reshape(-1)], dtype=object)
+    if array.shape[1:] != shape and not (shape == (1,) and array.ndim == 1):
+        raise errors.DatasetError(
+            f"{where}: {name!r} has shape {list(array.shape)}, expected [T, {', '.join(map(str, shape))}] as "
+            "declared in features."
+        )
+    target = np.dtype(spec["dtype"])
+    if array.dtype.kind in "OUS":
+        raise errors.DatasetError(f"{where}: {name!r} is declared {spec['dtype']} but holds {array.dtype} values.")
+    lossy = not np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_
+    if np.issubdtype(target, np.integer) and lossy and not np.all(np.equal(np.mod(array, 1), 0)):
+        raise errors.DatasetError(
+            f"{where}: {name!r} is declared {spec['dtype']} but holds non-integer values; round them or declare "
+            "a float dtype."
+        )
+    return array.astype(target).reshape((len(array), *shape))
+
+
 def _staging_dir(root: pathlib.Path) -> pathlib.Path:
     return root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
 
@@ -252,12 +291,7 @@ class LeRobotDatasetWriter:
         values: dict[str, np.ndarray] = {}
         length = None
         for name, spec in user.items():
-            raw = frames[name]
-            array = np.asarray(raw) if spec["dtype"] != "string" else np.asarray(raw, dtype=object)
-            if array.ndim == 0:
-                raise errors.DatasetError(
-                    f"Episode {episode_index}: {name!r} needs a leading frame axis, got a scalar."
-                )
+            array = coerce_feature(name, spec, frames[name], f"Episode {episode_index}")
             if length is None:
                 length = len(array)
             if len(array) != length:
@@ -265,33 +299,6 @@ class LeRobotDatasetWriter:
                     f"Episode {episode_index}: {name!r} has {len(array)} frames but other features have {length}; "
                     "all features need the same number of frames."
                 )
-            shape = tuple(spec["shape"])
-            if spec["dtype"] in info_lib.CAMERA_DTYPES:
-                if array.dtype != np.uint8 or array.shape[1:] != shape:
-                    raise errors.DatasetError(
-                        f"Episode {episode_index}: camera {name!r} must be uint8 [T, {', '.join(map(str, shape))}], got "
-                        f"{array.dtype} {list(array.shape)}; resize/convert the images or fix the feature's shape."
-                    )
-            elif spec["dtype"] == "string":
-                if array.shape[1:] not in ((), (1,)):
-                    raise errors.DatasetError(
-                        f"Episode {episode_index}: string feature {name!r} must be [T] or [T, 1]."
-                    )
-                array = np.asarray([str(v) for v in array.reshape(-1)], dtype=object)
-            else:
-                if array.shape[1:] != shape and not (shape == (1,) and array.ndim == 1):
-                    raise errors.DatasetError(
-                        f"Episode {episode_index}: {name!r} has shape {list(array.shape)}, expected [T, "
-                        f"{', '.join(map(str, shape))}] as declared in features."
-                    )
-                target = np.dtype(spec["dtype"])
-                lossy = not np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_
-                if np.issubdtype(target, np.integer) and lossy and not np.all(np.equal(np.mod(array, 1), 0)):
-                    raise errors.DatasetError(
-                        f"Episode {episode_index}: {name!r} is declared {spec['dtype']} but holds non-integer "
-                        "values; round them or declare a float dtype."
-                    )
-                array = array.astype(target).reshape((len(array), *shape))
             values[name] = array
         if not length:
             raise errors.DatasetError(f"Episode {episode_index} has no frames; an episode needs at least one frame.")
