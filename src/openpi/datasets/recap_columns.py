@@ -1,0 +1,142 @@
+"""The five per-frame RECAP columns as LeRobot features, and their validation on a dataset.
+
+RECAP.md fixes the columns (`intervention`, `reward`, `reward_label`, `value_label`, `adv_ind`); a
+dataset made by another tool may spell `value_label` as `value_lable`, which we read as the same column.
+Training, value training and relabelling all call `validate_recap_columns` before they start, so a bad
+dataset fails in one sentence that names the column, the episode and the frame, not deep inside a
+jitted step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from collections.abc import Mapping
+
+import numpy as np
+
+from openpi.datasets import reader
+from openpi.shared import errors
+
+INTERVENTION = "intervention"
+REWARD = "reward"
+REWARD_LABEL = "reward_label"
+VALUE_LABEL = "value_label"
+ADV_IND = "adv_ind"
+COLUMNS = (INTERVENTION, REWARD, REWARD_LABEL, VALUE_LABEL, ADV_IND)
+ADV_IND_VALUES = ("positive", "negative", "none")
+
+# Older converters misspelt value_label; the reader accepts either spelling.
+LEGACY_NAMES = {VALUE_LABEL: ("value_lable",)}
+
+RECAP_FEATURES: dict[str, dict] = {
+    INTERVENTION: {"dtype": "int64", "shape": [1], "names": None},
+    REWARD: {"dtype": "float32", "shape": [1], "names": None},
+    REWARD_LABEL: {"dtype": "float32", "shape": [1], "names": None},
+    VALUE_LABEL: {"dtype": "float32", "shape": [1], "names": None},
+    ADV_IND: {"dtype": "string", "shape": [1], "names": None},
+}
+
+_HINT = "run the RECAP labelling (openpi.recap.labels) on the dataset first"
+
+
+def column_name(ds: reader.LeRobotDataset, name: str) -> str | None:
+    """The column that holds RECAP column `name` in `ds` (its legacy spelling counts), or None."""
+    for candidate in (name, *LEGACY_NAMES.get(name, ())):
+        if ds.has_column(candidate):
+            return candidate
+    return None
+
+
+def read_column(ds: reader.LeRobotDataset, name: str) -> np.ndarray:
+    """A RECAP column over all frames ([N]; strings for adv_ind), under either spelling."""
+    actual = column_name(ds, name)
+    if actual is None:
+        raise _missing(ds, name)
+    return ds.column(actual).reshape(ds.num_frames)
+
+
+def _missing(ds: reader.LeRobotDataset, name: str) -> errors.DatasetError:
+    legacy = LEGACY_NAMES.get(name, ())
+    also = f" (nor the legacy spelling {legacy[0]!r})" if legacy else ""
+    return errors.DatasetError(f"Dataset {ds.root} has no RECAP column {name!r}{also}; {_HINT}.")
+
+
+def _where(ds: reader.LeRobotDataset, i: int) -> str:
+    episode = ds.episode_for_frame(i)
+    return f"episode {episode.episode_index}, frame {i - episode.from_index} (index {i})"
+
+
+def validate_recap_columns(ds: reader.LeRobotDataset, required: Iterable[str] = COLUMNS) -> Mapping[str, str]:
+    """Checks that the required RECAP columns exist with valid values; returns {column: name on disk}.
+
+    Rules: intervention is an integer 0/1; reward, reward_label and value_label are finite floats with
+    value_label in [-1, 0]; adv_ind is one of positive / negative / none.
+    """
+    names: dict[str, str] = {}
+    for name in required:
+        if name not in RECAP_FEATURES:
+            raise errors.ConfigError(f"{name!r} is not a RECAP column; the columns are {', '.join(COLUMNS)}.")
+        actual = column_name(ds, name)
+        if actual is None:
+            raise _missing(ds, name)
+        names[name] = actual
+        values = ds.column(actual)
+        if values.ndim != 1:
+            raise errors.DatasetError(
+                f"RECAP column {actual!r} of {ds.root} has shape {list(values.shape[1:])} per frame, expected [1]; "
+                f"{_HINT}."
+            )
+        if name == ADV_IND:
+            _check_adv_ind(ds, actual, values)
+        elif name == INTERVENTION:
+            _check_intervention(ds, actual, values)
+        else:
+            _check_float(ds, actual, values, bounded=name == VALUE_LABEL)
+    return names
+
+
+def _check_adv_ind(ds, actual: str, values: np.ndarray) -> None:
+    if values.dtype.kind != "U":
+        raise errors.DatasetError(
+            f"RECAP column {actual!r} of {ds.root} holds {values.dtype} values, expected strings "
+            f"({', '.join(ADV_IND_VALUES)}); {_HINT}."
+        )
+    bad = np.flatnonzero(~np.isin(values, ADV_IND_VALUES))
+    if len(bad):
+        i = int(bad[0])
+        raise errors.DatasetError(
+            f"RECAP column {actual!r} is {str(values[i])!r} at {_where(ds, i)} of {ds.root} ({len(bad)} bad frames); "
+            f"it must be one of {', '.join(ADV_IND_VALUES)}, relabel the dataset."
+        )
+
+
+def _check_intervention(ds, actual: str, values: np.ndarray) -> None:
+    if not (np.issubdtype(values.dtype, np.integer) or values.dtype == np.bool_):
+        raise errors.DatasetError(
+            f"RECAP column {actual!r} of {ds.root} holds {values.dtype} values, expected int64 0/1 flags; {_HINT}."
+        )
+    bad = np.flatnonzero((values != 0) & (values != 1))
+    if len(bad):
+        i = int(bad[0])
+        raise errors.DatasetError(
+            f"RECAP column {actual!r} is {int(values[i])} at {_where(ds, i)} of {ds.root} ({len(bad)} bad frames); "
+            "it must be 1 for human frames and 0 for autonomous ones."
+        )
+
+
+def _check_float(ds, actual: str, values: np.ndarray, *, bounded: bool) -> None:
+    if not np.issubdtype(values.dtype, np.floating):
+        raise errors.DatasetError(
+            f"RECAP column {actual!r} of {ds.root} holds {values.dtype} values, expected float32; {_HINT}."
+        )
+    bad = ~np.isfinite(values)
+    if bounded:
+        bad |= (values < -1.0) | (values > 0.0)
+    bad_idx = np.flatnonzero(bad)
+    if len(bad_idx):
+        i = int(bad_idx[0])
+        rule = "a finite value in [-1, 0]" if bounded else "a finite value"
+        raise errors.DatasetError(
+            f"RECAP column {actual!r} is {float(values[i])} at {_where(ds, i)} of {ds.root} ({len(bad_idx)} bad "
+            f"frames); it must be {rule}, recompute the labels (normalise by the task's max episode length and clip)."
+        )
