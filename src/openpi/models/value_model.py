@@ -1,0 +1,265 @@
+"""The RECAP value model (critic): SigLIP + Gemma3 + a 201-bin distributional head over [-1, 0].
+
+    cameras --SigLIP (one tower, shared by all cameras)--> `img/head` projection into the Gemma3 width
+    prompt  --Gemma3 SentencePiece--> tokens --`llm/embedder`-->
+    Gemma3 over [image tokens, prompt tokens] -> hidden state of the last valid token -> MLP -> 201 logits
+
+Attention: image tokens see each other (one bidirectional block, as in PaliGemma / Gemma3 vision), prompt tokens
+are causal and see every image token. The readout is the LAST valid prompt token (`readout="last"`), the one
+position that has seen everything, as a causal LM summarises its input; `readout="mean"` (masked mean over all
+valid tokens) is available.
+
+The value distribution is categorical over `num_bins` evenly spaced atoms on [v_min, v_max] (C51). A point
+target is clipped to that range and split over its two neighbouring atoms (`two_hot`); the loss is the cross-entropy
+against that; the value is the expectation (`expected_value`). A uniform prediction has loss ln(201) ~ 5.3.
+
+The camera list and the prompt format are part of `ValueModelConfig` and are written into every checkpoint
+(`to_json`), so a labeller cannot silently feed the model other inputs than it was trained on.
+"""
+
+import dataclasses
+import json
+import math
+from typing import Any
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from openpi.models import gemma3
+from openpi.models import model as _model
+from openpi.models import siglip
+from openpi.models import tokenizer as _tokenizer
+from openpi.shared import errors
+
+FreezeMode = Literal["all_backbones", "siglip_only", "none"]
+FREEZE_MODES: tuple[str, ...] = ("all_backbones", "siglip_only", "none")
+# "task": BOS + cleaned task text. "task_state": BOS + "Task: {text}, State: {bins};\n" with the normalised state
+# digitised into 256 bins over [-1, 1] exactly as the pi0.5 prompt does.
+PromptFormat = Literal["task", "task_state"]
+PROMPT_FORMATS: tuple[str, ...] = ("task", "task_state")
+Readout = Literal["last", "mean"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueModelConfig:
+    """Architecture and input contract of the value model (everything a checkpoint must agree on)."""
+
+    siglip_variant: str = "So400m/14"
+    gemma3_variant: str = "gemma3_270m"
+    # Model-side camera keys, in the order their tokens enter the sequence.
+    cameras: tuple[str, ...] = _model.IMAGE_KEYS
+    image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
+    prompt_format: PromptFormat = "task"
+    max_token_len: int = 48
+    num_bins: int = 201
+    v_min: float = -1.0
+    v_max: float = 0.0
+    # Compute dtype of the backbones; trainable parameters are kept in float32.
+    dtype: str = "bfloat16"
+    freeze_mode: FreezeMode = "all_backbones"
+    readout: Readout = "last"
+    # Hidden width of the value MLP; 0 means the Gemma3 width.
+    head_hidden: int = 0
+
+    def __post_init__(self):
+        if self.freeze_mode not in FREEZE_MODES:
+            raise errors.ConfigError(f"freeze_mode {self.freeze_mode!r} is not one of {FREEZE_MODES}.")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise errors.ConfigError(f"prompt_format {self.prompt_format!r} is not one of {PROMPT_FORMATS}.")
+        if self.readout not in ("last", "mean"):
+            raise errors.ConfigError(f"readout {self.readout!r} is not one of ('last', 'mean').")
+        if self.num_bins < 2 or not self.v_min < self.v_max:
+            raise errors.ConfigError(
+                f"Value bins need num_bins >= 2 and v_min < v_max, got {self.num_bins}, [{self.v_min}, {self.v_max}]."
+            )
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise errors.ConfigError(f"cameras must be a non-empty list of distinct names, got {self.cameras}.")
+        siglip.get_config(self.siglip_variant)  # raises a ConfigError naming the bad variant
+        gemma3.get_config(self.gemma3_variant)
+
+    @property
+    def llm_config(self) -> gemma3.Gemma3Config:
+        return gemma3.get_config(self.gemma3_variant)
+
+    @property
+    def num_image_tokens(self) -> int:
+        return siglip.num_tokens(self.siglip_variant, self.image_resolution)
+
+    def module(self) -> "ValueModel":
+        return ValueModel(self)
+
+    def inputs_spec(self, *, batch_size: int = 1) -> _model.Observation:
+        h, w = self.image_resolution
+        return _model.Observation(
+            images={c: jax.ShapeDtypeStruct((batch_size, h, w, 3), jnp.float32) for c in self.cameras},
+            image_masks={c: jax.ShapeDtypeStruct((batch_size,), jnp.bool_) for c in self.cameras},
+            state=jax.ShapeDtypeStruct((batch_size, 1), jnp.float32),
+            tokenized_prompt=jax.ShapeDtypeStruct((batch_size, self.max_token_len), jnp.int32),
+            tokenized_prompt_mask=jax.ShapeDtypeStruct((batch_size, self.max_token_len), jnp.bool_),
+        )
+
+    def fake_obs(self, batch_size: int = 1) -> _model.Observation:
+        return jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), self.inputs_spec(batch_size=batch_size))
+
+    def init(self, rng: jax.Array) -> dict:
+        """Freshly initialised parameters (pure nested dict: `img`, `llm`, `value_head`)."""
+        return jax.jit(lambda r: self.module().init(r, self.fake_obs(1))["params"])(rng)
+
+    def abstract_params(self) -> dict:
+        """Parameter shapes/dtypes without allocating (jax.eval_shape)."""
+        return jax.eval_shape(self.init, jax.random.key(0))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "value model config") -> "ValueModelConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise errors.CheckpointError(f"{source} is not valid JSON ({e}); the checkpoint is damaged.") from e
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise errors.CheckpointError(
+                f"{source} has unknown fields {unknown}; it was written by a newer version of this code."
+            )
+        for key in ("cameras", "image_resolution"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The distributional value head: pure functions.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bin_centers(num_bins: int = 201, v_min: float = -1.0, v_max: float = 0.0) -> jax.Array:
+    """The `num_bins` atoms, evenly spaced on [v_min, v_max] inclusive (bin width 0.005 for 201 on [-1, 0])."""
+    return jnp.linspace(v_min, v_max, num_bins, dtype=jnp.float32)
+
+
+def two_hot(target, num_bins: int = 201, v_min: float = -1.0, v_max: float = 0.0) -> jax.Array:
+    """C51 projection of point targets [...] onto the atoms: [..., num_bins], two non-zero weights summing to 1.
+
+    The target is clipped to [v_min, v_max]; a target on an atom puts all its mass there.
+    """
+    target = jnp.clip(jnp.asarray(target, jnp.float32), v_min, v_max)
+    pos = (target - v_min) / (v_max - v_min) * (num_bins - 1)
+    lower = jnp.clip(jnp.floor(pos), 0, num_bins - 1)
+    upper_weight = pos - lower
+    lower_i = lower.astype(jnp.int32)
+    upper_i = jnp.minimum(lower_i + 1, num_bins - 1)
+    return (
+        jax.nn.one_hot(lower_i, num_bins) * (1.0 - upper_weight)[..., None]
+        + jax.nn.one_hot(upper_i, num_bins) * upper_weight[..., None]
+    )
+
+
+def value_loss(logits, target, *, v_min: float = -1.0, v_max: float = 0.0, reduce: bool = True) -> jax.Array:
+    """Cross-entropy between the predicted distribution (logits [..., num_bins]) and two_hot(target)."""
+    num_bins = logits.shape[-1]
+    probs = two_hot(target, num_bins, v_min, v_max)
+    ce = -jnp.sum(probs * jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
+    return jnp.mean(ce) if reduce else ce
+
+
+def expected_value(logits, v_min: float = -1.0, v_max: float = 0.0) -> jax.Array:
+    """Expectation of the predicted distribution over the atoms: [...]."""
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    return probs @ bin_centers(logits.shape[-1], v_min, v_max)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prompt tokenisation.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def format_value_prompt(prompt_format: str, task: str, state: np.ndarray | None = None) -> str:
+    """The value model's prompt text (without BOS) for a given format."""
+    text = _tokenizer.clean_text(task)
+    if prompt_format == "task":
+        return text
+    if prompt_format == "task_state":
+        if state is None:
+            raise errors.ConfigError(
+                "prompt_format 'task_state' needs the normalised state; make sure the data pipeline provides `state`."
+            )
+        return f"Task: {text}, State: {_tokenizer.state_to_text(np.asarray(state, np.float32))};\n"
+    raise errors.ConfigError(f"prompt_format {prompt_format!r} is not one of {PROMPT_FORMATS}.")
+
+
+def tokenize_value_prompt(
+    tok: _tokenizer.SentencePieceTokenizer, prompt_format: str, task: str, state: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """BOS + prompt, padded to the tokenizer's max_len: (int32 tokens, bool mask)."""
+    return tok.pad(tok.encode(format_value_prompt(prompt_format, task, state), add_bos=True))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The module.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ValueHead(nn.Module):
+    """Readout vector -> hidden (GELU) -> num_bins logits, in float32."""
+
+    hidden: int
+    num_bins: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.gelu(nn.Dense(self.hidden, name="hidden")(x.astype(jnp.float32)))
+        return nn.Dense(self.num_bins, name="logits")(x)
+
+
+class ValueModel(nn.Module):
+    config: ValueModelConfig
+
+    def setup(self):
+        cfg = self.config
+        llm_cfg = cfg.llm_config
+        dtype = jnp.dtype(cfg.dtype)
+        # `img/head` is SigLIP's own linear head; here it is the projection into the Gemma3 width.
+        self.img = siglip.Module(num_classes=llm_cfg.width, variant=cfg.siglip_variant, dtype_mm=cfg.dtype)
+        self.llm = gemma3.Gemma3(llm_cfg, dtype=dtype)
+        self.value_head = ValueHead(cfg.head_hidden or llm_cfg.width, cfg.num_bins)
+
+    def embed_images(self, obs: _model.Observation):
+        """[B, C*N, width] image tokens and their [B, C*N] validity, SigLIP run once on all cameras."""
+        cams = self.config.cameras
+        batch = obs.state.shape[0]
+        stacked = jnp.concatenate([jnp.asarray(obs.images[c], jnp.float32) for c in cams], axis=0)
+        tokens = self.img(stacked)  # [C*B, N, D]
+        n, d = tokens.shape[1], tokens.shape[2]
+        tokens = tokens.reshape(len(cams), batch, n, d).transpose(1, 0, 2, 3).reshape(batch, len(cams) * n, d)
+        masks = jnp.stack([jnp.asarray(obs.image_masks[c], bool) for c in cams], axis=1)  # [B, C]
+        return tokens, jnp.repeat(masks, n, axis=1)
+
+    def __call__(self, obs: _model.Observation):
+        """Logits [B, num_bins] of the value distribution for a (preprocessed) observation batch."""
+        img_tokens, img_mask = self.embed_images(obs)
+        txt_tokens = self.llm.embed(obs.tokenized_prompt)
+        x = jnp.concatenate([img_tokens.astype(txt_tokens.dtype), txt_tokens], axis=1)
+        valid = jnp.concatenate([img_mask, jnp.asarray(obs.tokenized_prompt_mask, bool)], axis=1)
+        # Block ids: 0 for every image token (one bidirectional block), 1, 2, ... for prompt tokens (causal).
+        n_img, n_txt = img_tokens.shape[1], txt_tokens.shape[1]
+        block = jnp.concatenate([jnp.zeros((n_img,), jnp.int32), jnp.arange(1, n_txt + 1, dtype=jnp.int32)])
+        attn = (block[None, :] <= block[:, None])[None] & valid[:, None, :] & valid[:, :, None]
+        positions = jnp.cumsum(valid, axis=1) - 1
+        hidden = self.llm(x, positions, attn)
+        if self.config.readout == "last":
+            last = x.shape[1] - 1 - jnp.argmax(valid[:, ::-1], axis=1)
+            readout = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+        else:
+            w = valid.astype(jnp.float32)[..., None]
+            readout = jnp.sum(hidden.astype(jnp.float32) * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
+        return self.value_head(readout)
+
+
+def count_params(tree: Any) -> int:
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
