@@ -1,0 +1,68 @@
+"""Merge LeRobot datasets (v2.1 / v3.0) that share their features into one new dataset.
+
+    uv run scripts/merge_datasets.py /data/day1 /data/day2 local/yam_all --output-dir /data/yam_all
+    uv run scripts/merge_datasets.py /data/a /data/b --output-dir /data/ab --version v2.1 --overwrite
+
+Episodes are renumbered in order, tasks unified by their text; videos are hard-linked (or copied), never
+re-encoded. Datasets whose fps, robot type or features differ are refused with the feature named.
+"""
+
+import dataclasses
+import logging
+import pathlib
+import time
+
+import tyro
+
+from openpi.datasets import merge
+from openpi.shared import errors
+
+logger = logging.getLogger("merge_datasets")
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    sources: tyro.conf.Positional[tuple[str, ...]]
+    """Dataset roots or `<org>/<name>` repo ids under $HF_LEROBOT_HOME, in the order their episodes should come."""
+    output_dir: pathlib.Path
+    """The new dataset's root; must not exist unless --overwrite."""
+    version: str = "v3.0"
+    """Format of the merged dataset: v3.0 (any inputs) or v2.1 (v2.1 inputs when there are videos)."""
+    overwrite: bool = False
+    """Replace an existing dataset at output_dir (atomically)."""
+    copy_videos: bool = False
+    """Copy video files instead of hard-linking them."""
+
+
+def run(args: Args) -> pathlib.Path:
+    start = time.perf_counter()
+    merged = merge.merge_datasets(
+        list(args.sources),
+        args.output_dir,
+        version=args.version,
+        overwrite=args.overwrite,
+        link_videos=not args.copy_videos,
+    )
+    logger.info(
+        "merged %d datasets into %s: %d episodes, %d frames, %d tasks in %.1fs",
+        len(args.sources),
+        merged.root,
+        merged.num_episodes,
+        merged.num_frames,
+        len(merged.tasks),
+        time.perf_counter() - start,
+    )
+    return merged.root
+
+
+def main(args: Args) -> None:
+    try:
+        path = run(args)
+    except errors.UserError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(path)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main(tyro.cli(Args))

@@ -1,0 +1,104 @@
+"""Merging LeRobot datasets: renumbered episodes, unified tasks, untouched videos, clear refusals."""
+
+import os
+
+import numpy as np
+import pytest
+
+from openpi.datasets import lerobot
+from openpi.datasets import merge
+from openpi.datasets import reader_test
+from openpi.shared import errors
+
+
+def tiny(root, tasks, *, fps=5, state_dim=3, version="v3.0", start=0.0):
+    features = {
+        "observation.state": {"dtype": "float32", "shape": [state_dim], "names": None},
+        "flag": {"dtype": "int64", "shape": [1], "names": None},
+        "cam": {"dtype": "image", "shape": [8, 8, 3], "names": None},
+    }
+    writer = lerobot.LeRobotDatasetWriter.create(root, fps=fps, features=features, version=version, use_videos=False)
+    for e, task in enumerate(tasks):
+        n = 3 + e
+        writer.add_episode(
+            {
+                "observation.state": (start + 10 * e + np.arange(n * state_dim))
+                .reshape(n, state_dim)
+                .astype(np.float32),
+                "flag": np.arange(n) % 2,
+                "cam": np.full((n, 8, 8, 3), 20 * e + int(start), np.uint8),
+            },
+            task,
+        )
+    return writer.finalize()
+
+
+def test_merge_video_fixtures_v30_and_v21(tmp_path):
+    a = lerobot.LeRobotDataset.open(reader_test.fixture_path("v3.0_video"))
+    b = lerobot.LeRobotDataset.open(reader_test.fixture_path("v2.1_video"))
+    out = merge.merge_datasets([a, b], tmp_path / "merged")
+    assert (out.version, out.num_episodes, out.num_frames, out.fps, out.robot_type) == ("v3.0", 6, 96, 10, "yam")
+    assert out.tasks == a.tasks
+    assert [e.episode_index for e in out.episodes] == list(range(6))
+    assert [e.length for e in out.episodes] == [12, 16, 20] * 2
+    np.testing.assert_array_equal(out.column("index"), np.arange(96))
+    np.testing.assert_array_equal(out.column("episode_index"), np.repeat(np.arange(6), [12, 16, 20] * 2))
+    for key in ("observation.state", "action", "adv_ind", "task_index", "timestamp", "frame_index"):
+        np.testing.assert_array_equal(out.column(key), np.concatenate([a.column(key), b.column(key)]), err_msg=key)
+    for i in (0, 13, 47, 48, 70, 95):
+        source, j = (a, i) if i < 48 else (b, i - 48)
+        got, want = out[i], source[j]
+        assert got["task"] == want["task"]
+        for key in a.video_keys:
+            np.testing.assert_array_equal(got[key], want[key])
+    # Videos are hard links of the sources: one v3.0 file, then one file per v2.1 episode.
+    head = tmp_path / "merged" / "videos" / "observation.images.head_camera" / "chunk-000"
+    assert sorted(p.name for p in head.iterdir()) == [f"file-{i:03d}.mp4" for i in range(4)]
+    assert os.stat(head / "file-000.mp4").st_ino == os.stat(a.root / a.episodes[0].videos[a.video_keys[0]].path).st_ino
+    stats = out.stats
+    want = np.concatenate([a.column("action"), b.column("action")]).astype(np.float64)
+    np.testing.assert_allclose(stats["action"]["mean"], want.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(stats["action"]["std"], want.std(0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("version", ["v3.0", "v2.1"])
+def test_tasks_are_unified_by_text(tmp_path, version):
+    a = tiny(tmp_path / "a", ["open", "close"], version="v2.1")
+    b = tiny(tmp_path / "b", ["close", "wipe", "open"], start=100.0)
+    out = merge.merge_datasets([a, b], tmp_path / "m", version=version)
+    assert out.version == version
+    assert out.tasks == {0: "open", 1: "close", 2: "wipe"}
+    assert [e.tasks for e in out.episodes] == [("open",), ("close",), ("close",), ("wipe",), ("open",)]
+    np.testing.assert_array_equal(out.column("task_index"), np.repeat([0, 1, 1, 2, 0], [3, 4, 3, 4, 5]))
+    for i in range(out.num_frames):
+        source, j = (a, i) if i < a.num_frames else (b, i - a.num_frames)
+        got, want = out[i], source[j]
+        assert got["task"] == want["task"]
+        np.testing.assert_array_equal(got["cam"], want["cam"])
+        np.testing.assert_array_equal(got["observation.state"], want["observation.state"])
+    assert out.info["total_tasks"] == 3 and out.info["total_episodes"] == 5
+
+
+def test_refusals_name_the_problem(tmp_path):
+    a = tiny(tmp_path / "a", ["x"])
+    with pytest.raises(
+        errors.DatasetError, match=r"feature 'observation.state' is float32 \[4\] in .* but float32 \[3\]"
+    ):
+        merge.merge_datasets([a, tiny(tmp_path / "b", ["x"], state_dim=4)], tmp_path / "m")
+    with pytest.raises(errors.DatasetError, match="fps 7 != 5"):
+        merge.merge_datasets([a, tiny(tmp_path / "c", ["x"], fps=7)], tmp_path / "m")
+    fixture = lerobot.LeRobotDataset.open(reader_test.fixture_path("v3.0_video"))
+    with pytest.raises(errors.DatasetError, match="robot_type None != 'yam'"):
+        merge.merge_datasets([fixture, tiny(tmp_path / "d", ["x"], fps=10)], tmp_path / "m")
+    extra = lerobot.copy_with_columns(fixture, tmp_path / "extra", {"extra": np.zeros(48, np.float32)})
+    with pytest.raises(errors.DatasetError, match=r"feature 'extra' is missing from .*v3.0_video; add it"):
+        merge.merge_datasets([fixture, extra], tmp_path / "m")
+    with pytest.raises(errors.DatasetError, match=r"only be merged into v3\.0"):
+        merge.merge_datasets([fixture], tmp_path / "m", version="v2.1")
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(errors.DatasetError, match="already exists"):
+        merge.merge_datasets([a], tmp_path / "exists")
+    with pytest.raises(errors.DatasetError, match="must not be"):
+        merge.merge_datasets([a], tmp_path / "a", overwrite=True)
+    assert not (tmp_path / "m").exists()
+    assert lerobot.LeRobotDataset.open(tmp_path / "a").num_frames == 3
