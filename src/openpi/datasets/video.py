@@ -28,8 +28,10 @@ from openpi.shared import errors
 
 # LeRobot's tolerance between a requested and a decoded frame timestamp.
 DEFAULT_TOLERANCE_S = 1e-4
-# Continue decoding forward instead of seeking when the target is at most this far past the last frame.
-_FORWARD_DECODE_LIMIT_S = 1.0
+# Continue decoding forward instead of seeking when the target is at most this many frames past the last
+# decoded one. A seek costs at most one GOP of decoding (2 frames with LeRobot's g=2), so decoding further
+# forward than a few frames is slower than seeking.
+_FORWARD_DECODE_FRAMES = 3
 
 # SVT-AV1 prints its configuration banner unless told otherwise; errors still get through.
 os.environ.setdefault("SVT_LOG", "1")
@@ -74,6 +76,8 @@ class _OpenVideo:
             ) from exc
         self.stream.thread_type = "SLICE"
         self.time_base = float(self.stream.time_base)
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.forward_limit_s = _FORWARD_DECODE_FRAMES / float(rate) if rate else 0.1
         self._frames = None  # live decode generator, positioned after `self.last_time`
         self.last_time: float | None = None
         self.last_frame: np.ndarray | None = None
@@ -94,7 +98,7 @@ class _OpenVideo:
         forward_ok = (
             self._frames is not None
             and self.last_time is not None
-            and self.last_time < timestamp <= self.last_time + _FORWARD_DECODE_LIMIT_S
+            and self.last_time < timestamp <= self.last_time + self.forward_limit_s
         )
         if not forward_ok:
             self._seek(timestamp)

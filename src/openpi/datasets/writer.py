@@ -539,7 +539,7 @@ def write_v30_tasks(path: pathlib.Path, tasks: Mapping[int, str]) -> None:
     table = pa.table(
         {
             "task_index": pa.array([i for i, _ in ordered], type=pa.int64()),
-            "__index_level_0__": pa.array([t for _, t in ordered], type=pa.string()),
+            "__index_level_0__": pa.array([t for _, t in ordered], type=pa.large_string()),
         }
     ).replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
     write_parquet_atomic(table, path)

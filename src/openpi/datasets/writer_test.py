@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from openpi.datasets import lerobot
+from openpi.datasets import reader_test
 from openpi.datasets import video as video_lib
 from openpi.shared import errors
 
@@ -213,3 +214,50 @@ def test_bad_feature_specs(tmp_path):
             tmp_path / "c", fps=10, features={"cam": {"dtype": "video", "shape": [8, 8]}}
         )
     assert not any(pathlib.Path(tmp_path).iterdir())
+
+
+@pytest.mark.parametrize("name", ["v3.0_video", "v2.1_video", "v3.0_image"])
+def test_rewriting_a_fixture_reproduces_lerobots_layout(tmp_path, name):
+    """Our writer, fed the fixture's own frames, writes the files, info.json and schemas LeRobot wrote."""
+    fixture = lerobot.LeRobotDataset.open(reader_test.fixture_path(name))
+    with np.load(reader_test.fixture_path("") / "source_frames.npz") as npz:
+        images = dict(npz)
+    writer = lerobot.LeRobotDatasetWriter.create(
+        tmp_path / name,
+        fps=fixture.fps,
+        features=fixture.features,
+        robot_type=fixture.robot_type,
+        version=fixture.version,
+        use_videos=bool(fixture.video_keys),
+    )
+    keys = [k for k in fixture.features if k not in lerobot.DEFAULT_FEATURES and k not in fixture.camera_keys]
+    for ep in fixture.episodes:
+        frames = {k: fixture.column(k)[ep.from_index : ep.to_index] for k in keys}
+        frames.update({k: images[f"episode_{ep.episode_index:03d}/{k}"] for k in fixture.camera_keys})
+        writer.add_episode(frames, ep.tasks[0])
+    ours = writer.finalize()
+
+    def files(root):
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    assert files(ours.root) == files(fixture.root)
+    assert json.loads((ours.root / "meta/info.json").read_text()) == fixture.info
+    for rel in files(fixture.root):
+        if rel.endswith(".parquet"):
+            theirs, mine = pq.read_schema(fixture.root / rel), pq.read_schema(ours.root / rel)
+            assert set(mine.names) == set(theirs.names), rel
+            for field in theirs:
+                assert mine.field(field.name).type == field.type, (rel, field.name)
+            if rel.startswith("data/"):
+                hf_theirs = json.loads(theirs.metadata[b"huggingface"])["info"]["features"]
+                assert json.loads(mine.metadata[b"huggingface"])["info"]["features"] == hf_theirs
+        elif rel.endswith(".jsonl") and "stats" not in rel:
+            assert (ours.root / rel).read_text() == (fixture.root / rel).read_text(), rel
+    for key in fixture.features:
+        if key in ours.stats:
+            # lerobot 0.4.4 stores per-episode camera std over frame means (0 here), so its pooled camera std
+            # differs from our per-pixel one; v2.1 (lerobot 0.3.3) used per-pixel stats like ours.
+            per_pixel_std = key not in fixture.camera_keys or fixture.version == "v2.1"
+            stats = ("min", "max", "mean", "count") + (("std",) if per_pixel_std else ())
+            for stat in stats:
+                np.testing.assert_allclose(ours.stats[key][stat], fixture.stats[key][stat], rtol=1e-6, atol=1e-9)
