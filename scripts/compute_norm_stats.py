@@ -34,6 +34,7 @@ logger = logging.getLogger("compute_norm_stats")
 
 DEFAULT_STATE_KEY = "observation.state"
 DEFAULT_ACTION_KEY = "action"
+_BLOCK_ROWS = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +100,10 @@ def _float_column(ds: Any, key: str) -> np.ndarray:
 def _action_chunks(
     actions: np.ndarray, state: np.ndarray, ends: np.ndarray, horizon: int, delta_mask: tuple[bool, ...] | None
 ):
-    """Yields ``[N, D]`` arrays: the k-th action of every frame's chunk, k = 0..horizon-1 (delta where masked)."""
-    positions = np.arange(len(actions), dtype=np.int64)
+    """Yields float64 ``[B, D]`` blocks that together hold every frame's action chunk (delta where masked).
+
+    Row blocks outside, chunk offsets inside: each block's gather and subtraction stay cache-sized.
+    """
     mask = None
     if delta_mask is not None and any(delta_mask):
         dims = len(delta_mask)
@@ -111,12 +114,15 @@ def _action_chunks(
             )
         mask = np.zeros(actions.shape[1], dtype=bool)
         mask[:dims] = delta_mask
-    for k in range(horizon):
-        chunk = actions[np.minimum(positions + k, ends - 1)] if k else actions
-        if mask is not None:
-            chunk = chunk.astype(np.float64, copy=True)
-            chunk[:, mask] -= state[:, mask[: state.shape[1]]]
-        yield chunk
+    for start in range(0, len(actions), _BLOCK_ROWS):
+        positions = np.arange(start, min(start + _BLOCK_ROWS, len(actions)), dtype=np.int64)
+        last = ends[positions] - 1
+        offset = state[positions][:, mask[: state.shape[1]]].astype(np.float64) if mask is not None else None
+        for k in range(horizon):
+            chunk = actions[np.minimum(positions + k, last)].astype(np.float64)
+            if mask is not None:
+                chunk[:, mask] -= offset
+            yield chunk
 
 
 def compute_norm_stats(

@@ -26,6 +26,7 @@ NUM_QUANTILE_BINS = 5000
 # Padding of the histogram range beyond the observed min/max, so the extremes fall inside the end bins.
 _RANGE_PAD = 1e-10
 _EPS = 1e-6
+_BLOCK_ROWS = 1 << 14
 
 
 class NormStatsError(errors.UserError, ValueError):
@@ -216,20 +217,21 @@ class RunningStats:
                 f"RunningStats got vectors of dim {batch.shape[1]} after vectors of dim {self._mean.size}; every "
                 "batch of one key must have the same last dimension."
             )
-        batch = batch.astype(np.float64, copy=False)
-        if not np.isfinite(batch).all():
-            row, col = np.argwhere(~np.isfinite(batch))[0]
+        n = batch.shape[0]
+        finite = np.isfinite(batch)
+        if not finite.all():
+            row, col = np.argwhere(~finite)[0]
             raise NormStatsError(
                 f"RunningStats got a non-finite value {batch[row, col]} (row {row} of this batch, dim {col}); clean "
                 "the data (NaN or inf) before computing norm stats."
             )
-        n = batch.shape[0]
-        b_mean = batch.mean(axis=0)
-        b_m2 = ((batch - b_mean) ** 2).sum(axis=0)
-        b_min = batch.min(axis=0)
-        b_max = batch.max(axis=0)
+        del finite
+        b_min = batch.min(axis=0).astype(np.float64)
+        b_max = batch.max(axis=0).astype(np.float64)
         if self._count == 0:
-            self._mean, self._m2, self._min, self._max = b_mean, b_m2, b_min, b_max
+            dim = batch.shape[1]
+            self._mean, self._m2 = np.zeros(dim), np.zeros(dim)
+            self._min, self._max = b_min, b_max
             lo, hi = b_min, b_max
             if self._range is not None:
                 if self._range[0].shape != b_min.shape:
@@ -238,17 +240,29 @@ class RunningStats:
                     )
                 lo, hi = np.minimum(lo, self._range[0]), np.maximum(hi, self._range[1])
             self._lo, self._hi = lo - _RANGE_PAD, hi + _RANGE_PAD
-            self._hist = np.zeros((batch.shape[1], self._num_bins), dtype=np.float64)
+            self._hist = np.zeros((dim, self._num_bins), dtype=np.float64)
         else:
-            total = self._count + n
-            delta = b_mean - self._mean
-            self._mean = self._mean + delta * (n / total)
-            self._m2 = self._m2 + b_m2 + delta**2 * (self._count * n / total)
             self._min = np.minimum(self._min, b_min)
             self._max = np.maximum(self._max, b_max)
             self._widen(self._min - _RANGE_PAD, self._max + _RANGE_PAD)
-        self._count += n
-        self._add_to_histograms(batch)
+        # Row blocks keep the float64 temporaries cache-sized: on big columns this is several times faster
+        # than whole-array temporaries (which spend their time in page faults).
+        for start in range(0, n, _BLOCK_ROWS):
+            block = batch[start : start + _BLOCK_ROWS].astype(np.float64)
+            self._merge_moments(block)
+            self._add_to_histograms(block)
+
+    def _merge_moments(self, block: np.ndarray) -> None:
+        """Chan et al.'s pairwise update of count, mean and sum of squared deviations."""
+        n = block.shape[0]
+        b_mean = block.mean(axis=0)
+        centered = block - b_mean
+        b_m2 = np.einsum("ij,ij->j", centered, centered)
+        total = self._count + n
+        delta = b_mean - self._mean
+        self._mean = self._mean + delta * (n / total)
+        self._m2 = self._m2 + b_m2 + delta**2 * (self._count * n / total)
+        self._count = total
 
     def get_statistics(self) -> NormStats:
         if self._count < 2:
@@ -272,15 +286,15 @@ class RunningStats:
             out.append(self._lo + idx * width)
         return out
 
-    def _bin_index(self, batch: np.ndarray) -> np.ndarray:
+    def _add_to_histograms(self, block: np.ndarray) -> None:
+        dim = block.shape[1]
         scale = self._num_bins / (self._hi - self._lo)
-        idx = np.floor((batch - self._lo) * scale).astype(np.int64)
-        return np.clip(idx, 0, self._num_bins - 1)
-
-    def _add_to_histograms(self, batch: np.ndarray) -> None:
-        dim = batch.shape[1]
+        # Values lie inside [lo, hi], so truncation is floor; the max value may land on num_bins exactly.
+        pos = (block - self._lo) * scale
+        np.minimum(pos, self._num_bins - 1, out=pos)
         # One bincount over all dims at once: dim d's bins live at offset d * num_bins.
-        flat = (self._bin_index(batch) + np.arange(dim, dtype=np.int64) * self._num_bins).reshape(-1)
+        pos += np.arange(dim) * self._num_bins
+        flat = pos.astype(np.intp).reshape(-1)
         self._hist += np.bincount(flat, minlength=dim * self._num_bins).reshape(dim, self._num_bins)
 
     def _widen(self, lo: np.ndarray, hi: np.ndarray) -> None:
