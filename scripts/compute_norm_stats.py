@@ -202,8 +202,8 @@ def _plan_from_config(name: str, args: Args) -> Plan:
     repo_id = _first_attr(data, ("repo_id",))
     if not repo_id:
         raise errors.ConfigError(f"Config {name!r} names no dataset (data.repo_id); norm stats need one.")
-    assets = getattr(data, "assets", None)
-    asset_id = args.asset_id or _first_attr(data, ("asset_id",)) or _first_attr(assets, ("asset_id",)) or repo_id
+    resolved = getattr(data, "resolved_asset_id", None)
+    asset_id = args.asset_id or (resolved() if callable(resolved) else None) or pathlib.Path(str(repo_id)).name
     base = args.assets_base_dir or pathlib.Path(getattr(cfg, "assets_base_dir", "./assets"))
     model = getattr(cfg, "model", None)
     horizon = args.action_horizon or _first_attr(model, ("action_horizon",)) or 1

@@ -105,3 +105,33 @@ def test_bad_keys_and_targets(tmp_path: pathlib.Path):
     with pytest.raises(errors.ConfigError, match="mask covers 20 dims"):
         cns.compute_norm_stats(ds, action_horizon=2, delta_mask=(True,) * 20)
     assert not (tmp_path / "norm_stats.json").exists()
+
+
+def test_config_name_writes_where_the_training_config_looks(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
+    config = pytest.importorskip("openpi.training.config")
+    from openpi.datasets import synthetic
+
+    name = "demo_pi06"
+    cfg = config.get_config(name)
+    monkeypatch.chdir(tmp_path)
+    small = synthetic.SyntheticConfig(num_episodes=4, image_size=16)
+    synthetic.write_dataset(cfg.data.repo_id, small, use_videos=False)
+    path = cns.run(cns.Args(target=name))
+    assert (
+        path.resolve() == (tmp_path / cfg.assets_base_dir / cfg.data.resolved_asset_id() / "norm_stats.json").resolve()
+    )
+    # The training side finds and loads exactly these stats.
+    found = cfg.data.load_norm_stats(pathlib.Path(cfg.assets_base_dir).absolute() / name)
+    written = normalize.load(path.parent)
+    assert found is not None and found["actions"].allclose(written["actions"], atol=0)
+    # Actions over the model's horizon, joints relative to the state: what the training pipeline normalises.
+    ds = lerobot.LeRobotDataset.open(cfg.data.repo_id)
+    mask = np.asarray(cfg.data.delta_action_mask)
+    state = np.asarray(ds.column("observation.state"), np.float64)
+    ref = []
+    for i in range(ds.num_frames):
+        chunk = ds.action_chunk(i, "action", cfg.model.action_horizon)[0].astype(np.float64)
+        chunk[:, mask] -= state[i, mask]
+        ref.append(chunk)
+    _check(written["actions"], np.concatenate(ref))
+    _check(written["state"], state)

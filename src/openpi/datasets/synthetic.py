@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from openpi.datasets import recap_columns
 from openpi.recap import labels as labels_lib
 from openpi.shared import errors
 
@@ -118,23 +119,8 @@ def features(image_size: int = 64, *, use_videos: bool = True) -> dict[str, dict
     out: dict[str, dict[str, Any]] = {key: dict(camera) for key in CAMERAS}
     out[STATE] = dict(vector)
     out[ACTION] = dict(vector)
-    out.update({k: dict(v) for k, v in _recap_features().items()})
+    out.update({k: dict(v) for k, v in recap_columns.RECAP_FEATURES.items()})
     return out
-
-
-def _recap_features() -> dict[str, dict[str, Any]]:
-    try:
-        from openpi.datasets import recap_columns
-    except ImportError:  # TEMPORARY until datasets.recap_columns lands: the same specs, from RECAP.md.
-        scalar = {"shape": [1], "names": None}
-        return {
-            labels_lib.INTERVENTION: {"dtype": "int64", **scalar},
-            labels_lib.REWARD: {"dtype": "float32", **scalar},
-            labels_lib.REWARD_LABEL: {"dtype": "float32", **scalar},
-            labels_lib.VALUE_LABEL: {"dtype": "float32", **scalar},
-            labels_lib.ADV_IND: {"dtype": "string", **scalar},
-        }
-    return recap_columns.RECAP_FEATURES
 
 
 # ------------------------------------------------------------------------------------------------- kinematics
