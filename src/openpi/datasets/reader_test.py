@@ -251,3 +251,52 @@ def test_metadata_and_data_disagree(tmp_path):
     (root / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(errors.DatasetError, match=r"Episode 1 .* 16 rows .* length 17"):
         lerobot.LeRobotDataset.open(root)
+
+
+def test_corrupt_png_in_image_mode(tmp_path):
+    root = copy_fixture("v3.0_image", tmp_path)
+    path = root / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(path)
+    key = "observation.images.left_wrist_camera"
+    cells = table.column(key).to_pylist()
+    cells[20] = {"bytes": cells[20]["bytes"][:40], "path": cells[20]["path"]}
+    index = table.schema.get_field_index(key)
+    table = table.set_column(index, table.schema.field(index), pa.array(cells, table.schema.field(index).type))
+    pq.write_table(table, path, row_group_size=16)
+    ds = lerobot.LeRobotDataset.open(root)
+    with pytest.raises(
+        errors.DatasetError, match=r"Image 'observation.images.left_wrist_camera' of frame 20 .* corrupt"
+    ):
+        ds[20]
+    assert ds[21][key].shape == (64, 80, 3)
+
+
+def _read_frames(ds, indices):
+    return [(int(i), ds.get(int(i), keys=ds.video_keys)) for i in indices]
+
+
+def test_threads_and_processes_decode_their_own_frames():
+    import concurrent.futures
+    import multiprocessing
+    import pickle
+
+    ds = lerobot.LeRobotDataset.open(fixture_path("v3.0_video"))
+    with np.load(fixture_path("") / "decoded_reference" / "v3.0_video.npz") as npz:
+        reference = dict(npz)
+
+    def check(results):
+        for i, item in results:
+            episode = ds.episode_for_frame(i)
+            for key in ds.video_keys:
+                want = reference[f"episode_{episode.episode_index:03d}/{key}"][i - episode.from_index]
+                np.testing.assert_array_equal(item[key], want)
+
+    rng = np.random.default_rng(1)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        chunks = [rng.integers(0, 48, 24) for _ in range(4)]
+        for results in pool.map(lambda idx: _read_frames(ds, idx), chunks):
+            check(results)
+    # A pickled dataset (what a spawned worker receives) reopens its own files.
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        check(pool.submit(_read_frames, pickle.loads(pickle.dumps(ds)), [47, 3, 20]).result())
