@@ -100,7 +100,8 @@ def _column_to_numpy(column: pa.ChunkedArray, feature: Mapping[str, Any] | None,
         n = len(column)
         return values.reshape(n, -1) if n else values.reshape(0, *(feature or {}).get("shape", [0]))
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return np.asarray(column.to_pylist(), dtype=str)
+        # A null cell reads as "" (never the text "None"), so validation can name it.
+        return np.asarray(["" if v is None else v for v in column.to_pylist()], dtype=str)
     if pa.types.is_struct(kind):
         raise errors.DatasetError(f"Column {name!r} holds images; read them per frame with ds[i], not column().")
     return column.to_numpy(zero_copy_only=False)

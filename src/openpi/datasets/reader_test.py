@@ -300,3 +300,16 @@ def test_threads_and_processes_decode_their_own_frames():
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
         check(pool.submit(_read_frames, pickle.loads(pickle.dumps(ds)), [47, 3, 20]).result())
+
+
+def test_null_string_cells_read_as_empty(tmp_path):
+    root = copy_fixture("v3.0_image", tmp_path)
+    path = root / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(path)
+    cells = table.column("adv_ind").to_pylist()
+    cells[4] = None
+    index = table.schema.get_field_index("adv_ind")
+    table = table.set_column(index, table.schema.field(index), pa.array(cells, pa.string()))
+    pq.write_table(table, path)
+    ds = lerobot.LeRobotDataset.open(root)
+    assert ds.column("adv_ind")[4] == "" and ds[4]["adv_ind"] == "" and ds.column("adv_ind")[5] == "negative"

@@ -51,6 +51,8 @@ class VideoEncoding:
         opts = {"g": str(self.gop), "crf": str(self.crf)}
         if self.codec in ("libx264", "libx265"):
             opts["bf"] = "0"  # no B-frames: decode order == display order, so episodes concatenate cleanly
+        if self.codec == "libx264":
+            opts["x264-params"] = "log-level=error"
         if self.preset is not None and self.codec == "libsvtav1":
             opts["preset"] = str(self.preset)
         return opts

@@ -144,8 +144,11 @@ def test_v30_concatenates_episodes_in_one_video(tmp_path):
 
 def test_h264_encoding(tmp_path):
     encoding = video_lib.VideoEncoding(codec="libx264", crf=18)
-    ds, episodes, _ = write_dataset(tmp_path / "ds", lengths=(4,), video_encoding=encoding)
+    ds, episodes, _ = write_dataset(tmp_path / "ds", lengths=(4, 3), video_encoding=encoding)
     assert ds.features["observation.images.cam_high"]["info"]["video.codec"] == "h264"
+    assert len({ep.videos["observation.images.cam_high"].path for ep in ds.episodes}) == 1  # concatenated
+    second = ds[6]["observation.images.cam_high"].astype(np.int16)
+    assert np.abs(second - episodes[1]["observation.images.cam_high"][2]).mean() < 3
     assert (
         np.abs(
             ds[3]["observation.images.cam_high"].astype(np.int16) - episodes[0]["observation.images.cam_high"][3]
