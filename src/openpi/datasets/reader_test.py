@@ -312,4 +312,4 @@ def test_null_string_cells_read_as_empty(tmp_path):
     table = table.set_column(index, table.schema.field(index), pa.array(cells, pa.string()))
     pq.write_table(table, path)
     ds = lerobot.LeRobotDataset.open(root)
-    assert ds.column("adv_ind")[4] == "" and ds[4]["adv_ind"] == "" and ds.column("adv_ind")[5] == "negative"
+    assert ds.column("adv_ind")[4] == "" and ds[4]["adv_ind"] == "" and ds.column("adv_ind")[5] == "none"
