@@ -286,25 +286,36 @@ class RunningStats:
             out.append(self._lo + idx * width)
         return out
 
+    def _scale(self) -> np.ndarray:
+        """Bins per unit per dim; 0 for a degenerate (constant) dim, whose values all go to bin 0."""
+        span = self._hi - self._lo
+        return np.divide(self._num_bins, span, out=np.zeros_like(span), where=span > 0)
+
     def _add_to_histograms(self, block: np.ndarray) -> None:
         dim = block.shape[1]
-        scale = self._num_bins / (self._hi - self._lo)
         # Values lie inside [lo, hi], so truncation is floor; the max value may land on num_bins exactly.
-        pos = (block - self._lo) * scale
-        np.minimum(pos, self._num_bins - 1, out=pos)
+        pos = (block - self._lo) * self._scale()
+        np.clip(pos, 0, self._num_bins - 1, out=pos)
         # One bincount over all dims at once: dim d's bins live at offset d * num_bins.
         pos += np.arange(dim) * self._num_bins
         flat = pos.astype(np.intp).reshape(-1)
         self._hist += np.bincount(flat, minlength=dim * self._num_bins).reshape(dim, self._num_bins)
 
     def _widen(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        lo, hi = np.minimum(lo, self._lo), np.maximum(hi, self._hi)
         changed = np.flatnonzero((lo < self._lo) | (hi > self._hi))
         for d in changed:
-            old_edges = np.linspace(self._lo[d], self._hi[d], self._num_bins + 1)
             new_edges = np.linspace(lo[d], hi[d], self._num_bins + 1)
-            cdf = np.concatenate([[0.0], np.cumsum(self._hist[d])])
-            # Piecewise-linear CDF of the old histogram evaluated at the new edges.
-            self._hist[d] = np.diff(np.interp(new_edges, old_edges, cdf, left=0.0, right=cdf[-1]))
+            if self._hi[d] > self._lo[d]:
+                old_edges = np.linspace(self._lo[d], self._hi[d], self._num_bins + 1)
+                cdf = np.concatenate([[0.0], np.cumsum(self._hist[d])])
+                # Piecewise-linear CDF of the old histogram evaluated at the new edges.
+                self._hist[d] = np.diff(np.interp(new_edges, old_edges, cdf, left=0.0, right=cdf[-1]))
+            else:  # a constant dim so far: all its counts sit at one value
+                total = self._hist[d].sum()
+                self._hist[d] = 0.0
+                width = (hi[d] - lo[d]) / self._num_bins
+                self._hist[d, min(int((self._lo[d] - lo[d]) / width), self._num_bins - 1)] = total
             self._lo[d], self._hi[d] = lo[d], hi[d]
 
 

@@ -224,3 +224,16 @@ def test_known_range_keeps_streamed_quantiles_exact_to_one_bin():
     _assert_matches_reference(stats.get_statistics(), x)
     with pytest.raises(errors.ConfigError, match="min <= max"):
         normalize.RunningStats(value_range=(np.ones(2), np.zeros(2)))
+
+
+def test_constant_dims_at_large_magnitude_then_widened():
+    # 1e6 - 1e-10 == 1e6 in float64: the histogram range collapses to a point and must not produce NaN bins.
+    x = np.full((100, 2), 1e6)
+    stats = normalize.compute(x)
+    np.testing.assert_array_equal(stats.q01, [1e6, 1e6])
+    np.testing.assert_array_equal(stats.q99, [1e6, 1e6])
+    running = normalize.RunningStats()
+    running.update(x)
+    y = np.stack([np.linspace(1e6 - 50, 1e6 + 50, 10000), np.full(10000, 1e6)], axis=1)
+    running.update(y)
+    _assert_matches_reference(running.get_statistics(), np.concatenate([x, y]), bins=2.0)
