@@ -24,9 +24,13 @@ import numpy as np
 
 from openpi.shared import errors
 
+V20 = "v2.0"
 V21 = "v2.1"
 V30 = "v3.0"
+# Versions the writer produces. v2.0 (what openpi's pinned LeRobot writes) is read too: it has the v2.1
+# layout with dataset-level meta/stats.json instead of meta/episodes_stats.jsonl.
 SUPPORTED_VERSIONS = (V21, V30)
+READABLE_VERSIONS = (V20, V21, V30)
 
 HF_LEROBOT_HOME = "HF_LEROBOT_HOME"
 DEFAULT_LEROBOT_HOME = "~/.cache/huggingface/lerobot"
@@ -102,15 +106,20 @@ def load_info(root: pathlib.Path) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise errors.DatasetError(f"{path} must hold a JSON object; restore it from the original dataset.")
     version = info.get("codebase_version")
-    if version not in SUPPORTED_VERSIONS:
+    if version not in READABLE_VERSIONS:
         raise errors.DatasetError(
-            f"{path} has codebase_version {version!r}, but only {' and '.join(SUPPORTED_VERSIONS)} can be read; "
+            f"{path} has codebase_version {version!r}, but only {', '.join(READABLE_VERSIONS)} can be read; "
             "convert the dataset with LeRobot's converter to v2.1 or v3.0 first."
         )
     for key in ("fps", "features", "total_episodes", "total_frames"):
         if key not in info:
             raise errors.DatasetError(f"{path} lacks the required key {key!r}; the file is incomplete.")
     return info
+
+
+def has_episode_files(version: str) -> bool:
+    """v2.0 and v2.1 keep one parquet (and one mp4 per camera) per episode; v3.0 packs episodes into files."""
+    return version in (V20, V21)
 
 
 def camera_keys(features: dict[str, Any], dtype: str) -> list[str]:

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from openpi.datasets import episode_stats
 from openpi.datasets import info as info_lib
 from openpi.datasets import parquet_schema
 from openpi.datasets import reader
@@ -82,7 +83,7 @@ def merge_datasets(
         raise errors.DatasetError(f"{dst_root} already exists; pass overwrite=True or choose another directory.")
     if version == info_lib.V21:
         for ds in datasets:
-            if ds.video_keys and ds.version != info_lib.V21:
+            if ds.video_keys and not info_lib.has_episode_files(ds.version):
                 raise errors.DatasetError(
                     f"{ds.root} is a v3.0 dataset with videos; it can only be merged into v3.0 (splitting its video "
                     "files would need re-encoding), so pass version='v3.0'."
@@ -234,6 +235,16 @@ class _MergeState:
 def _episode_stats(ds: reader.LeRobotDataset) -> dict[int, dict[str, dict[str, np.ndarray]]]:
     """Per-episode stats as stored by the source (v2.1 jsonl or v3.0 `stats/<feature>/<stat>` columns)."""
     out: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+    if ds.version == info_lib.V20:  # no per-episode stats on disk: compute them for the parquet columns
+        numeric = [
+            k for k, f in ds.features.items() if f["dtype"] not in ("video", "image", "string") and ds.has_column(k)
+        ]
+        for ep in ds.episodes:
+            out[ep.episode_index] = {
+                k: episode_stats.feature_stats(ds.column(k)[ep.from_index : ep.to_index], with_quantiles=False)
+                for k in numeric
+            }
+        return out
     if ds.version == info_lib.V21:
         path = ds.root / info_lib.V21_EPISODES_STATS_PATH
         if not path.is_file():

@@ -102,3 +102,14 @@ def test_refusals_name_the_problem(tmp_path):
         merge.merge_datasets([a], tmp_path / "a", overwrite=True)
     assert not (tmp_path / "m").exists()
     assert lerobot.LeRobotDataset.open(tmp_path / "a").num_frames == 3
+
+
+def test_merge_v20_with_v21_into_v21(tmp_path):
+    v20 = lerobot.LeRobotDataset.open(reader_test.make_v20(tmp_path / "v20"))
+    v21 = lerobot.LeRobotDataset.open(reader_test.fixture_path("v2.1_video"))
+    out = merge.merge_datasets([v20, v21], tmp_path / "m", version="v2.1")
+    assert out.version == "v2.1" and out.num_episodes == 6
+    np.testing.assert_array_equal(out[60]["observation.images.head_camera"], v21[12]["observation.images.head_camera"])
+    want = np.concatenate([v20.column("action"), v21.column("action")]).astype(np.float64)
+    np.testing.assert_allclose(out.stats["action"]["mean"], want.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(out.stats["action"]["std"], want.std(0), rtol=1e-6)

@@ -159,7 +159,7 @@ class LeRobotDataset:
         """Opens a local dataset root or a `<org>/<name>` repo id under `$HF_LEROBOT_HOME`."""
         root = info_lib.resolve_root(root_or_repo_id)
         info = info_lib.load_info(root)
-        if info["codebase_version"] == info_lib.V21:
+        if info_lib.has_episode_files(info["codebase_version"]):
             tasks, raw_episodes = _load_v21_meta(root, info)
         else:
             tasks, raw_episodes = _load_v30_meta(root, info)
@@ -204,8 +204,8 @@ class LeRobotDataset:
 
     @property
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
-        """Dataset-level feature stats: meta/stats.json (v3.0) or aggregated episodes_stats.jsonl (v2.1)."""
-        if self.version == info_lib.V30:
+        """Dataset-level feature stats: meta/stats.json (v2.0, v3.0) or aggregated episodes_stats.jsonl (v2.1)."""
+        if self.version != info_lib.V21:
             path = self.root / info_lib.STATS_PATH
             raw = json.loads(path.read_text()) if path.is_file() else {}
             return {k: {s: np.asarray(v) for s, v in d.items()} for k, d in raw.items()}

@@ -313,3 +313,29 @@ def test_null_string_cells_read_as_empty(tmp_path):
     pq.write_table(table, path)
     ds = lerobot.LeRobotDataset.open(root)
     assert ds.column("adv_ind")[4] == "" and ds[4]["adv_ind"] == "" and ds.column("adv_ind")[5] == "none"
+
+
+def make_v20(tmp_path: pathlib.Path) -> pathlib.Path:
+    """The v2.1 fixture turned into the v2.0 layout openpi's LeRobot pin writes (stats.json, no episode stats)."""
+    root = copy_fixture("v2.1_video", tmp_path)
+    stats = lerobot.LeRobotDataset.open(root).stats
+    (root / "meta" / "episodes_stats.jsonl").unlink()
+    (root / "meta" / "stats.json").write_text(
+        json.dumps({k: {s: v.tolist() for s, v in d.items()} for k, d in stats.items()})
+    )
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["codebase_version"] = "v2.0"
+    (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
+    return root
+
+
+def test_reads_v20(tmp_path, expected):
+    ds = lerobot.LeRobotDataset.open(make_v20(tmp_path))
+    v21 = lerobot.LeRobotDataset.open(fixture_path("v2.1_video"))
+    assert ds.version == "v2.0" and ds.num_frames == 48 and ds.tasks == v21.tasks
+    for key in NON_CAMERA:
+        np.testing.assert_array_equal(ds.column(key), v21.column(key))
+    for i in (0, 20, 47):
+        for key in ds.video_keys:
+            np.testing.assert_array_equal(ds[i][key], v21[i][key])
+    np.testing.assert_allclose(ds.stats["action"]["mean"], v21.stats["action"]["mean"])

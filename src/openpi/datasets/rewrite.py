@@ -252,7 +252,8 @@ def _stats_files(ds: reader.LeRobotDataset, new_values, features) -> dict[str, A
             lines.append(json.dumps(row))
         out[info_lib.V21_EPISODES_STATS_PATH] = ("\n".join(lines) + "\n").encode()
         return out
-    for path in sorted((ds.root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
+    episode_files = sorted((ds.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+    for path in episode_files if ds.version == info_lib.V30 else []:
         rows = reader.read_parquet(path).to_pylist()
         for row in rows:
             for name, value in per_episode[int(row["episode_index"])].items():

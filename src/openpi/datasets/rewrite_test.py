@@ -152,3 +152,11 @@ def test_features_update_and_fallback_copy(tmp_path, monkeypatch):
     for video in (tmp_path / "dst" / "videos").rglob("*.mp4"):
         assert os.stat(video).st_nlink == 1
     shutil.rmtree(tmp_path / "dst")
+
+
+def test_copy_of_v20_updates_its_stats_json(tmp_path):
+    src = reader_test.make_v20(tmp_path / "src")
+    out = lerobot.copy_with_columns(src, tmp_path / "dst", {"advantage": np.arange(48, dtype=np.float32)})
+    assert out.version == "v2.0" and not (tmp_path / "dst" / "meta" / "episodes_stats.jsonl").exists()
+    np.testing.assert_allclose(out.stats["advantage"]["mean"], [23.5])
+    np.testing.assert_allclose(out.stats["advantage"]["max"], [47.0])
