@@ -232,7 +232,10 @@ class LeRobotDataset:
                 f"Dataset {self.root} has no column {name!r} (columns: {', '.join(self._table.column_names)}); "
                 "add it (e.g. with copy_with_columns) or ask for an existing one."
             )
-        array = _column_to_numpy(self._table.column(name), self.features.get(name), name)
+        feature = self.features.get(name)
+        array = _column_to_numpy(self._table.column(name), feature, name)
+        if feature is not None and info_lib.is_scalar_feature(feature) and array.ndim == 2 and array.shape[1] == 1:
+            array = array.reshape(len(array))  # a shape-[1] feature stored as 1-element lists by another tool
         array.setflags(write=False)
         self._columns[name] = array
         return array

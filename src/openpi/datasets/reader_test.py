@@ -339,3 +339,17 @@ def test_reads_v20(tmp_path, expected):
         for key in ds.video_keys:
             np.testing.assert_array_equal(ds[i][key], v21[i][key])
     np.testing.assert_allclose(ds.stats["action"]["mean"], v21.stats["action"]["mean"])
+
+
+def test_shape_one_feature_stored_as_one_element_lists(tmp_path):
+    root = copy_fixture("v3.0_image", tmp_path)
+    path = root / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("reward")
+    values = pa.array(table.column("reward").to_numpy(), pa.float32())
+    lists = pa.FixedSizeListArray.from_arrays(values, 1)
+    table = table.set_column(index, pa.field("reward", lists.type), lists)
+    pq.write_table(table, path)
+    ds = lerobot.LeRobotDataset.open(root)
+    assert ds.column("reward").shape == (48,) and ds.column("reward")[11] == 1.0
+    assert ds[11]["reward"].shape == (1,) and ds[11]["reward"][0] == 1.0
