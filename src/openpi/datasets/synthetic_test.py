@@ -152,3 +152,48 @@ def test_bad_config_and_existing_output(tmp_path: pathlib.Path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(errors.DatasetError, match="already exists"):
         synthetic.write_dataset(tmp_path / "taken", synthetic.SyntheticConfig(num_episodes=1, image_size=16))
+
+
+def _ridge_predict(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, lam: float) -> np.ndarray:
+    # Dual (kernel) form: a few hundred frames, thousands of pixel features.
+    alpha = np.linalg.solve(x @ x.T + lam * np.eye(len(x)), y)
+    return x_test @ x.T @ alpha
+
+
+def test_a_linear_model_on_head_pixels_learns_value_and_motion():
+    """Held-out episodes: pixels (+ task) predict value_label, and the motion direction of good frames."""
+    eps = synthetic.generate(synthetic.SyntheticConfig(num_episodes=48))
+    train, test = eps[:36], eps[36:]
+
+    def pixels(ep):
+        head = ep.frames[synthetic.HEAD_CAMERA].astype(np.float64) / 255
+        small = head.reshape(ep.length, 32, 2, 32, 2, 3).mean(axis=(2, 4)).reshape(ep.length, -1)
+        task = np.zeros((ep.length, len(synthetic.TASKS)))
+        task[:, synthetic.TASKS.index(ep.task)] = 1
+        return np.concatenate([small, task, np.ones((ep.length, 1))], axis=1)
+
+    def motion(ep):
+        state, action = ep.frames[synthetic.STATE], ep.frames[synthetic.ACTION]
+        return np.concatenate([action[:, 0:2] - state[:, 0:2], action[:, 7:9] - state[:, 7:9]], axis=1)
+
+    x, x_test = (np.concatenate([pixels(e) for e in part]) for part in (train, test))
+    value, value_test = (np.concatenate([e.frames[labels.VALUE_LABEL] for e in part]) for part in (train, test))
+    pred = _ridge_predict(x, value, x_test, lam=1.0)
+    r2 = 1 - ((pred - value_test) ** 2).sum() / ((value_test - value_test.mean()) ** 2).sum()
+    assert r2 > 0.4, r2
+
+    good, good_test = ([e for e in part if e.kind != synthetic.FAILURE] for part in (train, test))
+    moves = _ridge_predict(
+        np.concatenate([pixels(e) for e in good]),
+        np.concatenate([motion(e) for e in good]),
+        np.concatenate([pixels(e) for e in good_test]),
+        lam=10.0,
+    )
+    truth = np.concatenate([motion(e) for e in good_test])
+    arm = (np.linalg.norm(truth[:, 2:], axis=1) > np.linalg.norm(truth[:, :2], axis=1)).astype(int)
+    rows = np.arange(len(truth))
+    p = np.stack([moves[rows, 2 * arm], moves[rows, 2 * arm + 1]], axis=1)
+    t = np.stack([truth[rows, 2 * arm], truth[rows, 2 * arm + 1]], axis=1)
+    keep = np.linalg.norm(t, axis=1) > 1e-3
+    cos = (p * t).sum(1)[keep] / (np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1))[keep]
+    assert cos.mean() > 0.5, cos.mean()
