@@ -130,24 +130,35 @@ class DataConfigFactory(abc.ABC):
     ) -> DataConfig:
         """The data config; `indicator_dropout` > 0 only for training."""
 
-    def asset_id(self) -> str | None:
+    def resolved_asset_id(self) -> str | None:
+        """`assets.asset_id`, else the dataset's directory name."""
         if self.assets.asset_id is not None:
             return self.assets.asset_id
         return None if self.repo_id is None else pathlib.Path(self.repo_id).name
 
-    def load_norm_stats(self, assets_dirs: pathlib.Path) -> dict[str, _normalize.NormStats] | None:
-        """Norm stats from the assets dir, or None (with a warning) when not computed yet."""
-        asset_id = self.asset_id()
+    def norm_stats_dirs(self, assets_dirs: pathlib.Path) -> list[pathlib.Path]:
+        """Where norm stats are looked for: `<assets_dir>/<asset_id>` (openpi: assets_dir is
+        `<assets_base_dir>/<config name>`), then `<assets_base_dir>/<asset_id>`."""
+        asset_id = self.resolved_asset_id()
         if asset_id is None:
-            return None
-        directory = pathlib.Path(self.assets.assets_dir or assets_dirs) / asset_id
-        try:
-            stats = _normalize.load(directory)
-        except _normalize.NormStatsNotFoundError:
-            logger.warning("No norm stats at %s; run scripts/compute_norm_stats.py before training.", directory)
-            return None
-        logger.info("Loaded norm stats from %s", directory)
-        return stats
+            return []
+        if self.assets.assets_dir is not None:
+            return [pathlib.Path(self.assets.assets_dir) / asset_id]
+        assets_dirs = pathlib.Path(assets_dirs)
+        return [assets_dirs / asset_id, assets_dirs.parent / asset_id]
+
+    def load_norm_stats(self, assets_dirs: pathlib.Path) -> dict[str, _normalize.NormStats] | None:
+        """Norm stats from the assets dirs, or None (with a warning) when not computed yet."""
+        candidates = self.norm_stats_dirs(assets_dirs)
+        for directory in candidates:
+            if (directory / _normalize.NORM_STATS_FILENAME).is_file():
+                logger.info("Loading norm stats from %s", directory)
+                return _normalize.load(directory)
+        if candidates:
+            logger.warning(
+                "No norm stats in %s; run scripts/compute_norm_stats.py first.", [str(c) for c in candidates]
+            )
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +167,7 @@ class FakeDataConfig(DataConfigFactory):
 
     def create(self, assets_dirs, model_config, *, tokenizer_path=None, indicator_dropout=0.0, seed=0) -> DataConfig:
         del assets_dirs, model_config, tokenizer_path, indicator_dropout, seed
-        return DataConfig(repo_id=None, asset_id="fake", fake_data=True)
+        return DataConfig(repo_id=None, asset_id=None, fake_data=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +187,11 @@ class LeRobotYamDataConfig(DataConfigFactory):
     loss_weight_scale: float = 2.0
     action_key: str = "action"
     state_key: str = "observation.state"
+
+    @property
+    def delta_action_mask(self) -> tuple[bool, ...] | None:
+        """Action dims made relative to the state (read by scripts/compute_norm_stats.py too)."""
+        return _transforms.make_bool_mask(6, -1, 6, -1) if self.use_delta_joint_actions else None
 
     def repack_structure(self) -> dict[str, Any]:
         structure: dict[str, Any] = {
@@ -203,8 +219,8 @@ class LeRobotYamDataConfig(DataConfigFactory):
         if self.repo_id is None:
             raise errors.ConfigError("LeRobotYamDataConfig.repo_id is not set; pass --data.repo-id=<dataset root>.")
         data_transforms = _transforms.Group(inputs=[yam_policy.YamInputs()], outputs=[yam_policy.YamOutputs()])
-        if self.use_delta_joint_actions:
-            mask = _transforms.make_bool_mask(6, -1, 6, -1)
+        mask = self.delta_action_mask
+        if mask is not None:
             data_transforms = data_transforms.push(
                 inputs=[_transforms.DeltaActions(mask)], outputs=[_transforms.AbsoluteActions(mask)]
             )
@@ -213,7 +229,7 @@ class LeRobotYamDataConfig(DataConfigFactory):
         )
         return DataConfig(
             repo_id=self.repo_id,
-            asset_id=self.asset_id(),
+            asset_id=self.resolved_asset_id(),
             norm_stats=self.load_norm_stats(assets_dirs),
             repack_transforms=_transforms.Group(inputs=[_transforms.RepackTransform(self.repack_structure())]),
             data_transforms=data_transforms,
@@ -300,6 +316,9 @@ def _pi06(**kw) -> pi0_config.Pi0Config:
     return pi0_config.Pi0Config(pi05=True, pistar=True, **kw)
 
 
+# Relabelled datasets keep the frames of the original, so they share its norm stats.
+_YAM_ASSETS = AssetsConfig(asset_id="yam_vial_30fps")
+_DEMO_ASSETS = AssetsConfig(asset_id="yam_synthetic")
 _LORA = {"paligemma_variant": "gemma_2b_lora", "action_expert_variant": "gemma_300m_lora"}
 _DUMMY = {"paligemma_variant": "dummy", "action_expert_variant": "dummy", "dtype": "float32"}
 
@@ -308,8 +327,8 @@ def _yam_pi06_configs() -> list[TrainConfig]:
     """The community's five pi06_yam_vial_30fps* configs; `_infer` twins are added by `_with_infer_twins`."""
     base_loader = weight_loaders.CheckpointWeightLoader(PI05_BASE_PARAMS)
     sft_loader = weight_loaders.CheckpointWeightLoader(YAM_SFT_PARAMS)
-    data = LeRobotYamDataConfig(repo_id=YAM_VIAL_REPO_ID)
-    recap = LeRobotYamDataConfig(repo_id=YAM_VIAL_RECAP_REPO_ID, assets=AssetsConfig(asset_id="yam_vial_30fps"))
+    data = LeRobotYamDataConfig(repo_id=YAM_VIAL_REPO_ID, assets=_YAM_ASSETS)
+    recap = LeRobotYamDataConfig(repo_id=YAM_VIAL_RECAP_REPO_ID, assets=_YAM_ASSETS)
     common = {"indicator_dropout": 0.3, "num_train_steps": 30_000}
     full = {"model": _pi06(), "batch_size": 56, **common}
     lora = {"model": _pi06(**_LORA), "batch_size": 4, "ema_decay": None, **common}
@@ -333,7 +352,7 @@ def _with_infer_twins(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
 
 def _configs() -> list[TrainConfig]:
     base_loader = weight_loaders.CheckpointWeightLoader("gs://openpi-assets/checkpoints/pi05_base/params")
-    sft_data = LeRobotYamDataConfig(repo_id=YAM_VIAL_REPO_ID, use_advantage=False)
+    sft_data = LeRobotYamDataConfig(repo_id=YAM_VIAL_REPO_ID, use_advantage=False, assets=_YAM_ASSETS)
     demo = {
         "model": _pi06(**_DUMMY),
         "batch_size": 8,
@@ -346,7 +365,9 @@ def _configs() -> list[TrainConfig]:
         "lr_schedule": _optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=1e-3, decay_steps=300, decay_lr=1e-4),
         "ema_decay": None,
     }
-    demo_data = LeRobotYamDataConfig(repo_id=DEMO_DATASET, prompt_from_task=True, default_prompt=None)
+    demo_data = LeRobotYamDataConfig(
+        repo_id=DEMO_DATASET, prompt_from_task=True, default_prompt=None, assets=_DEMO_ASSETS
+    )
     return [
         # openpi-style smoke test: dummy pi0 on random inputs, no dataset, no tokenizer needed.
         TrainConfig(
@@ -367,7 +388,7 @@ def _configs() -> list[TrainConfig]:
             name="debug_pi06",
             exp_name="debug",
             model=_pi06(**_DUMMY),
-            data=LeRobotYamDataConfig(repo_id=DEMO_DATASET, prompt_from_task=True),
+            data=LeRobotYamDataConfig(repo_id=DEMO_DATASET, prompt_from_task=True, assets=_DEMO_ASSETS),
             batch_size=2,
             num_train_steps=10,
             save_interval=5,
@@ -390,7 +411,7 @@ def _configs() -> list[TrainConfig]:
             TrainConfig(name="demo_pi06", data=demo_data, indicator_dropout=0.3, **demo),
             TrainConfig(
                 name="demo_pi06_recap",
-                data=dataclasses.replace(demo_data, repo_id=DEMO_RECAP_DATASET, assets=AssetsConfig(asset_id="yam_synthetic")),
+                data=dataclasses.replace(demo_data, repo_id=DEMO_RECAP_DATASET),
                 indicator_dropout=0.3,
                 **demo,
             ),

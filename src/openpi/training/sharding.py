@@ -17,6 +17,11 @@ import numpy as np
 
 from openpi.shared import errors
 
+try:
+    from jax.sharding import AxisType
+except ImportError:  # older jax: every mesh axis is automatic
+    AxisType = None
+
 BATCH_AXIS = "batch"
 FSDP_AXIS = "fsdp"
 DATA_AXIS = (BATCH_AXIS, FSDP_AXIS)
@@ -33,12 +38,14 @@ def make_mesh(fsdp_devices: int = 1, devices: list | None = None) -> Mesh:
             "pick a divisor with --fsdp-devices."
         )
     shape = (len(devices) // fsdp_devices, fsdp_devices)
+    # Auto axes: the compiler propagates shardings (newer jax.make_mesh defaults to explicit sharding types).
+    kwargs = {"axis_types": (AxisType.Auto,) * 2} if AxisType is not None else {}
     if devices == list(jax.devices()):
         try:
-            return jax.make_mesh(shape, DATA_AXIS)
-        except Exception:
+            return jax.make_mesh(shape, DATA_AXIS, **kwargs)
+        except Exception:  # topology-aware placement is an optimisation only
             logger.debug("jax.make_mesh failed; falling back to device order", exc_info=True)
-    return Mesh(np.asarray(devices).reshape(shape), DATA_AXIS)
+    return Mesh(np.asarray(devices).reshape(shape), DATA_AXIS, **kwargs)
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:
