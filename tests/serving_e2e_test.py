@@ -10,7 +10,6 @@ import http.client
 import threading
 import time
 
-import jax
 import msgpack
 import numpy as np
 import pytest
@@ -28,14 +27,18 @@ from openpi_client import websocket_client_policy as wcp
 
 ACTION_HORIZON = 10
 MAX_REQUEST_BYTES = 2 * 2**20
+ASSET_ID = "yam_test"
 
 
 @pytest.fixture(scope="module")
 def train_config(tiny_spm_model):
     config = _config.get_config("debug_pi06")
-    model = dataclasses.replace(config.model, action_horizon=ACTION_HORIZON)
     return dataclasses.replace(
-        config, model=model, tokenizer_path=str(tiny_spm_model), policy_metadata={"robot": "yam"}
+        config,
+        model=dataclasses.replace(config.model, action_horizon=ACTION_HORIZON),
+        data=dataclasses.replace(config.data, assets=_config.AssetsConfig(asset_id=ASSET_ID)),
+        tokenizer_path=str(tiny_spm_model),
+        policy_metadata={"robot": "yam"},
     )
 
 
@@ -43,11 +46,10 @@ def train_config(tiny_spm_model):
 def checkpoint_dir(tmp_path_factory, train_config):
     """A checkpoint step in openpi's layout: <step>/params and <step>/assets/<asset_id>/norm_stats.json."""
     step_dir = tmp_path_factory.mktemp("ckpt") / train_config.name / "exp" / "9"
-    params = jax.jit(train_config.model.init_params)(jax.random.key(1))
-    params_io.save_params(step_dir / "params", params)
+    params_io.save_params(step_dir / "params", policy_config.random_params(train_config.model, seed=1))
     rng = np.random.default_rng(0)
     stats = {key: normalize.compute(rng.normal(size=(256, 14)).astype(np.float32)) for key in ("state", "actions")}
-    normalize.save(step_dir / "assets" / train_config.data.asset_id(), stats)
+    normalize.save(step_dir / "assets" / ASSET_ID, stats)
     return step_dir
 
 

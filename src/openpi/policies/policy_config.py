@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from openpi import transforms as _transforms
 from openpi.models import params_io
@@ -42,26 +43,32 @@ def _metadata(train_config: _config.TrainConfig, cfg_beta: float | None, extra: 
     return meta
 
 
-def _build_policy(
-    train_config: _config.TrainConfig,
-    params: Any,
-    norm_stats: Mapping[str, _normalize.NormStats] | None,
-    *,
-    tokenizer_path: str | os.PathLike | None,
-    repack_transforms: _transforms.Group | None,
-    default_prompt: str | None,
-    sample_kwargs: Mapping[str, Any] | None,
-    cfg_beta: float | None,
-    metadata: Mapping[str, Any] | None,
-    seed: int,
-) -> _policy.Policy:
-    data_config = train_config.data.create(
-        train_config.assets_dirs,
+def inference_data_config(
+    train_config: _config.TrainConfig, assets_dirs: pathlib.Path, tokenizer_path: str | os.PathLike | None = None
+) -> _config.DataConfig:
+    """The config's data pipeline as used for inference: indicator dropout off."""
+    return train_config.data.create(
+        assets_dirs,
         train_config.model,
         tokenizer_path=str(tokenizer_path) if tokenizer_path is not None else train_config.tokenizer_path,
         indicator_dropout=0.0,
         seed=train_config.seed,
     )
+
+
+def _build_policy(
+    train_config: _config.TrainConfig,
+    data_config: _config.DataConfig,
+    params: Any,
+    norm_stats: Mapping[str, _normalize.NormStats] | None,
+    *,
+    repack_transforms: _transforms.Group | None,
+    default_prompt: str | None,
+    sample_kwargs: Mapping[str, Any] | None,
+    cfg_beta: float | None,
+    metadata: Mapping[str, Any],
+    seed: int,
+) -> _policy.Policy:
     repack = repack_transforms or _transforms.Group()
     use_quantiles = data_config.use_quantile_norm
     inputs = [
@@ -84,7 +91,7 @@ def _build_policy(
         transforms=inputs,
         output_transforms=outputs,
         sample_kwargs=sample_kwargs,
-        metadata=_metadata(train_config, cfg_beta, metadata or {}),
+        metadata=_metadata(train_config, cfg_beta, metadata),
         cfg_beta=cfg_beta,
     )
 
@@ -136,27 +143,41 @@ def create_trained_policy(
             f"{checkpoint_dir} has no params/ folder; pass a checkpoint step directory such as "
             f"checkpoints/{train_config.name}/<exp_name>/<step>."
         )
+    # Cheap checks first (tokenizer, norm stats), so a wrong path fails before gigabytes of weights load.
+    data_config = inference_data_config(train_config, checkpoint_dir / "assets", tokenizer_path)
+    if norm_stats is None:
+        norm_stats = load_checkpoint_norm_stats(checkpoint_dir, data_config.asset_id)
+        logger.info("Loaded norm stats from %s", checkpoint_dir / "assets" / str(data_config.asset_id))
     # As openpi: bfloat16 models serve bfloat16 weights (half the memory); float32 models keep float32.
     dtype = jnp.bfloat16 if train_config.model.dtype == "bfloat16" else jnp.float32
     params = params_io.restore_params(params_dir, dtype=dtype, restore_type=jax.Array)
     params_io.check_tree_matches(
         train_config.model.params_shape(), params, check_dtypes=False, what=f"checkpoint {params_dir}"
     )
-    if norm_stats is None:
-        asset_id = train_config.data.asset_id()
-        norm_stats = load_checkpoint_norm_stats(checkpoint_dir, asset_id)
-        logger.info("Loaded norm stats from %s", checkpoint_dir / "assets" / str(asset_id))
     return _build_policy(
         train_config,
+        data_config,
         params,
         norm_stats,
-        tokenizer_path=tokenizer_path,
         repack_transforms=repack_transforms,
         default_prompt=default_prompt,
         sample_kwargs=sample_kwargs,
         cfg_beta=cfg_beta,
         metadata={"checkpoint": str(checkpoint_dir), **(metadata or {})},
         seed=seed,
+    )
+
+
+def random_params(model_config: Any, *, seed: int = 0, scale: float = 0.02) -> Any:
+    """A complete parameter tree for `model_config` with every weight drawn from N(0, scale^2).
+
+    For smoke tests and benchmarks only: it has the real tree (paths, shapes, dtypes) and gives finite,
+    input-dependent outputs, but skips flax's initialisers, whose compilation takes a minute on a busy CPU.
+    """
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda s: jnp.asarray((rng.standard_normal(s.shape, dtype=np.float32) * scale).astype(s.dtype)),
+        model_config.params_shape(),
     )
 
 
@@ -170,17 +191,18 @@ def create_dummy_policy(
     cfg_beta: float | None = None,
     seed: int = 0,
 ) -> _policy.Policy:
-    """A policy with freshly initialised weights (random actions): for smoke tests of robots and servers.
+    """A policy with random weights (`random_params`, so random actions): for smoke tests of robots and servers.
 
-    No norm stats unless given (actions come out in model units). Use a dummy-size config (e.g. debug_pi06);
-    a full-size one works but takes long to initialise.
+    Norm stats: as given, else the config's local assets if computed, else none (actions in model units).
+    Use a dummy-size config (e.g. debug_pi06); a full-size one works but takes long to initialise.
     """
-    params = jax.jit(train_config.model.init_params)(jax.random.key(seed))
+    data_config = inference_data_config(train_config, train_config.assets_dirs, tokenizer_path)
+    params = random_params(train_config.model, seed=seed)
     return _build_policy(
         train_config,
+        data_config,
         params,
-        norm_stats,
-        tokenizer_path=tokenizer_path,
+        norm_stats if norm_stats is not None else data_config.norm_stats,
         repack_transforms=None,
         default_prompt=default_prompt,
         sample_kwargs=sample_kwargs,

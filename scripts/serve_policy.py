@@ -1,0 +1,172 @@
+"""Serve a policy to robots over websocket (openpi's protocol; openpi clients work unchanged).
+
+    # A trained checkpoint (a step directory holding params/ and assets/):
+    uv run scripts/serve_policy.py policy:checkpoint --policy.config=pi06_yam_vial_30fps_infer \\
+        --policy.dir=checkpoints/pi06_yam_vial_30fps/my_run/29999 --port 8000
+
+    # Freshly initialised dummy-size weights (random actions), to smoke-test a robot client or the network:
+    uv run scripts/serve_policy.py policy:dummy --policy.config=debug_pi06
+
+The server binds 127.0.0.1 unless `--host 0.0.0.0` is given; with `--api-key` (or $OPENPI_API_KEY) clients
+must send `Authorization: Api-Key <key>`. `GET /healthz` answers 200 once the policy is loaded and warmed
+up. pi0.6 checkpoints condition on "positive" unless a request's `adv_ind` says otherwise; `--cfg-beta`
+turns on classifier-free guidance. Serving a training config (with indicator dropout) is safe: dropout is
+always off at inference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import pathlib
+import tempfile
+import time
+from typing import Annotated
+
+import tyro
+
+from openpi.models import tokenizer as _tokenizer
+from openpi.policies import policy as _policy
+from openpi.policies import policy_config
+from openpi.policies import yam_policy
+from openpi.serving import websocket_policy_server
+from openpi.shared import errors
+from openpi.training import config as _config
+
+logger = logging.getLogger("serve_policy")
+
+API_KEY_ENV = "OPENPI_API_KEY"
+# Lets `--port` etc. follow the subcommand, as in openpi's usage (tyro >= 1.0 name; the old alias does not work there).
+_CASCADE = getattr(tyro.conf, "CascadeSubcommandArgs", None) or tyro.conf.ConsolidateSubcommandArgs
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """Serve the weights of one checkpoint step."""
+
+    config: str
+    """Training config name, e.g. pi06_yam_vial_30fps_infer."""
+    dir: str
+    """Checkpoint step directory, e.g. checkpoints/<config>/<exp>/<step> (holds params/ and assets/)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dummy:
+    """Serve freshly initialised weights of a (dummy-size) config: random actions, for smoke tests."""
+
+    config: str = "debug_pi06"
+    """Training config name; pick a dummy-size one (debug_pi06, demo_pi06) on a CPU."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    policy: Annotated[Checkpoint, tyro.conf.subcommand("checkpoint")] | Annotated[Dummy, tyro.conf.subcommand("dummy")]
+    """What to serve."""
+    host: str = "127.0.0.1"
+    """Interface to bind; 0.0.0.0 serves every network the machine is on."""
+    port: int = 8000
+    """TCP port (0 picks a free one; the log says which)."""
+    api_key: str | None = None
+    """Require `Authorization: Api-Key <key>` from clients; default $OPENPI_API_KEY if set."""
+    cfg_beta: float | None = None
+    """Classifier-free guidance strength for pi0.6 (paper: 1.5 to 2.5); unset or 1 = plain conditioning."""
+    num_steps: int = 10
+    """Flow-matching integration steps per request."""
+    default_prompt: str | None = None
+    """Prompt used when a request has none (before the config's own default prompt)."""
+    tokenizer_path: str | None = None
+    """PaliGemma SentencePiece model; default the config's, else the openpi cache."""
+    max_request_bytes: int = websocket_policy_server.DEFAULT_MAX_REQUEST_BYTES
+    """Larger requests get an error reply (frames over twice this close the connection)."""
+    warmup: bool = True
+    """Run one example request before listening, so the first robot request does not pay for compilation."""
+    seed: int = 0
+    """Seed of the sampling noise (and of the dummy weights)."""
+
+
+def _dummy_tokenizer_path(args: Args, train_config: _config.TrainConfig) -> str | None:
+    """For smoke tests only: without the real tokenizer on this machine, train a throwaway one."""
+    if args.tokenizer_path or train_config.tokenizer_path or _tokenizer.PaligemmaTokenizer.default_path().is_file():
+        return args.tokenizer_path
+    from openpi.shared import testing
+
+    path = pathlib.Path(tempfile.mkdtemp(prefix="openpi_dummy_tokenizer_")) / "paligemma_tokenizer.model"
+    logger.warning(
+        "No PaliGemma tokenizer at %s; the dummy policy uses a tiny throwaway one (%s).",
+        _tokenizer.PaligemmaTokenizer.default_path(),
+        path,
+    )
+    return str(testing.train_tiny_sentencepiece(path))
+
+
+def create_policy(args: Args) -> _policy.Policy:
+    sample_kwargs = {"num_steps": args.num_steps}
+    train_config = _config.get_config(args.policy.config)
+    if isinstance(args.policy, Checkpoint):
+        return policy_config.create_trained_policy(
+            train_config,
+            args.policy.dir,
+            sample_kwargs=sample_kwargs,
+            default_prompt=args.default_prompt,
+            tokenizer_path=args.tokenizer_path,
+            cfg_beta=args.cfg_beta,
+            seed=args.seed,
+        )
+    return policy_config.create_dummy_policy(
+        train_config,
+        tokenizer_path=_dummy_tokenizer_path(args, train_config),
+        sample_kwargs=sample_kwargs,
+        default_prompt=args.default_prompt,
+        cfg_beta=args.cfg_beta,
+        seed=args.seed,
+    )
+
+
+def _warmup(policy: _policy.Policy, train_config: _config.TrainConfig) -> None:
+    if not isinstance(train_config.data, _config.LeRobotYamDataConfig):
+        logger.info("No example observation for %s; the first request will compile the model.", train_config.name)
+        return
+    start = time.monotonic()
+    policy.infer(yam_policy.make_yam_example())
+    logger.info("Warm-up request done in %.1f s (includes compilation).", time.monotonic() - start)
+
+
+def cli(argv: list[str] | None = None) -> Args:
+    """Parses `policy:checkpoint|policy:dummy [--options]` (options may follow the subcommand, as in openpi)."""
+    return tyro.cli(Args, args=argv, config=(_CASCADE,))
+
+
+def main(args: Args) -> None:
+    try:
+        api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+        if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+            logger.warning("Serving on %s without an API key: anyone who can reach this port can query it.", args.host)
+        policy = create_policy(args)
+        if args.warmup:
+            _warmup(policy, _config.get_config(args.policy.config))
+        server = websocket_policy_server.WebsocketPolicyServer(
+            policy,
+            host=args.host,
+            port=args.port,
+            metadata=policy.metadata,
+            api_key=api_key,
+            max_request_bytes=args.max_request_bytes,
+        )
+        server.serve_forever()
+    except errors.UserError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise SystemExit(
+            f"error: port {args.port} on {args.host} is already in use; stop the other server or pass --port."
+        ) from None
+    except KeyboardInterrupt:
+        logger.info("Stopped.")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    main(cli())

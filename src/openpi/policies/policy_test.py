@@ -1,0 +1,169 @@
+"""Policy semantics on a real dummy-size pi0.6 model and the real YAM transform chain.
+
+One Euler step (num_steps=1) makes classifier-free guidance checkable exactly: the action is then
+noise - v, so the guided action must equal the affine mix (1 - beta) a_uncond + beta a_cond, and affine
+output transforms (unnormalise, delta -> absolute) preserve that mix.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from openpi import transforms as _transforms
+from openpi.policies import policy as _policy
+from openpi.policies import policy_config
+from openpi.policies import yam_policy
+from openpi.shared import errors
+from openpi.shared import normalize
+from openpi.training import config as _config
+
+HORIZON = 8
+
+
+@pytest.fixture(scope="module")
+def train_config(tiny_spm_model):
+    config = _config.get_config("debug_pi06")
+    assert config.indicator_dropout > 0  # a training config: the policy must switch dropout off itself
+    return dataclasses.replace(
+        config, model=dataclasses.replace(config.model, action_horizon=HORIZON), tokenizer_path=str(tiny_spm_model)
+    )
+
+
+@pytest.fixture(scope="module")
+def chains(train_config, tmp_path_factory):
+    """The config's training-time chain (indicator dropout 0.3), without the dataset repack."""
+    data = train_config.create_data_config(train=True)
+    rng = np.random.default_rng(0)
+    stats = {k: normalize.compute(rng.normal(size=(128, 14)).astype(np.float32)) for k in ("state", "actions")}
+    inputs = [
+        *data.data_transforms.inputs,
+        _transforms.Normalize(stats, use_quantiles=True),
+        *data.model_transforms.inputs,
+    ]
+    outputs = [_transforms.Unnormalize(stats, use_quantiles=True), *data.data_transforms.outputs]
+    return inputs, outputs
+
+
+@pytest.fixture(scope="module")
+def params(train_config):
+    return policy_config.random_params(train_config.model, seed=3)
+
+
+def _make(train_config, params, chains, **kwargs) -> _policy.Policy:
+    inputs, outputs = chains
+    return _policy.Policy(
+        train_config.model.model(),
+        params,
+        transforms=inputs,
+        output_transforms=outputs,
+        sample_kwargs={"num_steps": 1},
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def plain(train_config, params, chains):
+    return _make(train_config, params, chains, metadata={"robot": "yam"})
+
+
+@pytest.fixture(scope="module")
+def noise():
+    return np.random.default_rng(7).normal(size=(HORIZON, 32)).astype(np.float32)
+
+
+def _obs(**overrides):
+    obs = yam_policy.make_yam_example(np.random.default_rng(11), adv_ind=None)
+    obs.update(overrides)
+    return obs
+
+
+def test_infer_returns_robot_actions(plain, noise):
+    out = plain.infer(_obs(adv_ind="positive"), noise=noise)
+    assert out["actions"].shape == (HORIZON, 14)
+    assert out["actions"].dtype == np.float32
+    assert out["policy_timing"]["infer_ms"] > 0
+    assert plain.metadata == {"robot": "yam"}
+
+
+def test_missing_adv_ind_means_positive(plain, noise):
+    positive = plain.infer(_obs(adv_ind="positive"), noise=noise)["actions"]
+    np.testing.assert_array_equal(plain.infer(_obs(), noise=noise)["actions"], positive)
+    np.testing.assert_array_equal(plain.infer(_obs(adv_ind=" Positive "), noise=noise)["actions"], positive)
+    for other in ("negative", "none"):
+        assert not np.allclose(plain.infer(_obs(adv_ind=other), noise=noise)["actions"], positive), other
+
+
+def test_indicator_dropout_is_off_even_for_a_training_chain(plain, chains, noise):
+    inputs, _ = chains
+    train_chain = _transforms.compose(inputs)
+    base = train_chain(_obs(adv_ind="positive", sample_id=0))["tokenized_prompt"]
+    dropped = [
+        k
+        for k in range(30)
+        if not np.array_equal(train_chain(_obs(adv_ind="positive", sample_id=k))["tokenized_prompt"], base)
+    ]
+    assert dropped, "the training chain should drop the clause for some frames, or this test proves nothing"
+    positive = plain.infer(_obs(adv_ind="positive"), noise=noise)["actions"]
+    for k in dropped[:3]:
+        np.testing.assert_array_equal(
+            plain.infer(_obs(adv_ind="positive", sample_id=k), noise=noise)["actions"], positive
+        )
+
+
+def test_cfg_mixes_conditional_and_unconditional(train_config, params, chains, plain, noise):
+    beta = 2.0
+    guided = _make(train_config, params, chains, cfg_beta=beta)
+    assert guided.cfg_beta == beta
+    cond = plain.infer(_obs(adv_ind="positive"), noise=noise)["actions"]
+    uncond = plain.infer(_obs(adv_ind="none"), noise=noise)["actions"]
+    mixed = guided.infer(_obs(), noise=noise)["actions"]
+    np.testing.assert_allclose(mixed, (1 - beta) * uncond + beta * cond, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(mixed, cond)
+
+
+def test_cfg_beta_one_is_plain_conditioning(train_config, params, chains):
+    assert _make(train_config, params, chains, cfg_beta=1.0).cfg_beta is None
+
+
+def test_cfg_needs_the_advantage_clause(train_config, params, chains):
+    inputs, outputs = chains
+    no_clause = [
+        dataclasses.replace(t, use_advantage=False) if isinstance(t, _transforms.TokenizePrompt) else t for t in inputs
+    ]
+    with pytest.raises(errors.ConfigError, match="advantage clause"):
+        _make(train_config, params, (no_clause, outputs), cfg_beta=2.0)
+    with pytest.raises(errors.ConfigError, match="positive"):
+        _make(train_config, params, chains, cfg_beta=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("obs", "message"),
+    [
+        ([1, 2], "must be a dict"),
+        ({"images": {"cam_high": [[1, 2]]}, "state": np.zeros(14)}, "'images/cam_high' has shape list"),
+        ({"images": {"cam_high": np.zeros((4, 4, 3), bool)}, "state": np.zeros(14)}, "dtype bool"),
+        ({"images": {"cam_high": np.zeros((4, 4, 3), np.uint8)}, "state": "zeros"}, "'state' has dtype str"),
+        ({"images": {"cam_high": np.zeros((4, 4, 3), np.uint8)}, "state": np.zeros((2, 7))}, "1-d vector"),
+        ({"observation/image": np.zeros((4, 4), np.uint8)}, "'observation/image' has shape (4, 4)"),
+    ],
+)
+def test_check_request(obs, message):
+    with pytest.raises(_policy.ObservationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _policy.check_request(obs)
+
+
+def test_check_request_accepts_a_yam_example():
+    _policy.check_request(yam_policy.make_yam_example())
+    _policy.check_request({"images": {"cam_high": np.zeros((224, 224, 3), np.float32)}, "state": [0.0] * 14})
+
+
+def test_bad_requests_raise_user_errors(plain):
+    with pytest.raises(errors.UserError, match="advantage indicator"):
+        plain.infer(_obs(adv_ind="maybe"))
+    with pytest.raises(errors.UserError, match="cam_high"):
+        obs = _obs()
+        del obs["images"]["cam_high"]
+        plain.infer(obs)
+    with pytest.raises(errors.UserError, match="14 dims"):
+        plain.infer(_obs(state=np.zeros(7, np.float32)))
