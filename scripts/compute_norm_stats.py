@@ -94,7 +94,17 @@ def _float_column(ds: Any, key: str) -> np.ndarray:
             f"Column {key!r} of {ds.root} has dtype {values.dtype}; norm stats need a numeric vector column, pass "
             "--state-key/--action-key naming one."
         )
-    return values.reshape(len(values), -1)
+    values = values.reshape(len(values), -1)
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i, dim = np.argwhere(bad)[0]
+            episode = ds.episode_for_frame(int(i))
+            raise errors.DatasetError(
+                f"Column {key!r} of {ds.root} holds {values[i, dim]} at episode {episode.episode_index}, frame "
+                f"{int(i) - episode.from_index}, dim {dim}; fix or drop that episode before computing norm stats."
+            )
+    return values
 
 
 def _action_chunks(

@@ -135,3 +135,19 @@ def test_config_name_writes_where_the_training_config_looks(tmp_path: pathlib.Pa
         ref.append(chunk)
     _check(written["actions"], np.concatenate(ref))
     _check(written["state"], state)
+
+
+def test_nan_in_a_column_names_episode_and_frame(tmp_path: pathlib.Path):
+    spec = {"dtype": "float32", "shape": [3], "names": None}
+    writer = lerobot.LeRobotDatasetWriter.create(
+        tmp_path / "ds", fps=10, features={"observation.state": spec, "action": spec}, use_videos=False
+    )
+    for e in range(2):
+        state = np.arange(15, dtype=np.float32).reshape(5, 3) + e
+        if e == 1:
+            state[3, 2] = np.nan
+        writer.add_episode({"observation.state": state, "action": state + 1}, "task")
+    writer.finalize()
+    with pytest.raises(errors.DatasetError, match=r"holds nan at episode 1, frame 3, dim 2"):
+        cns.run(cns.Args(target=str(tmp_path / "ds"), output_dir=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -218,16 +218,15 @@ class RunningStats:
                 "batch of one key must have the same last dimension."
             )
         n = batch.shape[0]
-        finite = np.isfinite(batch)
-        if not finite.all():
-            row, col = np.argwhere(~finite)[0]
+        b_min = batch.min(axis=0).astype(np.float64)
+        b_max = batch.max(axis=0).astype(np.float64)
+        # NaN propagates through min/max and inf shows up in them, so this checks every value for free.
+        if not (np.isfinite(b_min).all() and np.isfinite(b_max).all()):
+            row, col = np.argwhere(~np.isfinite(batch))[0]
             raise NormStatsError(
                 f"RunningStats got a non-finite value {batch[row, col]} (row {row} of this batch, dim {col}); clean "
                 "the data (NaN or inf) before computing norm stats."
             )
-        del finite
-        b_min = batch.min(axis=0).astype(np.float64)
-        b_max = batch.max(axis=0).astype(np.float64)
         if self._count == 0:
             dim = batch.shape[1]
             self._mean, self._m2 = np.zeros(dim), np.zeros(dim)
