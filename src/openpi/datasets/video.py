@@ -66,7 +66,7 @@ class VideoEncoding:
 class _OpenVideo:
     """One open container plus the decoding position, so forward reads need no seek."""
 
-    def __init__(self, path: pathlib.Path):
+    def __init__(self, path: pathlib.Path, threads: int = 1):
         self.path = path
         try:
             self.container = av.open(str(path))
@@ -76,7 +76,9 @@ class _OpenVideo:
                 f"Video file {path} cannot be opened as a video ({exc}); the file is corrupt or truncated, "
                 "restore it from the original dataset."
             ) from exc
-        self.stream.thread_type = "SLICE"
+        # One decoding thread: random access then never waits on frame-thread pipelines after a seek, and
+        # data loaders get their parallelism from several workers instead.
+        self.stream.codec_context.thread_count = threads
         self.time_base = float(self.stream.time_base)
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.forward_limit_s = _FORWARD_DECODE_FRAMES / float(rate) if rate else 0.1
@@ -156,9 +158,10 @@ class VideoDecoder:
     in parallel and no FFmpeg state is ever shared.
     """
 
-    def __init__(self, max_open: int = 16, tolerance_s: float = DEFAULT_TOLERANCE_S):
+    def __init__(self, max_open: int = 16, tolerance_s: float = DEFAULT_TOLERANCE_S, threads: int = 1):
         self.max_open = max_open
         self.tolerance_s = tolerance_s
+        self.threads = threads
         self._local = threading.local()
 
     def _cache(self) -> collections.OrderedDict[pathlib.Path, _OpenVideo]:
@@ -178,7 +181,7 @@ class VideoDecoder:
             raise errors.DatasetError(
                 f"Video file {path} is missing; restore the dataset's videos/ folder (or re-download it)."
             )
-        video = _OpenVideo(path)
+        video = _OpenVideo(path, self.threads)
         cache[path] = video
         while len(cache) > self.max_open:
             _, old = cache.popitem(last=False)
@@ -196,7 +199,7 @@ class VideoDecoder:
         cache.clear()
 
     def __getstate__(self):  # picklable for worker processes: handles are reopened there
-        return {"max_open": self.max_open, "tolerance_s": self.tolerance_s}
+        return {"max_open": self.max_open, "tolerance_s": self.tolerance_s, "threads": self.threads}
 
     def __setstate__(self, state):
         self.__init__(**state)
