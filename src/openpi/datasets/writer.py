@@ -6,9 +6,11 @@
 
 Everything is written under a hidden sibling directory and renamed onto `root` by `finalize()`, so a
 killed process never leaves a half-written dataset where a reader would find it. Episodes stream to disk
-as they come (parquet row groups, one open video encoder per camera), so memory stays at one episode.
-v3.0 packs episodes into `file-XXX` parquet/mp4 files until `data_files_size_in_mb` /
-`video_files_size_in_mb` is reached, like LeRobot; v2.1 writes one parquet and one mp4 per episode.
+as they come (one parquet row group per episode; each camera's episode is encoded to its own mp4, then
+appended to the current video file by remuxing), so memory stays at one episode. v3.0 packs episodes
+into `file-XXX` parquet/mp4 files until `data_files_size_in_mb` / `video_files_size_in_mb` is reached,
+like LeRobot; v2.1 writes one parquet and one mp4 per episode. Camera encoding: see `video.VideoEncoding`
+(SVT-AV1, yuv420p, g=2, crf=30 by default: LeRobot's own settings).
 """
 
 from __future__ import annotations
@@ -95,7 +97,10 @@ def coerce_feature(name: str, spec: Mapping[str, Any], raw: Any, where: str) -> 
         )
     target = np.dtype(spec["dtype"])
     if array.dtype.kind in "OUS":
-        raise errors.DatasetError(f"{where}: {name!r} is declared {spec['dtype']} but holds {array.dtype} values.")
+        raise errors.DatasetError(
+            f"{where}: {name!r} is declared {spec['dtype']} but holds {array.dtype} values; convert them to numbers "
+            "or declare the feature as 'string'."
+        )
     lossy = not np.issubdtype(array.dtype, np.integer) and array.dtype != np.bool_
     if np.issubdtype(target, np.integer) and lossy and not np.all(np.equal(np.mod(array, 1), 0)):
         raise errors.DatasetError(
@@ -263,10 +268,15 @@ class LeRobotDatasetWriter:
             "dataset_to_index": self.num_frames + length,
             "stats": stats,
         }
-        if self.version == info_lib.V30:
-            self._write_v30(record, table, values)
-        else:
-            self._write_v21(record, table, values)
+        try:
+            if self.version == info_lib.V30:
+                self._write_v30(record, table, values)
+            else:
+                self._write_v21(record, table, values)
+        except BaseException:
+            # A half-written episode cannot be taken back out of the open files: drop the whole staging dir.
+            self.abort()
+            raise
         self.episodes.append(record)
         self.num_frames += length
         return episode_index

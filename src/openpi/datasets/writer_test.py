@@ -264,3 +264,18 @@ def test_rewriting_a_fixture_reproduces_lerobots_layout(tmp_path, name):
             stats = ("min", "max", "mean", "count") + (("std",) if per_pixel_std else ())
             for stat in stats:
                 np.testing.assert_allclose(ours.stats[key][stat], fixture.stats[key][stat], rtol=1e-6, atol=1e-9)
+
+
+def test_failure_while_writing_aborts_the_writer(tmp_path, monkeypatch):
+    writer = lerobot.LeRobotDatasetWriter.create(tmp_path / "ds", fps=10, features=FEATURES)
+    writer.add_episode(make_episode(0, 3, np.random.default_rng(0)), "t")
+
+    def broken(self, frames):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(video_lib.VideoEncoder, "add", broken)
+    with pytest.raises(OSError, match="disk full"):
+        writer.add_episode(make_episode(1, 3, np.random.default_rng(1)), "t")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(errors.DatasetError, match="already finalized or aborted"):
+        writer.finalize()
