@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from openpi.datasets import lerobot
@@ -55,6 +56,10 @@ def test_merge_video_fixtures_v30_and_v21(tmp_path):
     head = tmp_path / "merged" / "videos" / "observation.images.head_camera" / "chunk-000"
     assert sorted(p.name for p in head.iterdir()) == [f"file-{i:03d}.mp4" for i in range(4)]
     assert os.stat(head / "file-000.mp4").st_ino == os.stat(a.root / a.episodes[0].videos[a.video_keys[0]].path).st_ino
+    episodes_meta = pq.read_table(next((tmp_path / "merged" / "meta" / "episodes").rglob("*.parquet")))
+    stats_columns = [c for c in episodes_meta.column_names if c.startswith("stats/")]
+    assert "stats/action/mean" in stats_columns and "stats/action/q01" not in stats_columns  # v2.1 has none
+    assert all(episodes_meta.column(c).null_count == 0 for c in episodes_meta.column_names)
     stats = out.stats
     want = np.concatenate([a.column("action"), b.column("action")]).astype(np.float64)
     np.testing.assert_allclose(stats["action"]["mean"], want.mean(0), rtol=1e-9)

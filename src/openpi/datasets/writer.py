@@ -568,5 +568,9 @@ def episode_row(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_v30_episodes(root: pathlib.Path, episodes: list[dict[str, Any]]) -> None:
     rows = [episode_row(e) for e in episodes]
-    table = pa.Table.from_pylist(rows)
+    # Keep the stats every episode has (merged v2.1 episodes lack the quantiles): no null stats cells.
+    shared = set.intersection(*(set(r) for r in rows)) if rows else set()
+    extra = dict.fromkeys(k for r in rows for k in r if k not in shared and not k.startswith("stats/"))
+    keys = [k for k in rows[0] if k in shared] + list(extra) if rows else []
+    table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
     write_parquet_atomic(table, root / info_lib.V30_EPISODES_PATH.format(chunk_index=0, file_index=0))
