@@ -93,12 +93,15 @@ def initialize_checkpoint_dir(
     if overwrite and resume:
         raise errors.ConfigError("--overwrite and --resume contradict each other; pass only one of them.")
     resuming = False
-    if checkpoint_dir.exists():
+    # Every process must take the same branch: all look before process 0 changes anything.
+    _sync("look")
+    exists = checkpoint_dir.exists()
+    _sync("looked")
+    if exists:
         if overwrite:
             if jax.process_index() == 0:
                 shutil.rmtree(checkpoint_dir)
                 logger.info("Deleted existing checkpoint directory %s (--overwrite)", checkpoint_dir)
-            _sync("overwrite")
         elif resume:
             resuming = True
         else:
@@ -108,7 +111,7 @@ def initialize_checkpoint_dir(
             )
     if jax.process_index() == 0:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    _sync("mkdir")
+    _sync("ready")
     mngr = ocp.CheckpointManager(
         checkpoint_dir,
         item_handlers={
