@@ -254,7 +254,8 @@ def _stats_files(ds: reader.LeRobotDataset, new_values, features) -> dict[str, A
         return out
     episode_files = sorted((ds.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
     for path in episode_files if ds.version == info_lib.V30 else []:
-        rows = reader.read_parquet(path).to_pylist()
+        original = reader.read_parquet(path)
+        rows = original.to_pylist()
         for row in rows:
             for name, value in per_episode[int(row["episode_index"])].items():
                 for key in [k for k in row if k.startswith(f"stats/{name}/")]:
@@ -262,6 +263,13 @@ def _stats_files(ds: reader.LeRobotDataset, new_values, features) -> dict[str, A
                 for stat, array in (value or {}).items():
                     row[f"stats/{name}/{stat}"] = np.asarray(array).tolist()
         table = pa.Table.from_pylist(rows)
+        # Unchanged columns keep their exact original types; only the recomputed stats are inferred.
+        changed = tuple(f"stats/{name}/" for name in new_values)
+        fields = [
+            original.schema.field(n) if n in original.schema.names and not n.startswith(changed) else field
+            for n, field in zip(table.column_names, table.schema, strict=True)
+        ]
+        table = table.cast(pa.schema(fields, metadata=original.schema.metadata))
         out[path.relative_to(ds.root).as_posix()] = lambda tmp, table=table: pq.write_table(table, tmp)
     stats_path = ds.root / info_lib.STATS_PATH
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}

@@ -70,7 +70,13 @@ def test_copy_replaces_and_adds_columns(tmp_path, name):
     np.testing.assert_allclose(stats["value_label"]["min"], [-1.0])
     np.testing.assert_allclose(stats["action"]["mean"], ds.stats["action"]["mean"])
     if out.version == "v3.0":
-        episodes = pq.read_table(next((tmp_path / "dst" / "meta" / "episodes").rglob("*.parquet"))).to_pylist()
+        meta = next((tmp_path / "dst" / "meta" / "episodes").rglob("*.parquet"))
+        theirs = pq.read_schema(src / meta.relative_to(tmp_path / "dst"))
+        changed = ("stats/adv_ind/", "stats/value_label/", "stats/advantage/")
+        for field in theirs:
+            if not field.name.startswith(changed):
+                assert pq.read_schema(meta).field(field.name).type == field.type, field.name
+        episodes = pq.read_table(meta).to_pylist()
         for row, ep in zip(episodes, out.episodes, strict=True):
             want = new["advantage"][ep.from_index : ep.to_index].astype(np.float64)
             np.testing.assert_allclose(row["stats/advantage/mean"], [want.mean()], atol=1e-12)
