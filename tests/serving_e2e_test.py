@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import importlib.util
+import pathlib
+import sys
 import threading
 import time
 
@@ -236,3 +239,24 @@ def test_api_key(policy):
 def test_client_connect_timeout_names_the_server():
     with pytest.raises(TimeoutError, match="No policy server answered"):
         wcp.WebsocketClientPolicy(port=1, connect_timeout_s=0.5, retry_interval_s=0.1)
+
+
+def _load_example(name: str):
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_examples_run_against_the_server(server):
+    simple = _load_example("simple_client")
+    summary = simple.main(simple.Args(port=server.port, num_requests=3, camera_height=48, camera_width=64))
+    assert summary["round_trip_ms_p50"] >= summary["server_infer_ms_p50"] > 0
+
+    yam = _load_example("yam_client")
+    robot = yam.SimulatedYam(height=48, width=64)
+    result = yam.run(yam.Args(port=server.port, steps=25, control_hz=1000.0), robot)
+    assert result["replan_steps"] == ACTION_HORIZON and result["chunks"] == 3
+    assert np.abs(robot.state).sum() > 0
