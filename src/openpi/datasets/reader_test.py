@@ -13,11 +13,10 @@ import pytest
 from openpi.datasets import lerobot
 from openpi.shared import errors
 
-FIXTURES = pathlib.Path(
-    os.environ.get(
-        "OPENPI_LEROBOT_FIXTURES", pathlib.Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "lerobot"
-    )
-)
+_REPO = pathlib.Path(__file__).resolve().parents[3]
+# The shared fixtures sit beside the checkout (../shared) or inside it (shared/); the env var overrides both.
+_SHARED = next((p for p in (_REPO / "shared", _REPO.parent / "shared") if p.is_dir()), _REPO.parent / "shared")
+FIXTURES = pathlib.Path(os.environ.get("OPENPI_LEROBOT_FIXTURES") or _SHARED / "fixtures" / "lerobot")
 ALL = ("v2.1_video", "v3.0_video", "v3.0_image")
 VIDEO = ("v2.1_video", "v3.0_video")
 NON_CAMERA = ("observation.state", "action", "intervention", "reward", "reward_label", "value_label", "adv_ind")
