@@ -294,8 +294,10 @@ class VideoConcatenator:
             for packet in source.demux(in_stream):
                 if packet.size == 0:
                     continue
-                packet.pts += offset
-                packet.dts += offset
+                if packet.pts is not None:
+                    packet.pts += offset
+                if packet.dts is not None:
+                    packet.dts += offset
                 packet.stream = self._stream
                 self.bytes_written += packet.size
                 self._container.mux(packet)
