@@ -148,9 +148,7 @@ def create_trained_policy(
     if norm_stats is None:
         norm_stats = load_checkpoint_norm_stats(checkpoint_dir, data_config.asset_id)
         logger.info("Loaded norm stats from %s", checkpoint_dir / "assets" / str(data_config.asset_id))
-    # As openpi: bfloat16 models serve bfloat16 weights (half the memory); float32 models keep float32.
-    dtype = jnp.bfloat16 if train_config.model.dtype == "bfloat16" else jnp.float32
-    params = params_io.restore_params(params_dir, dtype=dtype, restore_type=jax.Array)
+    params = params_io.restore_params(params_dir, dtype=_serving_dtype(train_config.model), restore_type=jax.Array)
     params_io.check_tree_matches(
         train_config.model.params_shape(), params, check_dtypes=False, what=f"checkpoint {params_dir}"
     )
@@ -168,15 +166,21 @@ def create_trained_policy(
     )
 
 
-def random_params(model_config: Any, *, seed: int = 0, scale: float = 0.02) -> Any:
+def _serving_dtype(model_config: Any) -> Any:
+    """As openpi: bfloat16 models serve bfloat16 weights (half the memory); float32 models keep float32."""
+    return jnp.bfloat16 if model_config.dtype == "bfloat16" else jnp.float32
+
+
+def random_params(model_config: Any, *, seed: int = 0, scale: float = 0.02, dtype: Any = None) -> Any:
     """A complete parameter tree for `model_config` with every weight drawn from N(0, scale^2).
 
     For smoke tests and benchmarks only: it has the real tree (paths, shapes, dtypes) and gives finite,
     input-dependent outputs, but skips flax's initialisers, whose compilation takes a minute on a busy CPU.
+    `dtype` overrides the stored dtype of every leaf.
     """
     rng = np.random.default_rng(seed)
     return jax.tree.map(
-        lambda s: jnp.asarray((rng.standard_normal(s.shape, dtype=np.float32) * scale).astype(s.dtype)),
+        lambda s: jnp.asarray(rng.standard_normal(s.shape, dtype=np.float32) * scale, dtype=dtype or s.dtype),
         model_config.params_shape(),
     )
 
@@ -197,7 +201,7 @@ def create_dummy_policy(
     Use a dummy-size config (e.g. debug_pi06); a full-size one works but takes long to initialise.
     """
     data_config = inference_data_config(train_config, train_config.assets_dirs, tokenizer_path)
-    params = random_params(train_config.model, seed=seed)
+    params = random_params(train_config.model, seed=seed, dtype=_serving_dtype(train_config.model))
     return _build_policy(
         train_config,
         data_config,
