@@ -49,9 +49,9 @@ def test_stats_of_lerobot_fixture_match_numpy(name: str, tmp_path: pathlib.Path)
     _check(stats["actions"], action)
 
 
-def test_chunked_delta_actions_match_the_per_frame_pipeline():
+@pytest.mark.parametrize("horizon", [1, 2, 5, 7])
+def test_chunked_delta_actions_match_the_per_frame_pipeline(horizon: int):
     ds = lerobot.LeRobotDataset.open(_fixture("v3.0_image"))
-    horizon = 5
     mask = cns.bool_mask((6, -1, 6, -1))
     stats = cns.compute_norm_stats(ds, action_horizon=horizon, delta_mask=mask)
     # Reference: what openpi's pipeline sees, one frame at a time (reader chunks + DeltaActions by hand).
@@ -151,3 +151,19 @@ def test_nan_in_a_column_names_episode_and_frame(tmp_path: pathlib.Path):
     with pytest.raises(errors.DatasetError, match=r"holds nan at episode 1, frame 3, dim 2"):
         cns.run(cns.Args(target=str(tmp_path / "ds"), output_dir=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("horizon", [1, 2, 3, 4, 6, 13, 50])
+def test_window_extrema_match_brute_force(horizon: int):
+    rng = np.random.default_rng(horizon)
+    values = rng.normal(size=(60, 3))
+    ends = np.repeat(np.cumsum([7, 1, 20, 32]), [7, 1, 20, 32])
+    before = values.copy()
+    lo, hi = cns.window_extrema(values, ends, horizon)
+    for t in range(len(values)):
+        window = values[t : min(t + horizon, ends[t])]
+        np.testing.assert_array_equal(lo[t], window.min(0))
+        np.testing.assert_array_equal(hi[t], window.max(0))
+    np.testing.assert_array_equal(values, before)
+    lo -= 1.0  # the two results are independent arrays
+    np.testing.assert_array_equal(hi, cns.window_extrema(values, ends, horizon)[1])

@@ -247,7 +247,7 @@ class RunningStats:
         # Row blocks keep the float64 temporaries cache-sized: on big columns this is several times faster
         # than whole-array temporaries (which spend their time in page faults).
         for start in range(0, n, _BLOCK_ROWS):
-            block = batch[start : start + _BLOCK_ROWS].astype(np.float64)
+            block = batch[start : start + _BLOCK_ROWS].astype(np.float64, copy=False)
             self._merge_moments(block)
             self._add_to_histograms(block)
 
@@ -292,8 +292,10 @@ class RunningStats:
 
     def _add_to_histograms(self, block: np.ndarray) -> None:
         dim = block.shape[1]
+        scale = self._scale()
         # Values lie inside [lo, hi], so truncation is floor; the max value may land on num_bins exactly.
-        pos = (block - self._lo) * self._scale()
+        pos = block * scale
+        pos -= self._lo * scale
         np.clip(pos, 0, self._num_bins - 1, out=pos)
         # One bincount over all dims at once: dim d's bins live at offset d * num_bins.
         pos += np.arange(dim) * self._num_bins
