@@ -107,6 +107,21 @@ def _float_column(ds: Any, key: str) -> np.ndarray:
     return values
 
 
+def _full_mask(delta_mask: tuple[bool, ...] | None, action_dim: int, state_dim: int) -> np.ndarray | None:
+    """The delta mask padded with False to the action dim; None when no dim is delta."""
+    if delta_mask is None or not any(delta_mask):
+        return None
+    dims = len(delta_mask)
+    if dims > action_dim or dims > state_dim:
+        raise errors.ConfigError(
+            f"The delta-action mask covers {dims} dims but actions have {action_dim} and state {state_dim}; "
+            "shorten the mask to the robot's action dim."
+        )
+    mask = np.zeros(action_dim, dtype=bool)
+    mask[:dims] = delta_mask
+    return mask
+
+
 def window_extrema(values: np.ndarray, ends: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """Per frame t, min and max of ``values[t : min(t + horizon, ends[t])]`` (its action chunk's range).
 
@@ -135,16 +150,7 @@ def _action_chunks(
 
     Row blocks outside, chunk offsets inside: each block's gather and subtraction stay cache-sized.
     """
-    mask = None
-    if delta_mask is not None and any(delta_mask):
-        dims = len(delta_mask)
-        if dims > actions.shape[1] or dims > state.shape[1]:
-            raise errors.ConfigError(
-                f"The delta-action mask covers {dims} dims but actions have {actions.shape[1]} and state "
-                f"{state.shape[1]}; shorten the mask to the robot's action dim."
-            )
-        mask = np.zeros(actions.shape[1], dtype=bool)
-        mask[:dims] = delta_mask
+    mask = _full_mask(delta_mask, actions.shape[1], state.shape[1])
     actions = np.asarray(actions, dtype=np.float64)
     for start in range(0, len(actions), _BLOCK_ROWS):
         positions = np.arange(start, min(start + _BLOCK_ROWS, len(actions)), dtype=np.int64)
@@ -153,7 +159,7 @@ def _action_chunks(
         if mask is not None:
             # Full-width offsets (zero on absolute dims) so each chunk is one in-place subtraction.
             offset = np.zeros((len(positions), actions.shape[1]))
-            offset[:, mask] = state[positions][:, mask[: state.shape[1]]]
+            offset[:, mask] = state[positions][:, np.flatnonzero(mask)]
         for k in range(horizon):
             chunk = actions.take(np.minimum(positions + k, last), axis=0)
             if offset is not None:
@@ -194,11 +200,11 @@ def compute_norm_stats(
         out["actions"] = normalize.compute(actions, num_bins)
         return out
     # The exact range of all chunk values first (sliding-window extrema), so the histogram never re-bins.
+    mask = _full_mask(delta_mask, actions.shape[1], state.shape[1])
     wmin, wmax = window_extrema(actions, ends, action_horizon)
-    if delta_mask is not None and any(delta_mask):
+    if mask is not None:
         offset = np.zeros_like(wmin)
-        dims = len(delta_mask)
-        offset[:, :dims][:, np.asarray(delta_mask)] = state[:, :dims][:, np.asarray(delta_mask)]
+        offset[:, mask] = state[:, np.flatnonzero(mask)]
         wmin, wmax = wmin - offset, wmax - offset
     lo, hi = wmin.min(axis=0), wmax.max(axis=0)
     running = normalize.RunningStats(num_bins, value_range=(lo, hi))

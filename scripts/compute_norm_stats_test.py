@@ -167,3 +167,29 @@ def test_window_extrema_match_brute_force(horizon: int):
     np.testing.assert_array_equal(values, before)
     lo -= 1.0  # the two results are independent arrays
     np.testing.assert_array_equal(hi, cns.window_extrema(values, ends, horizon)[1])
+
+
+def test_delta_mask_with_wider_state_than_actions(tmp_path: pathlib.Path):
+    writer = lerobot.LeRobotDatasetWriter.create(
+        tmp_path / "ds",
+        fps=10,
+        features={
+            "observation.state": {"dtype": "float32", "shape": [4], "names": None},
+            "action": {"dtype": "float32", "shape": [3], "names": None},
+        },
+        use_videos=False,
+    )
+    rng = np.random.default_rng(0)
+    for length in (6, 9):
+        writer.add_episode(
+            {"observation.state": rng.normal(size=(length, 4)), "action": rng.normal(size=(length, 3))}, "t"
+        )
+    ds = writer.finalize()
+    stats = cns.compute_norm_stats(ds, action_horizon=3, delta_mask=cns.bool_mask((2, -1)))
+    state = ds.column("observation.state").astype(np.float64)
+    ref = []
+    for i in range(ds.num_frames):
+        chunk = ds.action_chunk(i, "action", 3)[0].astype(np.float64)
+        chunk[:, :2] -= state[i, :2]
+        ref.append(chunk)
+    _check(stats["actions"], np.concatenate(ref))
