@@ -68,7 +68,10 @@ class LabelConfig:
             ``None`` means the task's maximum episode length: the paper's "large constant" made concrete,
             so that every frame of a failed episode is worth less than any frame of any success of that
             task (all failed frames then clip to -1). A smaller value keeps the time-to-failure visible,
-            e.g. ``c_fail = L / 2`` gives failed frames values in ``[-1, -0.5]``. Ignored in per-episode mode.
+            e.g. ``c_fail = L / 2`` gives failed frames values in ``[-1, -0.5]``. It must exceed one step:
+            a failure that costs no more than an ordinary step is indistinguishable from one, and
+            `openpi.recap.advantage` replaces such terminal rewards with a full failure penalty (RECAP.md: the
+            relabeller never trusts a failed ending without a penalty). Ignored in per-episode mode.
     """
 
     mode: Literal["paper", "per_episode"] = "paper"
@@ -79,10 +82,10 @@ class LabelConfig:
             raise errors.ConfigError(
                 f"LabelConfig.mode is {self.mode!r}, but it must be 'paper' or 'per_episode'; pick one of the two."
             )
-        if self.c_fail is not None and not (np.isfinite(self.c_fail) and self.c_fail >= 0):
+        if self.c_fail is not None and not (np.isfinite(self.c_fail) and self.c_fail > 1):
             raise errors.ConfigError(
-                f"LabelConfig.c_fail is {self.c_fail!r}, but it must be a finite number of steps >= 0 (or None for "
-                "the task's maximum episode length); pass a non-negative penalty."
+                f"LabelConfig.c_fail is {self.c_fail!r}, but a failure must cost more than one step: pass a finite "
+                "number of steps > 1, or None for the task's maximum episode length."
             )
 
 

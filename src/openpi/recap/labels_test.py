@@ -47,10 +47,10 @@ def test_paper_mode_failure_default_penalty_is_flat_minus_one():
 def test_paper_mode_failure_with_explicit_penalty_and_clipping():
     succ = labels.Episode(task="pick", success=True, intervention=_auto(5))
     fail = labels.Episode(task="pick", success=False, intervention=_auto(4))
-    _, small = labels.label_episodes([succ, fail], labels.LabelConfig(c_fail=1.0))
-    # G = -(3 - t) - 1 = [-4, -3, -2, -1], / 5.
-    np.testing.assert_allclose(small["value_label"], [-0.8, -0.6, -0.4, -0.2], atol=1e-7)
-    np.testing.assert_allclose(small["reward_label"], [-0.2, -0.2, -0.2, -0.2], atol=1e-7)
+    _, small = labels.label_episodes([succ, fail], labels.LabelConfig(c_fail=1.5))
+    # G = -(3 - t) - 1.5 = [-4.5, -3.5, -2.5, -1.5], / 5.
+    np.testing.assert_allclose(small["value_label"], [-0.9, -0.7, -0.5, -0.3], atol=1e-7)
+    np.testing.assert_allclose(small["reward_label"], [-0.2, -0.2, -0.2, -0.3], atol=1e-7)
     _, clipped = labels.label_episodes([succ, fail], labels.LabelConfig(c_fail=2.5))
     # G = [-5.5, -4.5, -3.5, -2.5] / 5 = [-1.1 -> -1, -0.9, -0.7, -0.5].
     np.testing.assert_allclose(clipped["value_label"], [-1.0, -0.9, -0.7, -0.5], atol=1e-7)
@@ -100,7 +100,7 @@ def test_per_episode_mode_matches_community_converters():
     assert list(fail["adv_ind"]) == ["none", "positive", "none", "none"]
 
 
-@pytest.mark.parametrize("c_fail", [None, 0.0, 3.0, 7.5, 100.0])
+@pytest.mark.parametrize("c_fail", [None, 1.01, 3.0, 7.5, 100.0])
 def test_reward_label_sums_to_value_label_in_paper_mode(c_fail):
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 40, size=30)
@@ -177,8 +177,9 @@ def test_bad_input_names_the_problem():
         labels.label_episodes([labels.Episode(task="a", success=True, intervention=_auto(2), length=3)])
     with pytest.raises(errors.ConfigError, match="mode"):
         labels.LabelConfig(mode="episode")  # type: ignore[arg-type]
-    with pytest.raises(errors.ConfigError, match="c_fail"):
-        labels.LabelConfig(c_fail=-1)
+    for bad in (-1.0, 0.0, 1.0, float("nan")):
+        with pytest.raises(errors.ConfigError, match="more than one step"):
+            labels.LabelConfig(c_fail=bad)
     assert issubclass(errors.DatasetError, errors.UserError)
 
 
