@@ -71,7 +71,7 @@ _REST = {0: np.array((-0.6, -0.7)), 1: np.array((0.6, -0.7))}  # arm index -> re
 class SyntheticConfig:
     """Size and shape of the synthetic dataset.
 
-    The default (24 episodes of 12-40 frames at 64x64) trains the demo's tiny models in minutes on 2 cores.
+    The default (24 episodes of up to 40 frames, about 570 in all, at 64x64) trains the demo's tiny models in minutes on 2 cores.
     """
 
     num_episodes: int = 24
