@@ -19,11 +19,12 @@ import pytest
 import websockets.exceptions
 import websockets.sync.client
 
-from openpi.models import params_io
+from openpi.policies import policy as _policy
 from openpi.policies import policy_config
 from openpi.policies import yam_policy
 from openpi.serving import websocket_policy_server as wps
 from openpi.shared import normalize
+from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
 from openpi_client import msgpack_numpy
 from openpi_client import websocket_client_policy as wcp
@@ -47,13 +48,23 @@ def train_config(tiny_spm_model):
 
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory, train_config):
-    """A checkpoint step in openpi's layout: <step>/params and <step>/assets/<asset_id>/norm_stats.json."""
-    step_dir = tmp_path_factory.mktemp("ckpt") / train_config.name / "exp" / "9"
-    params_io.save_params(step_dir / "params", policy_config.random_params(train_config.model, seed=1))
+    """A step written by the trainer's checkpoint code: <step>/params, train_state, assets/<asset_id>/norm_stats.json."""
+    run_dir = tmp_path_factory.mktemp("ckpt") / train_config.name / "exp"
+    mngr, _ = _checkpoints.initialize_checkpoint_dir(
+        run_dir, keep_period=None, overwrite=False, resume=False, async_save=False
+    )
     rng = np.random.default_rng(0)
     stats = {key: normalize.compute(rng.normal(size=(256, 14)).astype(np.float32)) for key in ("state", "actions")}
-    normalize.save(step_dir / "assets" / ASSET_ID, stats)
-    return step_dir
+    _checkpoints.save(
+        mngr,
+        9,
+        params=policy_config.random_params(train_config.model, seed=1),
+        train_state={"step": np.int64(9)},
+        norm_stats={ASSET_ID: stats},
+    )
+    mngr.wait_until_finished()
+    mngr.close()
+    return run_dir / "9"
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +95,7 @@ def test_client_receives_yam_actions(server):
         metadata = client.get_server_metadata()
         assert metadata["robot"] == "yam" and metadata["action_horizon"] == ACTION_HORIZON
         assert metadata["config"] == "debug_pi06" and metadata["model_type"] == "pi06"
+        assert metadata["checkpoint"] == "debug_pi06/exp/9"
         first = client.infer(_obs(1))
         second = client.infer(_obs(2, adv_ind="negative"))
     for reply in (first, second):
@@ -190,7 +202,7 @@ def _healthz(port: int) -> tuple[int, float]:
     return status, (time.monotonic() - start) * 1000
 
 
-def test_concurrent_clients_and_healthz_during_inference(server):
+def test_concurrent_clients(server):
     n_clients, n_requests = 8, 50
     results: dict[int, list[tuple[int, int]]] = {}
     errors: list[BaseException] = []
@@ -219,7 +231,32 @@ def test_concurrent_clients_and_healthz_during_inference(server):
     assert sorted(results) == list(range(n_clients))
     assert all(shapes == [(ACTION_HORIZON, 14)] * n_requests for shapes in results.values())
     assert len(latencies) >= 5, "inference finished before /healthz could be probed"
-    assert max(latencies) < 100, latencies
+    # Eight clients and this poller share the test process (and its GIL) with the server: a loose bound here;
+    # the strict one is in test_healthz_answers_during_a_long_inference.
+    assert sorted(latencies)[len(latencies) // 2] < 100, latencies
+
+
+def test_healthz_answers_during_a_long_inference(train_config, checkpoint_dir):
+    """A fresh policy's first request runs for seconds (tracing, compiling, 20 steps); /healthz must not wait."""
+    slow = policy_config.create_trained_policy(train_config, checkpoint_dir, sample_kwargs={"num_steps": 20})
+    with wps.WebsocketPolicyServer(slow, port=0).start_in_thread() as srv:
+        replies = []
+        with wcp.WebsocketClientPolicy(port=srv.port, connect_timeout_s=10) as client:
+            request = threading.Thread(target=lambda: replies.append(client.infer(_obs())))
+            request.start()
+            time.sleep(0.3)
+            latencies = []
+            for _ in range(10):
+                status, ms = _healthz(srv.port)
+                assert status == 200
+                latencies.append(ms)
+                time.sleep(0.05)
+            overlapped = request.is_alive()
+            request.join(timeout=300)
+    assert overlapped, "the request finished before the probes ended; nothing was measured during inference"
+    assert replies and replies[0]["server_timing"]["infer_ms"] > 1000
+    # A server that ran inference on its event loop would answer no probe before the request ended (> 1 s).
+    assert sum(ms < 100 for ms in latencies) >= 9 and max(latencies) < 1000, latencies
 
 
 def test_api_key(policy):
@@ -260,3 +297,26 @@ def test_examples_run_against_the_server(server):
     result = yam.run(yam.Args(port=server.port, steps=25, control_hz=1000.0), robot)
     assert result["replan_steps"] == ACTION_HORIZON and result["chunks"] == 3
     assert np.abs(robot.state).sum() > 0
+
+
+def test_internal_error_is_logged_not_sent(train_config, tmp_path, caplog):
+    """A policy whose weights do not fit its model fails inside jax/flax: that is the server's problem."""
+    data = policy_config.inference_data_config(train_config, tmp_path)
+    broken = _policy.Policy(
+        train_config.model.model(),
+        {"PaliGemma": {}},
+        transforms=[*data.data_transforms.inputs, *data.model_transforms.inputs],
+        output_transforms=list(data.data_transforms.outputs),
+    )
+    with (
+        wps.WebsocketPolicyServer(broken, port=0).start_in_thread() as srv,
+        wcp.WebsocketClientPolicy(port=srv.port, connect_timeout_s=10) as client,
+    ):
+        for attempt in range(2):  # the connection survives the failure
+            with pytest.raises(wcp.ServerError) as info:
+                client.infer(_obs(attempt))
+            text = str(info.value)
+            assert wps.INTERNAL_ERROR_PREFIX in text and "request id" in text
+            assert "Traceback" not in text and "PaliGemma" not in text
+    logged = [r for r in caplog.records if r.name == wps.__name__ and r.exc_info is not None]
+    assert len(logged) == 2 and "Internal error while serving request" in logged[0].getMessage()

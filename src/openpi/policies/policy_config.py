@@ -26,6 +26,7 @@ from openpi.policies import policy as _policy
 from openpi.shared import download
 from openpi.shared import errors
 from openpi.shared import normalize as _normalize
+from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
 
 logger = logging.getLogger(__name__)
@@ -96,16 +97,6 @@ def _build_policy(
     )
 
 
-def load_checkpoint_norm_stats(checkpoint_dir: pathlib.Path, asset_id: str | None) -> dict[str, _normalize.NormStats]:
-    """The norm stats saved with a checkpoint: ``<checkpoint_dir>/assets/<asset_id>/norm_stats.json``."""
-    if asset_id is None:
-        raise errors.ConfigError(
-            "The config's data has no asset_id, so the checkpoint's norm stats cannot be located; set "
-            "data.assets.asset_id (or data.repo_id) in the training config."
-        )
-    return _normalize.load(checkpoint_dir / "assets" / asset_id)
-
-
 def create_trained_policy(
     train_config: _config.TrainConfig,
     checkpoint_dir: str | os.PathLike,
@@ -146,7 +137,7 @@ def create_trained_policy(
     # Cheap checks first (tokenizer, norm stats), so a wrong path fails before gigabytes of weights load.
     data_config = inference_data_config(train_config, checkpoint_dir / "assets", tokenizer_path)
     if norm_stats is None:
-        norm_stats = load_checkpoint_norm_stats(checkpoint_dir, data_config.asset_id)
+        norm_stats = _checkpoints.restore_norm_stats(checkpoint_dir, data_config.asset_id)
         logger.info("Loaded norm stats from %s", checkpoint_dir / "assets" / str(data_config.asset_id))
     params = params_io.restore_params(params_dir, dtype=_serving_dtype(train_config.model), restore_type=jax.Array)
     params_io.check_tree_matches(
@@ -161,7 +152,8 @@ def create_trained_policy(
         default_prompt=default_prompt,
         sample_kwargs=sample_kwargs,
         cfg_beta=cfg_beta,
-        metadata={"checkpoint": str(checkpoint_dir), **(metadata or {})},
+        # Only the run/step part of the path: clients need not learn the server's directory layout.
+        metadata={"checkpoint": "/".join(checkpoint_dir.parts[-3:]), **(metadata or {})},
         seed=seed,
     )
 

@@ -41,7 +41,7 @@ def test_step_dir_without_params(train_config, tmp_path):
 
 def test_missing_norm_stats_fail_before_loading_weights(train_config, tmp_path):
     (tmp_path / "params").mkdir()  # empty: restoring it would fail differently
-    with pytest.raises(normalize.NormStatsNotFoundError, match=r"assets/yam_x/norm_stats\.json"):
+    with pytest.raises(errors.CheckpointError, match="no norm stats for asset 'yam_x'"):
         policy_config.create_trained_policy(train_config, tmp_path)
 
 
