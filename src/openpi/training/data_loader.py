@@ -249,7 +249,10 @@ class PolicyItemFactory:
             ]
         )
         wanted = _repack_keys(dc.repack_transforms.inputs)
-        keys = None if wanted is None else [k for k in wanted if k in dataset.features]
+        keys = None
+        if wanted is not None:
+            extra = [dc.loss_weight_column] if dc.loss_weight_column is not None else []
+            keys = list(dict.fromkeys(k for k in [*wanted, *extra] if k in dataset.features))
         horizon = self.model_config.action_horizon
 
         def item(index: int, sample_id: int) -> dict[str, Any]:

@@ -1,0 +1,128 @@
+"""The training data path on a real (synthetic) LeRobot dataset, and the checks that run before compiling."""
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import train_support
+
+from openpi.models import tokenizer as _tokenizer
+from openpi.shared import errors
+from openpi.training import data_loader as _data_loader
+from openpi.training import sharding as _sharding
+from openpi.training import weight_loaders
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return train_support.make_workspace(tmp_path_factory.mktemp("ws"))
+
+
+def test_batches_carry_model_inputs_and_the_indicator(workspace, tiny_spm_model):
+    cfg = train_support.debug_config(workspace, tiny_spm_model, batch_size=4, num_workers=2)
+    loader = _data_loader.create_data_loader(cfg, num_batches=3)
+    batches = list(loader)
+    batch = batches[0]
+    obs, actions, weights = _data_loader.batch_to_model_inputs(batch)
+    assert set(obs.images) == {"base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"}
+    assert obs.images["base_0_rgb"].shape == (4, 224, 224, 3)
+    assert obs.state.shape == (4, 32) and actions.shape == (4, 50, 32) and weights is None
+    assert np.all(np.asarray(obs.state)[:, 14:] == 0) and np.all(np.asarray(actions)[..., 14:] == 0)
+    assert np.all(np.abs(np.asarray(obs.state)[:, :14]) <= 1.5)  # quantile-normalised
+    tok = _tokenizer.PaligemmaTokenizer(cfg.model.max_token_len, tiny_spm_model)
+    texts = [
+        tok.decode(t[m])
+        for b in batches
+        for t, m in zip(np.asarray(b["tokenized_prompt"]), np.asarray(b["tokenized_prompt_mask"]), strict=True)
+    ]
+    assert all((t.startswith("Task: ") and t.endswith("Action:")) or t.endswith("Action: ") for t in texts), texts[0]
+    with_clause = sum("Advantage: " in t for t in texts)
+    assert 0 < with_clause < len(texts)  # dropout 0.3 removes the clause from some frames only
+    # Deterministic whatever the worker count.
+    again = next(iter(_data_loader.create_data_loader(dataclasses.replace(cfg, num_workers=0), num_batches=1)))
+    np.testing.assert_array_equal(np.asarray(again["tokenized_prompt"]), np.asarray(batch["tokenized_prompt"]))
+
+
+def test_loss_weight_column_weighs_corrections(workspace, tiny_spm_model):
+    cfg = train_support.debug_config(workspace, tiny_spm_model, batch_size=8)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loss_weight_column="intervention"))
+    batch = next(iter(_data_loader.create_data_loader(cfg, num_batches=1)))
+    weights = np.asarray(batch["loss_weight"])
+    assert weights.shape == (8,) and set(np.unique(weights)) <= {1.0, 2.0}
+
+
+def test_preflight_fails_fast_with_one_sentence(workspace, tiny_spm_model, tmp_path):
+    train = train_support.load_train_script()
+    mesh = _sharding.make_mesh(1)
+    cfg = train_support.debug_config(workspace, tiny_spm_model)
+    assert train.preflight(cfg, mesh).norm_stats is not None
+
+    no_stats = dataclasses.replace(cfg, assets_base_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(errors.ConfigError, match="compute_norm_stats"):
+        train.preflight(no_stats, mesh)
+
+    bad_weights = dataclasses.replace(cfg, weight_loader=weight_loaders.CheckpointWeightLoader(str(tmp_path / "x")))
+    with pytest.raises(errors.CheckpointError):
+        train.preflight(bad_weights, mesh)
+
+    # A dataset without the RECAP indicator cannot feed a pi0.6 config.
+    stripped = tmp_path / "no_adv"
+    shutil.copytree(workspace["repo_id"], stripped)
+    import pyarrow.parquet as pq
+
+    for path in (stripped / "data").rglob("*.parquet"):
+        pq.write_table(pq.read_table(path).drop(["adv_ind"]), path)
+    info = (stripped / "meta" / "info.json").read_text().replace('"adv_ind"', '"adv_ind_unused"')
+    (stripped / "meta" / "info.json").write_text(info)
+    no_adv = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, repo_id=str(stripped)))
+    with pytest.raises(errors.DatasetError, match="adv_ind"):
+        train.preflight(no_adv, mesh)
+
+    with pytest.raises(errors.ConfigError, match="not divisible"):
+        train.preflight(dataclasses.replace(cfg, batch_size=3), _FakeMesh(2))
+
+    with pytest.raises(errors.CheckpointError, match=r"(?i)tokenizer|sentencepiece"):
+        train.preflight(dataclasses.replace(cfg, tokenizer_path=str(tmp_path / "missing.model")), mesh)
+
+
+class _FakeMesh:
+    """Just what check_batch_divisible reads: a device count."""
+
+    def __init__(self, n):
+        self.devices = np.empty((n,), object)
+
+
+def test_distributed_flags_and_env(monkeypatch):
+    train = train_support.load_train_script()
+    rest, found = train.pop_distributed_flags(
+        ["--coordinator-address=h:1", "--num-processes", "2", "--process-id=1", "debug", "--exp-name=x"]
+    )
+    assert rest == ["debug", "--exp-name=x"]
+    assert found == {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
+    for key in ("JAX_NUM_PROCESSES", "SLURM_NTASKS", "OPENPI_DISTRIBUTED"):
+        monkeypatch.delenv(key, raising=False)
+    assert not train.maybe_initialize_distributed()
+    with pytest.raises(errors.ConfigError, match="JAX_COORDINATOR_ADDRESS"):
+        train.maybe_initialize_distributed({"JAX_NUM_PROCESSES": "2"})
+
+
+def test_wandb_missing_means_console_only(workspace, tiny_spm_model, caplog):
+    train = train_support.load_train_script()
+    cfg = train_support.debug_config(workspace, tiny_spm_model, wandb_enabled=True, exp_name="w")
+    pathlib.Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        import wandb  # noqa: F401
+
+        pytest.skip("wandb is installed here")
+    except ImportError:
+        pass
+    run = train._Wandb(cfg, resuming=False)
+    assert run.run is None and "wandb is not installed" in caplog.text
+    run.log({"loss": 1.0}, 0)
+    run.finish()
