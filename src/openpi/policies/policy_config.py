@@ -57,6 +57,11 @@ def inference_data_config(
     )
 
 
+def _cfg_beta(train_config: _config.TrainConfig, cfg_beta: float | None) -> float | None:
+    """The CLI's β, else the config's (a `cfg_beta` field, if the config defines one), else None."""
+    return cfg_beta if cfg_beta is not None else getattr(train_config, "cfg_beta", None)
+
+
 def _build_policy(
     train_config: _config.TrainConfig,
     data_config: _config.DataConfig,
@@ -70,6 +75,7 @@ def _build_policy(
     metadata: Mapping[str, Any],
     seed: int,
 ) -> _policy.Policy:
+    cfg_beta = _cfg_beta(train_config, cfg_beta)
     repack = repack_transforms or _transforms.Group()
     use_quantiles = data_config.use_quantile_norm
     inputs = [
@@ -120,7 +126,8 @@ def create_trained_policy(
         default_prompt: Prompt used when a request has none (before the config's own default).
         norm_stats: Override the checkpoint's norm stats.
         tokenizer_path: PaliGemma SentencePiece model; default: the config's, else the openpi cache.
-        cfg_beta: Classifier-free guidance β for pi0.6 configs (None: plain conditioning on the indicator).
+        cfg_beta: Classifier-free guidance β for pi0.6 configs; None: the config's `cfg_beta` if it has one, else
+            plain conditioning on the indicator.
         metadata: Extra entries for the metadata sent to clients.
         seed: Seed of the sampling noise.
     """

@@ -22,6 +22,7 @@ from openpi_client import msgpack_numpy
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8000
+_METADATA_TIMEOUT_S = 30.0
 
 # Version-dependent arguments of websockets.sync.client.connect:
 # - proxy=None: websockets >= 15 honours HTTP(S)_PROXY for ws:// URIs, but a robot talking to a server on its own
@@ -119,7 +120,8 @@ class WebsocketClientPolicy(_base_policy.BasePolicy):
                 last_error = exc
             else:
                 try:
-                    first = ws.recv(timeout=remaining if remaining is None else max(remaining, 1.0))
+                    # Servers send the metadata right after the handshake; one that does not is broken, not busy.
+                    first = ws.recv(timeout=_METADATA_TIMEOUT_S if remaining is None else max(remaining, 1.0))
                 except (TimeoutError, websockets.exceptions.ConnectionClosed) as exc:
                     ws.close()
                     raise ConnectionError(
