@@ -91,7 +91,9 @@ def initialize_checkpoint_dir(
     """
     checkpoint_dir = pathlib.Path(checkpoint_dir).resolve()
     if overwrite and resume:
-        raise errors.ConfigError("--overwrite and --resume contradict each other; pass only one of them.")
+        raise errors.ConfigError(
+            "--overwrite and --resume contradict each other; pass only one (add --no-overwrite to resume a config that overwrites by default)."
+        )
     resuming = False
     # Every process must take the same branch: all look before process 0 changes anything.
     _sync("look")

@@ -175,15 +175,17 @@ class LeRobotYamDataConfig(DataConfigFactory):
     """A YAM (or ALOHA-layout) LeRobot dataset: 3 cameras, 14-dim state and action, optional RECAP indicator."""
 
     repo_id: str | None = YAM_VIAL_REPO_ID
+    """Dataset: a local root directory or a LeRobot <org>/<name> under $HF_LEROBOT_HOME."""
     default_prompt: str | None = YAM_VIAL_PROMPT
-    # Use the dataset's task text as the prompt (else only the default prompt, as the community configs do).
+    """Prompt for frames that carry none."""
     prompt_from_task: bool = False
-    # Joints as deltas from the current state, grippers absolute.
+    """Use each frame's task text as the prompt (the community configs use only the default prompt)."""
     use_delta_joint_actions: bool = True
-    # Read the `adv_ind` column (pi0.6 configs); the tokenizer uses it only when the model is pistar.
+    """Joints as deltas from the current state, grippers absolute."""
     use_advantage: bool = True
-    # Optional per-frame loss weight column (e.g. "intervention" with scale 2.0 weighs corrections x2).
+    """Read the adv_ind column (pi0.6 configs)."""
     loss_weight_column: str | None = None
+    """Optional per-frame loss weight: 1 + (scale - 1) * column, e.g. intervention with scale 2 weighs corrections x2."""
     loss_weight_scale: float = 2.0
     action_key: str = "action"
     state_key: str = "observation.state"
@@ -249,35 +251,45 @@ class TrainConfig:
 
     name: tyro.conf.Suppress[str]
     project_name: str = "openpi"
+    """wandb project."""
     exp_name: str = tyro.MISSING
+    """Run name: checkpoints go to <checkpoint_base_dir>/<config name>/<exp_name>."""
     model: pi0_config.Pi0Config = dataclasses.field(default_factory=pi0_config.Pi0Config)
     weight_loader: weight_loaders.WeightLoader = dataclasses.field(default_factory=weight_loaders.NoOpWeightLoader)
+    """Initial weights (e.g. an openpi params checkpoint)."""
     lr_schedule: _optimizer.CosineDecaySchedule = dataclasses.field(default_factory=_optimizer.CosineDecaySchedule)
     optimizer: _optimizer.AdamW = dataclasses.field(default_factory=_optimizer.AdamW)
     ema_decay: float | None = 0.99
-    # Path -> frozen; None = the model's own rule (LoRA configs freeze the LoRA'd LLM weights).
+    """EMA of the trained weights (saved as params/); None turns it off."""
     freeze_filter: tyro.conf.Suppress[Callable[[str], bool] | None] = None
     data: DataConfigFactory = dataclasses.field(default_factory=FakeDataConfig)
     assets_base_dir: str = "./assets"
+    """Norm stats are read from <assets_base_dir>/<config name>/<asset_id> (or <assets_base_dir>/<asset_id>)."""
     checkpoint_base_dir: str = "./checkpoints"
     seed: int = 42
     batch_size: int = 32
+    """Global batch size, over all devices and hosts."""
     num_workers: int = 2
+    """Data-loading threads per process."""
     num_train_steps: int = 30_000
     log_interval: int = 100
     save_interval: int = 1000
     keep_period: int | None = 5000
+    """Keep every checkpoint whose step is a multiple of this (besides the latest)."""
     overwrite: bool = False
+    """Delete an existing checkpoint directory of the same name first."""
     resume: bool = False
+    """Continue from the latest checkpoint in the directory."""
     wandb_enabled: bool = True
-    # "online", "offline" or "disabled" (also disabled when wandb_enabled is False or wandb is not installed).
     wandb_mode: str = "online"
-    policy_metadata: dict[str, Any] | None = None
+    """online, offline or disabled (also disabled when wandb is not installed)."""
+    policy_metadata: tyro.conf.Suppress[dict[str, Any] | None] = None
     fsdp_devices: int = 1
-    # Probability of dropping the advantage clause per frame (pi0.6 train configs 0.3; `_infer` twins 0).
+    """Devices that share (shard) parameters and optimizer state; must divide the device count."""
     indicator_dropout: float = 0.0
-    # PaliGemma SentencePiece model; None -> $OPENPI_DATA_HOME/big_vision/paligemma_tokenizer.model.
+    """Probability of dropping the advantage clause per frame (pi0.6 train configs 0.3; `_infer` twins 0)."""
     tokenizer_path: str | None = None
+    """PaliGemma SentencePiece model; None = $OPENPI_DATA_HOME/big_vision/paligemma_tokenizer.model."""
 
     def __post_init__(self):
         if not 0.0 <= self.indicator_dropout <= 1.0:
