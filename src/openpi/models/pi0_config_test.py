@@ -122,3 +122,10 @@ def test_freeze_filter_action_expert_lora_only_and_none():
     assert "PaliGemma/llm/layers/attn/q_einsum_1/lora_b" in trainable
     assert PI05.get_freeze_filter().freezes_nothing
     assert all(jax.tree.leaves(PI05.trainable_mask(PI05.params_shape())))
+
+
+def test_pistar_changes_only_the_prompt_budget():
+    kw = {"pi05": True, "paligemma_variant": "dummy", "action_expert_variant": "dummy", "max_token_len": 16}
+    pi05 = jax.tree.map(lambda x: (x.shape, x.dtype), pi0_config.Pi0Config(**kw).params_shape())
+    pi06 = jax.tree.map(lambda x: (x.shape, x.dtype), pi0_config.Pi0Config(pistar=True, **kw).params_shape())
+    assert pi05 == pi06
