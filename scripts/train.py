@@ -225,6 +225,15 @@ def load_weights(config: _config.TrainConfig, params_shape: dict) -> dict[str, A
 # ------------------------------------------------------------------------------------------------ logging
 
 
+def check_finite_loss(losses: np.ndarray, step: int, config: _config.TrainConfig) -> None:
+    """Stops the run (before it saves NaN weights) when a loss since the last check is NaN or infinite."""
+    if not np.all(np.isfinite(losses)):
+        raise TrainingDivergedError(
+            f"Loss became NaN/inf by step {step} of {config.name}/{config.exp_name}; lower the learning rate, "
+            "check the data and norm stats, or --resume from the last good checkpoint."
+        )
+
+
 class _Wandb:
     """wandb when enabled and installed (process 0 only); otherwise a no-op with a one-time warning."""
 
@@ -343,11 +352,7 @@ def train(config: _config.TrainConfig, *, progress: bool = True) -> _utils.Train
         if step % config.log_interval == 0 or is_save:
             stacked = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *infos))
             infos = []
-            if not np.all(np.isfinite(stacked["loss"])):
-                raise TrainingDivergedError(
-                    f"Loss became NaN/inf by step {step} of {config.name}/{config.exp_name}; lower the learning "
-                    "rate, check the data and norm stats, or --resume from the last good checkpoint."
-                )
+            check_finite_loss(stacked["loss"], step, config)
             now = time.perf_counter()
             rate = (step + 1 - last_log_step) / max(now - last_log, 1e-9)
             last_log, last_log_step = now, step + 1

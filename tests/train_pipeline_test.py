@@ -126,3 +126,11 @@ def test_wandb_missing_means_console_only(workspace, tiny_spm_model, caplog):
     assert run.run is None and "wandb is not installed" in caplog.text
     run.log({"loss": 1.0}, 0)
     run.finish()
+
+
+def test_nan_loss_stops_with_a_clear_error(workspace, tiny_spm_model):
+    train = train_support.load_train_script()
+    cfg = train_support.debug_config(workspace, tiny_spm_model)
+    train.check_finite_loss(np.array([1.0, 2.0]), 5, cfg)
+    with pytest.raises(errors.UserError, match="NaN/inf by step 5 of debug_pi06"):
+        train.check_finite_loss(np.array([1.0, np.nan]), 5, cfg)
