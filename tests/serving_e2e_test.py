@@ -9,6 +9,7 @@ import dataclasses
 import http.client
 import importlib.util
 import pathlib
+import socket
 import sys
 import threading
 import time
@@ -236,12 +237,16 @@ def test_concurrent_clients(server):
     assert sorted(latencies)[len(latencies) // 2] < 100, latencies
 
 
-def test_healthz_answers_during_a_long_inference(train_config, checkpoint_dir):
-    """A fresh policy's first request runs for seconds (tracing, compiling, 20 steps); /healthz must not wait."""
+def test_healthz_and_timeouts_during_a_long_inference(train_config, checkpoint_dir):
+    """A fresh policy's first request runs for seconds (tracing, compiling, 20 steps); /healthz must not wait,
+    and a client with a short request timeout gives up cleanly and reconnects afterwards."""
     slow = policy_config.create_trained_policy(train_config, checkpoint_dir, sample_kwargs={"num_steps": 20})
     with wps.WebsocketPolicyServer(slow, port=0).start_in_thread() as srv:
         replies = []
-        with wcp.WebsocketClientPolicy(port=srv.port, connect_timeout_s=10) as client:
+        with (
+            wcp.WebsocketClientPolicy(port=srv.port, connect_timeout_s=10) as client,
+            wcp.WebsocketClientPolicy(port=srv.port, connect_timeout_s=10, request_timeout_s=0.3) as impatient,
+        ):
             request = threading.Thread(target=lambda: replies.append(client.infer(_obs())))
             request.start()
             time.sleep(0.3)
@@ -251,12 +256,38 @@ def test_healthz_answers_during_a_long_inference(train_config, checkpoint_dir):
                 assert status == 200
                 latencies.append(ms)
                 time.sleep(0.05)
+            with pytest.raises(TimeoutError, match=r"did not answer within 0\.3 s"):
+                impatient.infer(_obs(1))  # queued behind the long request
             overlapped = request.is_alive()
             request.join(timeout=300)
+            # The late reply to the abandoned request must not be taken for this one's: a fresh connection.
+            retry = impatient.infer(_obs(2))
+            assert retry["actions"].shape == (ACTION_HORIZON, 14)
+            assert "prev_total_ms" not in retry["server_timing"]
     assert overlapped, "the request finished before the probes ended; nothing was measured during inference"
     assert replies and replies[0]["server_timing"]["infer_ms"] > 1000
     # A server that ran inference on its event loop would answer no probe before the request ended (> 1 s).
     assert sum(ms < 100 for ms in latencies) >= 9 and max(latencies) < 1000, latencies
+
+
+def test_client_waits_for_a_server_that_starts_later(policy):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    connected = []
+
+    def connect() -> None:
+        connected.append(wcp.WebsocketClientPolicy(port=port, connect_timeout_s=60, retry_interval_s=0.1))
+
+    waiter = threading.Thread(target=connect)
+    waiter.start()
+    time.sleep(0.5)
+    assert waiter.is_alive() and not connected
+    with wps.WebsocketPolicyServer(policy, port=port, metadata={"late": True}).start_in_thread():
+        waiter.join(timeout=60)
+        assert connected and connected[0].get_server_metadata() == {"late": True}
+        assert connected[0].infer(_obs())["actions"].shape == (ACTION_HORIZON, 14)
+        connected[0].close()
 
 
 def test_api_key(policy):
