@@ -238,9 +238,9 @@ def test_concurrent_clients(server):
 
 
 def test_healthz_and_timeouts_during_a_long_inference(train_config, checkpoint_dir):
-    """A fresh policy's first request runs for seconds (tracing, compiling, 20 steps); /healthz must not wait,
+    """A fresh policy's first request runs for seconds (tracing, compiling, 10 steps); /healthz must not wait,
     and a client with a short request timeout gives up cleanly and reconnects afterwards."""
-    slow = policy_config.create_trained_policy(train_config, checkpoint_dir, sample_kwargs={"num_steps": 20})
+    slow = policy_config.create_trained_policy(train_config, checkpoint_dir, sample_kwargs={"num_steps": 10})
     with wps.WebsocketPolicyServer(slow, port=0).start_in_thread() as srv:
         replies = []
         with (
