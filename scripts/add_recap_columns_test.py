@@ -1,0 +1,67 @@
+"""scripts/add_recap_columns.py end to end: a real subprocess on tiny datasets written to disk."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import add_recap_columns
+import numpy as np
+
+from openpi.datasets import lerobot
+from openpi.datasets import recap_columns
+from openpi.recap import convert_test
+from openpi.recap import labels
+
+SCRIPT = pathlib.Path(__file__).resolve().parent / "add_recap_columns.py"
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, check=False)
+
+
+def test_cli_converts_and_refuses(tmp_path):
+    episodes = convert_test.rollouts(tmp_path / "src", version="v2.1", use_videos=True)
+    before = convert_test.tree_digest(tmp_path / "src")
+    outcomes = convert_test.write_outcomes(tmp_path / "outcomes.json", episodes)
+
+    result = cli(
+        tmp_path / "src", "--output-dir", tmp_path / "dst", "--success-file", outcomes, "--mode", "per_episode"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{(tmp_path / 'dst').resolve()} (v2.1, per_episode labels)"
+    assert lines[1] == f"success from file {outcomes}; interventions from column 'intervention'"
+    rate = np.mean([ep.success for ep in episodes])
+    assert lines[-1].startswith("all") and f"{rate:.1%}" in lines[-1] and " 8 " in lines[-1]
+    assert sum(line.startswith("pick up") for line in lines) == 3
+    out = lerobot.LeRobotDataset.open(tmp_path / "dst")
+    recap_columns.validate_recap_columns(out)
+    expected = convert_test.truth(episodes, labels.LabelConfig(mode="per_episode"))
+    np.testing.assert_array_equal(out.column("value_label"), expected["value_label"])
+    assert convert_test.tree_digest(tmp_path / "src") == before
+
+    # Errors: one line on stderr, exit code 1, no traceback, nothing written.
+    for args, message in [
+        (["--output-dir", tmp_path / "dst", "--all-success"], "already exists"),
+        (["--output-dir", tmp_path / "x", "--intervention-column", "human"], "no intervention column 'human'"),
+        (["--output-dir", tmp_path / "x", "--all-success", "--c-fail", "0.5"], "c_fail is 0.5"),
+        (["--output-dir", tmp_path / "x", "--all-success", "--success-column", "reward"], "given twice"),
+    ]:
+        result = cli(tmp_path / "src", *args)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+        assert not (tmp_path / "x").exists()
+
+
+def test_run_in_process(tmp_path):
+    episodes = convert_test.rollouts(tmp_path / "src", intervention=None)
+    args = add_recap_columns.Args(
+        source=str(tmp_path / "src"), output_dir=tmp_path / "out", demos=True, all_success=True, copy_videos=True
+    )
+    result = add_recap_columns.run(args)
+    assert result.summary.human_fraction == 1.0 and result.summary.success_rate == 1.0
+    assert result.dataset.num_frames == sum(ep.length for ep in episodes)
+    assert set(result.dataset.column("adv_ind").tolist()) == {"positive"}
+    assert json.loads((tmp_path / "out" / "meta" / "info.json").read_text())["features"]["adv_ind"]["dtype"] == "string"
