@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from openpi.datasets import lerobot
+from openpi.datasets import reader_test
 from openpi.datasets import recap_columns
 from openpi.datasets import synthetic
 from openpi.recap import convert
@@ -280,3 +281,37 @@ def test_bad_values_are_located(tmp_path):
     with pytest.raises(errors.DatasetError, match=r"no success information .*--success-file"):
         convert.add_recap_columns(tmp_path / "src", tmp_path / "dst", convert.ConvertConfig(demos=True))
     assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("name", ["v2.1_video", "v3.0_video", "v3.0_image"])
+def test_lerobot_written_fixtures(tmp_path, name):
+    """Datasets written by the real LeRobot library, carrying community labels: refused, then relabelled by hand."""
+    src = reader_test.copy_fixture(name, tmp_path)
+    before = tree_digest(src)
+    with pytest.raises(errors.DatasetError, match=r"would replace \(reward_label, value_label, adv_ind\)"):
+        convert.add_recap_columns(src, tmp_path / "dst", convert.ConvertConfig())
+    result = convert.add_recap_columns(src, tmp_path / "dst", convert.ConvertConfig(overwrite_columns=True))
+    assert tree_digest(src) == before
+    out = result.dataset
+    assert result.summary.success_source == "column 'reward' (last frame > 0)"
+
+    # README of the fixtures: lengths 12/16/20; episodes 0 and 2 "pick up the red cube" succeed, episode 1
+    # "fold the towel" fails and is human on frames 4..7. Paper labels by hand: the cube's normaliser is 20,
+    # the towel's 16, and the towel's failure penalty (16 steps) clips all of its frames to -1.
+    i12, i16, i20 = np.arange(12), np.arange(16), np.arange(20)
+    value = np.concatenate([-(11 - i12) / 20, np.full(16, -1.0), -(19 - i20) / 20]).astype(np.float32)
+    np.testing.assert_allclose(out.column("value_label"), value, atol=1e-7)
+    reward_label = np.concatenate(
+        [np.r_[np.full(11, -1 / 20), 0.0], np.r_[np.zeros(15), -1.0], np.r_[np.full(19, -1 / 20), 0.0]]
+    )
+    np.testing.assert_allclose(out.column("reward_label"), reward_label, atol=1e-7)
+    np.testing.assert_array_equal(out.column("reward"), np.r_[np.zeros(11), 1, np.zeros(35), 1])
+    human = np.r_[np.zeros(12), (i16 >= 4) & (i16 <= 7), np.zeros(20)]
+    assert out.column("adv_ind").tolist() == ["positive" if h else "none" for h in human]
+    cube, towel = result.summary.tasks
+    assert (cube.task, cube.episodes, cube.successes, cube.max_length) == ("pick up the red cube", 2, 2, 20)
+    assert (towel.task, towel.successes, towel.human_frames, towel.frames) == ("fold the towel", 0, 4, 16)
+    original = lerobot.LeRobotDataset.open(src)
+    for i in (0, 13, 47):
+        for key in out.camera_keys:
+            np.testing.assert_array_equal(out[i][key], original[i][key])
