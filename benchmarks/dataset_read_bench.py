@@ -134,6 +134,7 @@ def main(args: Args) -> None:
             "image_size": args.size,
             "reads": args.reads,
             "cpu_count": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 1),  # other work on the machine skews the numbers
             "encoding": dataclasses.asdict(lerobot.VideoEncoding()),
             "frames_per_s": {k: round(v, 1) for k, v in rows.items()},
             "write_frames_per_s": {
