@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import os
 import pathlib
 import tempfile
 import threading
@@ -152,6 +153,8 @@ def main(args: Args) -> dict:
         "num_steps": args.num_steps,
         "cfg_beta": args.cfg_beta,
         "action_horizon": train_config.model.action_horizon,
+        # CPU numbers depend on what else runs; the 1-minute load average at the end says how busy it was.
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "metrics": {name: {"value": value, "unit": unit} for name, (value, unit) in metrics.items()},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

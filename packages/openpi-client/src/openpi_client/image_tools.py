@@ -16,6 +16,8 @@ __all__ = ["convert_to_uint8", "resize_with_pad"]
 
 # Pillow's fixed-point precision for 8-bit images (32 bits - 8 bits of pixel - 2 bits of headroom).
 _PRECISION_BITS = 22
+# Ways callers name bilinear: Pillow's constant (Image.BILINEAR == Image.Resampling.BILINEAR == 2) or a string.
+_BILINEAR = (2, "bilinear")
 
 
 def convert_to_uint8(img: np.ndarray) -> np.ndarray:
@@ -86,12 +88,15 @@ def _resize(images: np.ndarray, height: int, width: int) -> np.ndarray:
     return _resample_axis(out, height, axis=1, integer=integer)
 
 
-def resize_with_pad(images: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_with_pad(images: np.ndarray, height: int, width: int, method: object = None) -> np.ndarray:
     """Resizes images [..., h, w, c] to [..., height, width, c] without distortion, padding with zeros.
 
     The image is scaled by the largest factor that fits, then centred (extra pixel of an odd margin on
-    the bottom/right). Images already of the target size are returned unchanged.
+    the bottom/right). Images already of the target size are returned unchanged. `method` exists for
+    drop-in compatibility with openpi's client; only bilinear (Pillow's default there) is implemented.
     """
+    if method is not None and method not in _BILINEAR:
+        raise ValueError(f"resize_with_pad implements only bilinear resizing, got method={method!r}.")
     if images.ndim < 3:
         raise ValueError(f"resize_with_pad expects images of shape [..., h, w, c], got shape {images.shape}.")
     if images.shape[-3:-1] == (height, width):

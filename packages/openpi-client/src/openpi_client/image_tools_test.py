@@ -42,6 +42,14 @@ def test_resize_with_pad_float_keeps_dtype_and_range():
     np.testing.assert_allclose(out[5:15], 0.25, rtol=1e-6)
 
 
+def test_resize_with_pad_accepts_openpi_method_argument():
+    image_module = pytest.importorskip("PIL.Image")
+    img = np.zeros((10, 20, 3), np.uint8)
+    assert image_tools.resize_with_pad(img, 8, 8, method=image_module.BILINEAR).shape == (8, 8, 3)
+    with pytest.raises(ValueError, match="only bilinear"):
+        image_tools.resize_with_pad(img, 8, 8, method=image_module.NEAREST)
+
+
 def test_resize_with_pad_rejects_bad_input():
     with pytest.raises(ValueError, match="shape"):
         image_tools.resize_with_pad(np.zeros((4, 4)), 2, 2)
