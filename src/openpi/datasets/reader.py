@@ -318,6 +318,31 @@ class LeRobotDataset:
         return values[np.minimum(idx, episode.to_index - 1)], is_pad
 
     # --------------------------------------------------------------------------------------------- cameras
+    def check_videos(self) -> None:
+        """Checks, without decoding, that every video file exists, opens, and covers its episodes' frames.
+
+        Demuxing reads packet headers only, so this is cheap enough to run before a long training or
+        labelling job, which then cannot fail hours in on a truncated or missing mp4.
+        """
+        infos: dict[str, dict[str, Any]] = {}
+        for episode in self.episodes:
+            for key, segment in episode.videos.items():
+                path = self.root / segment.path
+                if segment.path not in infos:
+                    if not path.is_file():
+                        raise errors.DatasetError(
+                            f"Video file {path} (camera {key!r}, episode {episode.episode_index}) is missing; "
+                            "restore the dataset's videos/ folder."
+                        )
+                    infos[segment.path] = video_lib.video_info(path)
+                last_needed = segment.from_timestamp + (episode.length - 1) / self.fps
+                last = infos[segment.path]["last_timestamp"]
+                if last < last_needed - 1e-4:
+                    raise errors.DatasetError(
+                        f"Video file {path} ends at {last:.4f}s but episode {episode.episode_index} needs frames up "
+                        f"to {last_needed:.4f}s (camera {key!r}); the video is truncated, restore it."
+                    )
+
     def _video_frame(self, key: str, i: int) -> np.ndarray:
         episode = self.episode_for_frame(i)
         segment = episode.videos.get(key)

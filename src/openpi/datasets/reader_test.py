@@ -352,3 +352,21 @@ def test_shape_one_feature_stored_as_one_element_lists(tmp_path):
     ds = lerobot.LeRobotDataset.open(root)
     assert ds.column("reward").shape == (48,) and ds.column("reward")[11] == 1.0
     assert ds[11]["reward"].shape == (1,) and ds[11]["reward"][0] == 1.0
+
+
+def test_check_videos_before_a_long_job(tmp_path):
+    root = copy_fixture("v2.1_video", tmp_path)
+    lerobot.LeRobotDataset.open(root).check_videos()
+    video = root / "videos" / "chunk-000" / "observation.images.left_wrist_camera" / "episode_000001.mp4"
+    shutil.copyfile(video.with_name("episode_000000.mp4"), video)  # 12 frames where 16 are needed
+    with pytest.raises(errors.DatasetError, match=r"ends at 1.1000s but episode 1 needs frames up to 1.5000s"):
+        lerobot.LeRobotDataset.open(root).check_videos()
+    video.write_bytes(b"not an mp4")
+    with pytest.raises(errors.DatasetError, match=r"episode_000001\.mp4 cannot be read"):
+        lerobot.LeRobotDataset.open(root).check_videos()
+    video.unlink()
+    with pytest.raises(
+        errors.DatasetError, match=r"camera 'observation.images.left_wrist_camera', episode 1\) is missing"
+    ):
+        lerobot.LeRobotDataset.open(root).check_videos()
+    lerobot.LeRobotDataset.open(fixture_path("v3.0_video")).check_videos()
