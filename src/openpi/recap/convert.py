@@ -377,22 +377,22 @@ def _existing_columns(ds: lerobot.LeRobotDataset, columns: Mapping[str, np.ndarr
 
 
 def _task_summaries(lengths, success, tasks: Sequence[str], intervention: np.ndarray) -> tuple[TaskSummary, ...]:
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
-    out = []
-    for task in dict.fromkeys(tasks):
-        mine = [i for i, t in enumerate(tasks) if t == task]
-        human = sum(int(intervention[bounds[i] : bounds[i + 1]].sum()) for i in mine)
-        out.append(
-            TaskSummary(
-                task=task,
-                episodes=len(mine),
-                successes=int(success[mine].sum()),
-                frames=int(lengths[mine].sum()),
-                human_frames=human,
-                max_length=int(lengths[mine].max()),
-            )
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    human = np.add.reduceat(intervention, starts) if len(lengths) else np.zeros(0, np.int64)
+    by_task: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        by_task.setdefault(task, []).append(i)
+    return tuple(
+        TaskSummary(
+            task=task,
+            episodes=len(mine),
+            successes=int(success[mine].sum()),
+            frames=int(lengths[mine].sum()),
+            human_frames=int(human[mine].sum()),
+            max_length=int(lengths[mine].max()),
         )
-    return tuple(out)
+        for task, mine in by_task.items()
+    )
 
 
 def add_recap_columns(

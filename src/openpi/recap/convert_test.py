@@ -315,3 +315,22 @@ def test_lerobot_written_fixtures(tmp_path, name):
     for i in (0, 13, 47):
         for key in out.camera_keys:
             np.testing.assert_array_equal(out[i][key], original[i][key])
+
+
+def test_symlinked_source_is_never_written_through(tmp_path):
+    """A source made of symlinks (a hub cache snapshot) stays intact, and the output holds no symlinks."""
+    episodes = rollouts(tmp_path / "real", version="v2.1", use_videos=True)
+    for path in sorted((tmp_path / "real").rglob("*")):
+        if path.is_file():
+            link = tmp_path / "src" / path.relative_to(tmp_path / "real")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+    before = tree_digest(tmp_path / "real")
+    config = convert.ConvertConfig(success_file=write_outcomes(tmp_path / "o.json", episodes))
+    out = convert.add_recap_columns(tmp_path / "src", tmp_path / "dst", config).dataset
+    assert tree_digest(tmp_path / "real") == before
+    assert all((tmp_path / "src" / rel).is_symlink() for rel in before)
+    assert not any(p.is_symlink() for p in (tmp_path / "dst").rglob("*"))
+    for video in (tmp_path / "dst" / "videos").rglob("*.mp4"):
+        assert os.stat(video).st_ino == os.stat(tmp_path / "real" / video.relative_to(tmp_path / "dst")).st_ino
+    assert_columns(out, truth(episodes))
