@@ -57,6 +57,8 @@ class Args:
     """`make_bool_mask` dims (e.g. `6 -1 6 -1`): positive runs are made relative to the state; default the config's."""
     num_bins: int = normalize.NUM_QUANTILE_BINS
     """Histogram bins per dimension for q01/q99."""
+    repo_id: str | None = None
+    """With a config name: read this dataset (root or repo id) instead of the config's `data.repo_id`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +246,7 @@ def _plan_from_config(name: str, args: Args) -> Plan:
 
     cfg = _config.get_config(name)
     data = cfg.data
-    repo_id = _first_attr(data, ("repo_id",))
+    repo_id = args.repo_id or _first_attr(data, ("repo_id",))
     if not repo_id:
         raise errors.ConfigError(f"Config {name!r} names no dataset (data.repo_id); norm stats need one.")
     resolved = getattr(data, "resolved_asset_id", None)
