@@ -55,6 +55,14 @@ def test_cli_converts_and_refuses(tmp_path):
         assert not (tmp_path / "x").exists()
 
 
+def test_help_shows_usage():
+    result = cli("--help")
+    assert result.returncode == 0, result.stderr
+    assert "uv run scripts/add_recap_columns.py /data/yam_rollouts --output-dir" in result.stdout
+    for flag in ("--success-file", "--all-success", "--demos", "--overwrite-columns", "--mode", "--c-fail"):
+        assert flag in result.stdout, flag
+
+
 def test_run_in_process(tmp_path):
     episodes = convert_test.rollouts(tmp_path / "src", intervention=None)
     args = add_recap_columns.Args(

@@ -52,8 +52,8 @@ class ConvertConfig:
         intervention_column: per-frame human flag (1/True = human drove the robot, 0/False = policy).
         demos: the dataset is all human demonstrations; every frame is a human frame and no intervention
             column is read.
-        success_column: column whose value on each episode's last frame is the outcome (true / > 0 means
-            success). ``None`` with no other source tries `SUCCESS_COLUMN_CANDIDATES`.
+        success_column: column whose value on each episode's last frame is the outcome (true / > 0 / a word
+            such as "success" means success). ``None`` with no other source tries `SUCCESS_COLUMN_CANDIDATES`.
         success_file: JSON or CSV file mapping episode_index -> success (see `load_success_file`).
         all_success: every episode succeeded (typical for demonstrations).
         labels: labelling mode (paper / per_episode) and failure penalty.
@@ -294,12 +294,15 @@ def read_success(
             "an existing column, or pass --success-file or --all-success."
         )
     values = ds.column(column)
-    if values.ndim != 1 or values.dtype.kind not in "biuf":
+    if values.ndim != 1 or values.dtype.kind not in "biufU":
         raise errors.DatasetError(
             f"Success column {column!r} of {ds.root} holds {values.dtype} values of shape {list(values.shape[1:])} per "
-            "frame; it needs one number or boolean per frame (true / > 0 on the last frame = success)."
+            "frame; it needs one number, boolean or word (success/failure) per frame, read on each episode's last frame."
         )
-    last = values[np.asarray([ep.to_index - 1 for ep in ds.episodes], dtype=np.int64)].astype(np.float64)
+    last_frames = np.asarray([ep.to_index - 1 for ep in ds.episodes], dtype=np.int64)
+    if values.dtype.kind == "U":
+        return _word_outcomes(ds, column, values[last_frames]), f"column {column!r} (last frame)"
+    last = values[last_frames].astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(last))
     if bad.size:
         ep = ds.episodes[int(bad[0])]
@@ -308,6 +311,21 @@ def read_success(
             f"{ds.root}, so its outcome is unknown; fix that value or give outcomes with --success-file."
         )
     return last > 0, f"column {column!r} (last frame > 0)"
+
+
+def _word_outcomes(ds: lerobot.LeRobotDataset, column: str, words: np.ndarray) -> np.ndarray:
+    """Outcomes from a string column's last-frame words (success/failure, true/false, ...)."""
+    out = np.zeros(len(words), dtype=bool)
+    for i, word in enumerate(words.tolist()):
+        text = word.strip().lower()
+        if text not in _TRUE_WORDS + _FALSE_WORDS:
+            raise errors.DatasetError(
+                f"Success column {column!r} is {word!r} on the last frame of episode {ds.episodes[i].episode_index} "
+                f"of {ds.root}, so its outcome is unknown; use success/failure (or true/false) there, or give "
+                "outcomes with --success-file."
+            )
+        out[i] = text in _TRUE_WORDS
+    return out
 
 
 def episode_tasks(ds: lerobot.LeRobotDataset) -> list[str]:

@@ -35,12 +35,14 @@ def rollouts(
     use_videos: bool = False,
     intervention: str | None = "intervention",
     success_column: str | None = None,
+    outcome_column: str | None = None,
     keep: tuple[str, ...] = (),
 ) -> list[synthetic.SyntheticEpisode]:
     """Writes the synthetic rollouts as a robot would record them: no RECAP labels, only the raw facts.
 
     `intervention` names the human-flag column (None drops it); `success_column` adds a bool column that is
-    True on the last frame of each successful episode; `keep` keeps some RECAP columns as they are.
+    True on the last frame of each successful episode; `outcome_column` adds a string column, "running" until the
+    last frame, then "Success" or "failure"; `keep` keeps some RECAP columns as they are.
     """
     episodes = synthetic.generate(CONFIG)
     drop = [c for c in RECAP if c not in keep]
@@ -49,6 +51,8 @@ def rollouts(
         features[intervention] = dict(recap_columns.RECAP_FEATURES["intervention"])
     if success_column is not None:
         features[success_column] = {"dtype": "bool", "shape": [1], "names": None}
+    if outcome_column is not None:
+        features[outcome_column] = {"dtype": "string", "shape": [1], "names": None}
     writer = lerobot.LeRobotDatasetWriter.create(
         root, fps=CONFIG.fps, features=features, robot_type="yam", version=version, use_videos=use_videos
     )
@@ -61,6 +65,8 @@ def rollouts(
                 frames[success_column] = (
                     np.arange(ep.length) == ep.length - 1 if ep.success else np.zeros(ep.length, bool)
                 )
+            if outcome_column is not None:
+                frames[outcome_column] = ["running"] * (ep.length - 1) + ["Success" if ep.success else "failure"]
             writer.add_episode(frames, ep.task)
         writer.finalize()
     return episodes
@@ -141,7 +147,9 @@ def test_converts_both_versions_and_modes(tmp_path, version, use_videos, mode):
 
 
 def test_success_from_column_csv_and_flags(tmp_path):
-    episodes = rollouts(tmp_path / "src", intervention="is_human", success_column="next.success")
+    episodes = rollouts(
+        tmp_path / "src", intervention="is_human", success_column="next.success", outcome_column="outcome"
+    )
     success = np.asarray([ep.success for ep in episodes])
     assert 0 < success.sum() < len(success), "the test needs both outcomes"
 
@@ -151,6 +159,12 @@ def test_success_from_column_csv_and_flags(tmp_path):
     assert_columns(result.dataset, truth(episodes))
     assert result.summary.success_source == "column 'next.success' (last frame > 0)"
     np.testing.assert_array_equal(result.dataset.column("is_human"), result.dataset.column("intervention"))
+
+    # The same outcomes as words in a string column.
+    config = convert.ConvertConfig(intervention_column="is_human", success_column="outcome")
+    result = convert.add_recap_columns(tmp_path / "src", tmp_path / "w", config)
+    assert_columns(result.dataset, truth(episodes))
+    assert result.summary.success_source == "column 'outcome' (last frame)"
 
     # A CSV with words and surrounding spaces gives the same outcomes.
     csv_path = tmp_path / "outcomes.csv"
@@ -261,15 +275,18 @@ def test_bad_values_are_located(tmp_path):
     episodes = synthetic.generate(CONFIG)
     features = {k: v for k, v in synthetic.features(CONFIG.image_size, use_videos=False).items() if k not in RECAP[1:]}
     features["score"] = {"dtype": "float32", "shape": [1], "names": None}
+    features["outcome"] = {"dtype": "string", "shape": [1], "names": None}
     writer = lerobot.LeRobotDatasetWriter.create(tmp_path / "src", fps=CONFIG.fps, features=features, use_videos=False)
     with writer:
         for i, ep in enumerate(episodes):
             frames = {k: v for k, v in ep.frames.items() if k not in RECAP[1:]}
             frames["score"] = np.zeros(ep.length, np.float32)
+            frames["outcome"] = ["success"] * ep.length
             if i == 2:
                 frames["intervention"] = frames["intervention"].copy()
                 frames["intervention"][3] = 2
                 frames["score"][-1] = np.nan
+                frames["outcome"][-1] = "running"
             writer.add_episode(frames, ep.task)
         writer.finalize()
     with pytest.raises(errors.DatasetError, match=r"'intervention' is 2 at episode 2, frame 3 .*human frames 1"):
@@ -277,6 +294,12 @@ def test_bad_values_are_located(tmp_path):
     with pytest.raises(errors.DatasetError, match=r"'score' is nan on the last frame of episode 2 "):
         convert.add_recap_columns(
             tmp_path / "src", tmp_path / "dst", convert.ConvertConfig(demos=True, success_column="score")
+        )
+    with pytest.raises(
+        errors.DatasetError, match=r"'outcome' is 'running' on the last frame of episode 2 .*success/fa"
+    ):
+        convert.add_recap_columns(
+            tmp_path / "src", tmp_path / "dst", convert.ConvertConfig(demos=True, success_column="outcome")
         )
     with pytest.raises(errors.DatasetError, match=r"no success information .*--success-file"):
         convert.add_recap_columns(tmp_path / "src", tmp_path / "dst", convert.ConvertConfig(demos=True))
