@@ -299,6 +299,13 @@ def train(config: _config.TrainConfig, *, progress: bool = True) -> _utils.Train
         state = state_from_checkpoint(trainer, params, train_state_item)
         logger.info("Resumed from %s at step %d", mngr.directory, step)
     else:
+        if partial:
+            # Place loaded weights straight into their final shards (works across hosts; no single-device copy).
+            shardings = params_io.flatten(state_sharding.params)
+            partial = {
+                k: jax.make_array_from_callback(v.shape, shardings[k], lambda idx, v=v: np.asarray(v[idx]))
+                for k, v in partial.items()
+            }
         init = jax.jit(trainer.init, out_shardings=state_sharding)
         state = init(init_rng, partial)
     del partial
