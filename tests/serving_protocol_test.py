@@ -48,6 +48,8 @@ def _yam_request(seed: int = 0) -> bytes:
 @pytest.fixture(scope="module")
 def port(tiny_spm_model, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "OPENPI_API_KEY"}
+    # On a GPU machine this test process may already hold most of the device memory; the server needs little.
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     cmd = [
         sys.executable,
         str(REPO / "scripts" / "serve_policy.py"),
