@@ -9,6 +9,9 @@
     # human demonstrations only: every frame human, every episode a success
     uv run scripts/add_recap_columns.py /data/yam_demos --output-dir /data/yam_demos_recap --demos --all-success
 
+    # a new batch of rollouts, labelled on the value scale of the first batch (same per-task normaliser)
+    uv run scripts/add_recap_columns.py /data/batch2 --output-dir /data/batch2_recap --task-max-length-from /data/batch1_recap
+
     # community-converter labels, a dataset that already has (older) RECAP columns
     uv run scripts/add_recap_columns.py /data/old --output-dir /data/new --mode per_episode --overwrite-columns
 
@@ -29,6 +32,7 @@ from typing import Literal
 
 import tyro
 
+from openpi.datasets import lerobot
 from openpi.recap import convert
 from openpi.recap import labels
 from openpi.shared import errors
@@ -57,6 +61,9 @@ class Args:
     """paper: per-task max-length normalisation and a failure penalty; per_episode: community converters."""
     c_fail: float | None = None
     """Failure penalty in steps (paper mode); default: the task's maximum episode length."""
+    task_max_length_from: str | None = None
+    """An earlier RECAP dataset whose per-task longest episodes normalise value_label here too (paper mode), so a
+    new batch of rollouts is on the same value scale."""
     overwrite_columns: bool = False
     """Recompute RECAP columns the dataset already has (in the new dataset only)."""
     overwrite: bool = False
@@ -69,6 +76,9 @@ def run(args: Args) -> convert.ConvertResult:
     start = time.perf_counter()
     if args.mode == "per_episode" and args.c_fail is not None:
         logger.warning("--c-fail is ignored in per_episode mode (failures are a flat -1 there)")
+    reference = None
+    if args.task_max_length_from is not None:
+        reference = convert.task_max_lengths(lerobot.LeRobotDataset.open(args.task_max_length_from))
     config = convert.ConvertConfig(
         intervention_column=args.intervention_column,
         demos=args.demos,
@@ -76,6 +86,7 @@ def run(args: Args) -> convert.ConvertResult:
         success_file=args.success_file,
         all_success=args.all_success,
         labels=labels.LabelConfig(mode=args.mode, c_fail=args.c_fail),
+        task_max_length=reference,
         overwrite_columns=args.overwrite_columns,
     )
     result = convert.add_recap_columns(

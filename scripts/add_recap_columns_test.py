@@ -9,6 +9,7 @@ import add_recap_columns
 import numpy as np
 
 from openpi.datasets import lerobot
+from openpi.datasets import reader_test
 from openpi.datasets import recap_columns
 from openpi.recap import convert_test
 from openpi.recap import labels
@@ -73,3 +74,28 @@ def test_run_in_process(tmp_path):
     assert result.dataset.num_frames == sum(ep.length for ep in episodes)
     assert set(result.dataset.column("adv_ind").tolist()) == {"positive"}
     assert json.loads((tmp_path / "out" / "meta" / "info.json").read_text())["features"]["adv_ind"]["dtype"] == "string"
+
+
+def test_task_max_length_from_a_reference_dataset(tmp_path):
+    """The LeRobot-written fixture's "pick up the red cube" episodes run to 20 frames: that becomes the normaliser."""
+    reference = reader_test.fixture_path("v3.0_image")
+    episodes = convert_test.rollouts(tmp_path / "src")
+    outcomes = convert_test.write_outcomes(tmp_path / "o.json", episodes)
+    args = add_recap_columns.Args(
+        source=str(tmp_path / "src"),
+        output_dir=tmp_path / "out",
+        success_file=outcomes,
+        task_max_length_from=str(reference),
+    )
+    result = add_recap_columns.run(args)
+    norms = {t.task: t.normaliser for t in result.summary.tasks}
+    assert norms["pick up the red cube"] == 20
+    red = [ep for ep in episodes if ep.task == "pick up the red cube"]
+    first = next(i for i, ep in enumerate(episodes) if ep.task == "pick up the red cube")
+    start = sum(ep.length for ep in episodes[:first])
+    value = result.dataset.column("value_label")[start : start + red[0].length]
+    steps_to_go = np.arange(red[0].length)[::-1]
+    if red[0].success:
+        np.testing.assert_allclose(value, -steps_to_go / 20, atol=1e-6)
+    else:
+        np.testing.assert_allclose(value, np.clip((-steps_to_go - 20) / 20, -1, 0), atol=1e-6)

@@ -57,6 +57,9 @@ class ConvertConfig:
         success_file: JSON or CSV file mapping episode_index -> success (see `load_success_file`).
         all_success: every episode succeeded (typical for demonstrations).
         labels: labelling mode (paper / per_episode) and failure penalty.
+        task_max_length: per-task length normaliser of an earlier dataset (see `task_max_lengths`), so that a
+            new batch of rollouts is labelled on the same value scale (paper mode). A task this dataset has
+            longer episodes of, or that the mapping lacks, uses its own longest episode instead.
         overwrite_columns: recompute RECAP columns the dataset already has (the source is still untouched).
     """
 
@@ -66,6 +69,7 @@ class ConvertConfig:
     success_file: pathlib.Path | None = None
     all_success: bool = False
     labels: labels_lib.LabelConfig = dataclasses.field(default_factory=labels_lib.LabelConfig)
+    task_max_length: Mapping[str, int] | None = None
     overwrite_columns: bool = False
 
     def __post_init__(self):
@@ -94,6 +98,7 @@ class TaskSummary:
     frames: int
     human_frames: int
     max_length: int
+    normaliser: int  # the length `value_label` is divided by in paper mode (>= max_length)
 
     @property
     def success_rate(self) -> float:
@@ -343,6 +348,14 @@ def episode_tasks(ds: lerobot.LeRobotDataset) -> list[str]:
     return out
 
 
+def task_max_lengths(ds: lerobot.LeRobotDataset) -> dict[str, int]:
+    """The longest episode of each task: the paper-mode normaliser `ds` was (or would be) labelled with."""
+    out: dict[str, int] = {}
+    for task, ep in zip(episode_tasks(ds), ds.episodes, strict=True):
+        out[task] = max(out.get(task, 0), ep.length)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ labelling
 
 
@@ -356,8 +369,17 @@ def compute_recap_columns(
     )
     tasks = episode_tasks(ds)
     lengths = np.asarray([ep.length for ep in ds.episodes], dtype=np.int64)
+    normaliser = task_max_lengths(ds)
+    for task, length in (config.task_max_length or {}).items():
+        if task in normaliser:
+            normaliser[task] = max(normaliser[task], _positive_length(task, length))
     columns = labels_lib.compute_columns(
-        episode_lengths=lengths, success=success, tasks=tasks, intervention=intervention, config=config.labels
+        episode_lengths=lengths,
+        success=success,
+        tasks=tasks,
+        intervention=intervention,
+        config=config.labels,
+        task_max_length=normaliser,
     )
     replaced = _existing_columns(ds, columns)
     if replaced and not config.overwrite_columns:
@@ -376,7 +398,7 @@ def compute_recap_columns(
         mode=config.labels.mode,
         success_source=success_source,
         intervention_source="--demos (all human)" if config.demos else f"column {config.intervention_column!r}",
-        tasks=_task_summaries(lengths, success, tasks, intervention),
+        tasks=_task_summaries(lengths, success, tasks, intervention, normaliser),
         replaced_columns=tuple(replaced),
     )
     return columns, summary
@@ -394,7 +416,17 @@ def _existing_columns(ds: lerobot.LeRobotDataset, columns: Mapping[str, np.ndarr
     return found
 
 
-def _task_summaries(lengths, success, tasks: Sequence[str], intervention: np.ndarray) -> tuple[TaskSummary, ...]:
+def _positive_length(task: str, length: Any) -> int:
+    if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 1:
+        raise errors.ConfigError(
+            f"task_max_length gives task {task!r} the length {length!r}; pass a positive number of frames per task."
+        )
+    return int(length)
+
+
+def _task_summaries(
+    lengths, success, tasks: Sequence[str], intervention: np.ndarray, normaliser: Mapping[str, int]
+) -> tuple[TaskSummary, ...]:
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     human = np.add.reduceat(intervention, starts) if len(lengths) else np.zeros(0, np.int64)
     by_task: dict[str, list[int]] = {}
@@ -408,6 +440,7 @@ def _task_summaries(lengths, success, tasks: Sequence[str], intervention: np.nda
             frames=int(lengths[mine].sum()),
             human_frames=int(human[mine].sum()),
             max_length=int(lengths[mine].max()),
+            normaliser=int(normaliser[task]),
         )
         for task, mine in by_task.items()
     )
@@ -450,9 +483,14 @@ def add_recap_columns(
 
 
 def format_summary(summary: Summary) -> str:
-    """A small table: per task, episodes, success rate, frames, human-frame fraction and max length."""
+    """A small table: per task, episodes, success rate, frames, human-frame fraction, max length (and normaliser)."""
     width = max([len("task"), len("all"), *(len(t.task) for t in summary.tasks)])
-    header = f"{'task':<{width}}  {'episodes':>8}  {'success':>7}  {'frames':>7}  {'human':>6}  {'max_len':>7}"
+    # The normaliser column only appears when it differs from the max length (--task-max-length-from).
+    show_norm = summary.mode == "paper" and any(t.normaliser != t.max_length for t in summary.tasks)
+    norm_head = f"  {'norm_len':>8}" if show_norm else ""
+    header = (
+        f"{'task':<{width}}  {'episodes':>8}  {'success':>7}  {'frames':>7}  {'human':>6}  {'max_len':>7}{norm_head}"
+    )
     lines = [
         f"{summary.root} ({summary.version}, {summary.mode} labels)",
         f"success from {summary.success_source}; interventions from {summary.intervention_source}",
@@ -461,9 +499,10 @@ def format_summary(summary: Summary) -> str:
         lines.append(f"recomputed existing columns: {', '.join(summary.replaced_columns)}")
     lines += [header, "-" * len(header)]
     for t in summary.tasks:
+        norm = f"  {t.normaliser:>8}" if show_norm else ""
         lines.append(
             f"{t.task:<{width}}  {t.episodes:>8}  {t.success_rate:>7.1%}  {t.frames:>7}  {t.human_fraction:>6.1%}  "
-            f"{t.max_length:>7}"
+            f"{t.max_length:>7}{norm}"
         )
     max_len = max((t.max_length for t in summary.tasks), default=0)
     lines.append(

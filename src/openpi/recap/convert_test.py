@@ -1,5 +1,6 @@
 """add_recap_columns on tiny datasets written to disk by our LeRobot writer (v2.1 and v3.0, video and image)."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -357,3 +358,31 @@ def test_symlinked_source_is_never_written_through(tmp_path):
     for video in (tmp_path / "dst" / "videos").rglob("*.mp4"):
         assert os.stat(video).st_ino == os.stat(tmp_path / "real" / video.relative_to(tmp_path / "dst")).st_ino
     assert_columns(out, truth(episodes))
+
+
+def test_task_max_length_puts_a_new_batch_on_an_old_scale(tmp_path):
+    episodes = rollouts(tmp_path / "src")
+    own = {}
+    for ep in episodes:
+        own[ep.task] = max(own.get(ep.task, 0), ep.length)
+    assert convert.task_max_lengths(lerobot.LeRobotDataset.open(tmp_path / "src")) == own
+    red, green, blue = synthetic.TASKS
+    # red: an earlier batch had longer episodes; green: shorter (own length wins); blue: absent; extra task ignored.
+    reference = {red: 40, green: 3, "wipe the table": 25}
+    outcomes = write_outcomes(tmp_path / "o.json", episodes)
+    config = convert.ConvertConfig(success_file=outcomes, task_max_length=reference)
+    result = convert.add_recap_columns(tmp_path / "src", tmp_path / "dst", config)
+    expected = labels.compute_columns(
+        episode_lengths=np.asarray([ep.length for ep in episodes]),
+        success=np.asarray([ep.success for ep in episodes]),
+        tasks=[ep.task for ep in episodes],
+        intervention=np.concatenate([ep.frames["intervention"] for ep in episodes]),
+        task_max_length={red: 40, green: own[green], blue: own[blue]},
+    )
+    assert_columns(result.dataset, expected)
+    assert [(t.task, t.normaliser) for t in result.summary.tasks] == [(red, 40), (green, own[green]), (blue, own[blue])]
+    table = convert.format_summary(result.summary)
+    assert "norm_len" in table and any(line.startswith(red) and line.endswith(" 40") for line in table.splitlines())
+
+    with pytest.raises(errors.ConfigError, match=r"gives task 'pick up the red cube' the length 0"):
+        convert.compute_recap_columns(result.dataset, dataclasses.replace(config, task_max_length={red: 0}))
