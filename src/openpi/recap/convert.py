@@ -39,7 +39,7 @@ SUCCESS_COLUMN_CANDIDATES = ("success", "next.success", "is_success", "reward", 
 _LEGACY_VALUE_LABELS = recap_columns.LEGACY_NAMES[labels_lib.VALUE_LABEL]
 _LABEL_COLUMNS = (labels_lib.REWARD_LABEL, labels_lib.VALUE_LABEL, *_LEGACY_VALUE_LABELS, labels_lib.ADV_IND)
 
-# Text a success file may use for an outcome (compared lower-case, stripped).
+# Words a success file or a string success column may use for an outcome (compared lower-case, stripped).
 _TRUE_WORDS = ("1", "1.0", "true", "yes", "y", "success", "succeeded", "ok")
 _FALSE_WORDS = ("0", "0.0", "false", "no", "n", "failure", "failed", "fail")
 
