@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import pathlib
+import socket
 import tempfile
 import time
 from typing import Annotated
@@ -138,8 +139,25 @@ def cli(argv: list[str] | None = None) -> Args:
     return tyro.cli(Args, args=argv, config=(_CASCADE,))
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fails in a second, not after a minute of loading weights, when another process holds the port."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise errors.ConfigError(
+            f"Cannot resolve --host {host!r} ({exc}); pass an address such as 127.0.0.1."
+        ) from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+        probe.bind(address)
+
+
 def main(args: Args) -> None:
     try:
+        _check_port_free(args.host, args.port)
         api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
         if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
             logger.warning("Serving on %s without an API key: anyone who can reach this port can query it.", args.host)

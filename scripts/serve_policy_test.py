@@ -1,3 +1,6 @@
+import dataclasses
+import socket
+
 import pytest
 import serve_policy
 
@@ -39,3 +42,13 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path):
     args = serve_policy.cli(["policy:checkpoint", "--policy.config=debug_pi06", f"--policy.dir={tmp_path / 'gone'}"])
     with pytest.raises(SystemExit, match="error: Checkpoint not found"):
         serve_policy.main(args)
+
+
+def test_busy_port_fails_before_loading_anything():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        args = serve_policy.cli(["policy:checkpoint", "--policy.config=debug_pi06", "--policy.dir=/nonexistent"])
+        with pytest.raises(SystemExit, match=f"port {port} on 127.0.0.1 is already in use"):
+            serve_policy.main(dataclasses.replace(args, port=port))
