@@ -80,9 +80,9 @@ def _leaf_paths(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 def check_request(obs: Any) -> None:
     """Checks the parts of a raw robot observation every openpi robot layout shares.
 
-    Image leaves (a key path containing "image" or "cam") must be uint8 or float arrays of rank 3;
-    state leaves must be real-valued arrays; no leaf may be an object array. The robot transforms check the
-    rest (which cameras, state dimension).
+    Array leaves under a key path containing "image" (`images/cam_high`, `observation/image`) must be numpy
+    arrays of rank 3 with dtype uint8 or float; state leaves must be real-valued 1-d vectors. The robot
+    transforms check the rest (which cameras, the state dimension, images sent as something else).
     """
     if not isinstance(obs, Mapping):
         raise ObservationError(f"The observation must be a dict, got {type(obs).__name__}.")
@@ -90,21 +90,27 @@ def check_request(obs: Any) -> None:
         if not isinstance(path, str):
             raise ObservationError(f"Observation key {path!r} is not a string; use string keys only.")
         name = path.rsplit("/", 1)[-1].lower()
-        is_image = "image" in path.lower() or name.startswith("cam")
-        if is_image and not name.endswith("mask"):
-            arr = leaf if isinstance(leaf, np.ndarray) else None
-            if arr is None or arr.ndim != 3:
-                shape = getattr(leaf, "shape", None)
+        is_image = "image" in path.lower() and not name.endswith("mask")
+        if is_image and isinstance(leaf, list | tuple):
+            raise ObservationError(
+                f"Image {path!r} is a {type(leaf).__name__}; send each camera as one uint8 numpy array "
+                "[height, width, 3] (or [3, height, width])."
+            )
+        if is_image and isinstance(leaf, np.ndarray):
+            if leaf.ndim != 3:
                 raise ObservationError(
-                    f"Image {path!r} has shape {shape if shape is not None else type(leaf).__name__}; expected one "
-                    "[height, width, 3] (or [3, height, width]) array per camera."
+                    f"Image {path!r} has shape {leaf.shape}; expected one [height, width, 3] (or [3, height, width]) "
+                    "array per camera."
                 )
-            if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
+            if leaf.dtype != np.uint8 and not np.issubdtype(leaf.dtype, np.floating):
                 raise ObservationError(
-                    f"Image {path!r} has dtype {arr.dtype}; send uint8 in [0, 255] (or float in [0, 1])."
+                    f"Image {path!r} has dtype {leaf.dtype}; send uint8 in [0, 255] (or float in [0, 1])."
                 )
         elif name == "state" or name.endswith("_state") or name.endswith(".state"):
-            arr = np.asarray(leaf) if isinstance(leaf, np.ndarray | list | tuple) else None
+            try:
+                arr = np.asarray(leaf) if isinstance(leaf, np.ndarray | list | tuple) else None
+            except ValueError:  # ragged nested lists
+                arr = None
             if arr is None or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
                 dtype = getattr(arr, "dtype", type(leaf).__name__)
                 raise ObservationError(f"State {path!r} has dtype {dtype}; send a float32 vector.")

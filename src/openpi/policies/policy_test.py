@@ -141,10 +141,11 @@ def test_cfg_needs_the_advantage_clause(train_config, params, chains):
     ("obs", "message"),
     [
         ([1, 2], "must be a dict"),
-        ({"images": {"cam_high": [[1, 2]]}, "state": np.zeros(14)}, "'images/cam_high' has shape list"),
+        ({"images": {"cam_high": [[1, 2]]}, "state": np.zeros(14)}, "'images/cam_high' is a list"),
         ({"images": {"cam_high": np.zeros((4, 4, 3), bool)}, "state": np.zeros(14)}, "dtype bool"),
         ({"images": {"cam_high": np.zeros((4, 4, 3), np.uint8)}, "state": "zeros"}, "'state' has dtype str"),
         ({"images": {"cam_high": np.zeros((4, 4, 3), np.uint8)}, "state": np.zeros((2, 7))}, "1-d vector"),
+        ({"images": {"cam_high": np.zeros((4, 4, 3), np.uint8)}, "state": [[1.0], [1.0, 2.0]]}, "'state' has dtype"),
         ({"observation/image": np.zeros((4, 4), np.uint8)}, "'observation/image' has shape (4, 4)"),
     ],
 )
@@ -156,6 +157,8 @@ def test_check_request(obs, message):
 def test_check_request_accepts_a_yam_example():
     _policy.check_request(yam_policy.make_yam_example())
     _policy.check_request({"images": {"cam_high": np.zeros((224, 224, 3), np.float32)}, "state": [0.0] * 14})
+    # Not images or states: left to the robot transforms.
+    _policy.check_request({"camera_names": ["cam_high"], "image_path": "a.png", "images": {"cam_high_mask": True}})
 
 
 def test_bad_requests_raise_user_errors(plain):
