@@ -188,7 +188,10 @@ def test_frame_over_hard_limit_closes_only_that_connection(server):
         with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
             ws.recv(timeout=30)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+    # Our client: the closed connection is an error for that request, and the next one reconnects by itself.
     with wcp.WebsocketClientPolicy(port=server.port, connect_timeout_s=10) as client:
+        with pytest.raises(ConnectionError, match="closed"):
+            client.infer({**_obs(), "blob": np.zeros(2 * MAX_REQUEST_BYTES + 1, np.uint8)})
         assert client.infer(_obs())["actions"].shape == (ACTION_HORIZON, 14)
 
 

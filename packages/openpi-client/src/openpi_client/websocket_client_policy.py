@@ -146,14 +146,22 @@ class WebsocketClientPolicy(_base_policy.BasePolicy):
         """Sends one observation and returns the server's reply (``actions`` [H, D] and timings).
 
         Raises `ServerError` with the server's message when it rejects the request; the connection stays
-        usable for the next request.
+        usable for the next request. A connection the server closed in between is reopened; one that closes
+        while waiting for the reply raises `ConnectionError` (the request may have been lost), and the next
+        call reconnects.
         """
+        data = self._packer.pack(obs)
         if self._ws is None:
             self._connect()
         assert self._ws is not None
-        data = self._packer.pack(obs)
         try:
             self._ws.send(data)
+        except websockets.exceptions.ConnectionClosed:
+            # The server closed the connection since the last reply (openpi's server does after an error, ours
+            # when it restarts): nothing was delivered, so sending again on a new connection is safe.
+            self._connect()
+            self._ws.send(data)
+        try:
             response = self._ws.recv(timeout=self._request_timeout_s)
         except TimeoutError:
             self.close()
