@@ -13,7 +13,7 @@ background thread; `WebsocketClientPolicy` clients send YAM observations (three 
 CPU size: the dummy-size `debug_pi06` (dummy Gemma experts, tiny SigLIP). `--full`: the full pi0.6 model of
 `pi06_yam_vial_30fps_infer` (Gemma 2B + 300M, So400m/14, bfloat16) with random weights; needs a GPU.
 
-    uv run benchmarks/serving_bench.py [--full] [--requests 50] [--clients 8]
+    uv run benchmarks/serving_bench.py [--full] [--requests 50] [--clients 8] [--cfg-beta 2.0]
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "serving_bench.j
 class Args:
     full: bool = False
     """Full-size pi0.6 (bfloat16, needs a GPU) instead of the dummy-size model."""
-    requests: int = 30
+    requests: int = 50
     """Timed sequential requests from one client."""
     warmup: int = 3
     """Untimed requests first (the first one compiles)."""
-    clients: int = 4
+    clients: int = 8
     """Concurrent clients for the throughput measurement (0 skips it)."""
     requests_per_client: int = 10
     num_steps: int = 10
@@ -151,6 +151,9 @@ def main(args: Args) -> dict:
         "config": train_config.name,
         "platform": jax.devices()[0].platform,
         "num_steps": args.num_steps,
+        "requests": args.requests,
+        "clients": args.clients,
+        "requests_per_client": args.requests_per_client,
         "cfg_beta": args.cfg_beta,
         "action_horizon": train_config.model.action_horizon,
         # CPU numbers depend on what else runs; the 1-minute load average at the end says how busy it was.
