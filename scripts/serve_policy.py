@@ -21,8 +21,10 @@ import errno
 import logging
 import os
 import pathlib
+import signal
 import socket
 import tempfile
+import threading
 import time
 from typing import Annotated
 
@@ -155,6 +157,16 @@ def _check_port_free(host: str, port: int) -> None:
         probe.bind(address)
 
 
+def _stop_on_sigterm() -> None:
+    """`docker stop`, systemd and Ctrl-C alike: close connections and exit 0 instead of dying mid-reply."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(args: Args) -> None:
     try:
         _check_port_free(args.host, args.port)
@@ -187,4 +199,5 @@ def main(args: Args) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    _stop_on_sigterm()
     main(cli())

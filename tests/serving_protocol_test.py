@@ -86,9 +86,12 @@ def port(tiny_spm_model, tmp_path_factory):
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            code = proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            raise
+    # SIGTERM (docker stop) is a clean shutdown.
+    assert code == 0 and any("Stopped." in line for line in log), "".join(log[-20:])
 
 
 def _connect(port: int, **kwargs):
