@@ -252,25 +252,31 @@ def test_healthz_and_timeouts_during_a_long_inference(train_config, checkpoint_d
         ):
             request = threading.Thread(target=lambda: replies.append(client.infer(_obs())))
             request.start()
-            time.sleep(0.3)
+            time.sleep(0.1)
+            timed_out = False
+            try:
+                impatient.infer(_obs(1))  # queued behind the long request
+            except TimeoutError as exc:
+                timed_out = "did not answer within 0.3 s" in str(exc)
             latencies = []
-            for _ in range(10):
+            while request.is_alive() and len(latencies) < 40:
                 status, ms = _healthz(srv.port)
                 assert status == 200
                 latencies.append(ms)
-                time.sleep(0.05)
-            with pytest.raises(TimeoutError, match=r"did not answer within 0\.3 s"):
-                impatient.infer(_obs(1))  # queued behind the long request
-            overlapped = request.is_alive()
+                time.sleep(0.02)
             request.join(timeout=300)
             # The late reply to the abandoned request must not be taken for this one's: a fresh connection.
             retry = impatient.infer(_obs(2))
             assert retry["actions"].shape == (ACTION_HORIZON, 14)
             assert "prev_total_ms" not in retry["server_timing"]
-    assert overlapped, "the request finished before the probes ended; nothing was measured during inference"
-    assert replies and replies[0]["server_timing"]["infer_ms"] > 1000
-    # A server that ran inference on its event loop would answer no probe before the request ended (> 1 s).
-    assert sum(ms < 100 for ms in latencies) >= 9 and max(latencies) < 1000, latencies
+    infer_ms = replies[0]["server_timing"]["infer_ms"]
+    if infer_ms < 1000:  # e.g. a persistent compilation cache made the first request fast
+        pytest.skip(f"the first request took only {infer_ms:.0f} ms: too short to probe /healthz during it")
+    assert timed_out
+    # Several probes answered quickly while one request ran for over a second. A server running inference on
+    # its event loop would have answered the first probe only after the request (so one probe, slow).
+    assert len(latencies) >= 3 and sum(ms < 100 for ms in latencies) >= 0.9 * len(latencies), latencies
+    assert max(latencies) < 1000, latencies
 
 
 def test_client_waits_for_a_server_that_starts_later(policy):
