@@ -192,12 +192,9 @@ class Policy(BasePolicy):
     def cfg_beta(self) -> float | None:
         return self._cfg_beta
 
-    def _transform_inputs(self, obs: dict, adv_ind: str | None) -> dict:
+    def _transform_inputs(self, obs: dict, adv_ind: str) -> dict:
         data = _copy_tree(obs)
-        if adv_ind is None:
-            data.pop("adv_ind", None)
-        else:
-            data["adv_ind"] = adv_ind
+        data["adv_ind"] = adv_ind
         try:
             return self._input_transform(data)
         except errors.UserError:
@@ -215,9 +212,8 @@ class Policy(BasePolicy):
         """Returns ``{"actions": [H, D_robot], "policy_timing": {"infer_ms": ...}, ...}`` for one observation."""
         check_request(obs)
         adv_ind = _tokenizer.normalize_indicator(obs["adv_ind"]) if "adv_ind" in obs else self._default_adv_ind
-        if adv_ind is None:
-            adv_ind = "none"
-        inputs = self._transform_inputs(obs, adv_ind)
+        # With CFG the request's indicator is the conditional prompt and "none" the unconditional one.
+        inputs = self._transform_inputs(obs, adv_ind or "none")
         uncond_prompt = uncond_mask = None
         if self._cfg_beta is not None:
             uncond = self._transform_inputs(obs, "none")
