@@ -134,3 +134,14 @@ def test_nan_loss_stops_with_a_clear_error(workspace, tiny_spm_model):
     train.check_finite_loss(np.array([1.0, 2.0]), 5, cfg)
     with pytest.raises(errors.UserError, match="NaN/inf by step 5 of debug_pi06"):
         train.check_finite_loss(np.array([1.0, np.nan]), 5, cfg)
+
+
+def test_cli_user_errors_exit_2_with_one_line(tmp_path):
+    import subprocess
+
+    script = train_support.REPO / "scripts" / "train.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "debug_pi6", "--exp-name=x"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert "did you mean 'debug_pi06'" in proc.stderr and "Traceback" not in proc.stderr
