@@ -106,7 +106,20 @@ class ValueModelConfig:
 
     def init(self, rng: jax.Array) -> dict:
         """Freshly initialised parameters (pure nested dict: `img`, `llm`, `value_head`)."""
-        return jax.jit(lambda r: self.module().init(r, self.fake_obs(1))["params"])(rng)
+        return jax.jit(self.init_params)(rng)
+
+    def init_params(self, rng: jax.Array) -> dict:
+        """Un-jitted `init`, to be traced inside a caller's jit.
+
+        SigLIP's `head` (our projection into Gemma3) is zero-initialised in openpi. Here that would feed exact
+        zero vectors into Gemma3's RMS norms, whose gradient at zero is 1/sqrt(eps) per norm (1e3), compounding
+        to ~1e36 over the layers; so the projection starts from a LeCun-normal draw instead.
+        """
+        init_rng, head_rng = jax.random.split(rng)
+        params = self.module().init(init_rng, self.fake_obs(1))["params"]
+        kernel = params["img"]["head"]["kernel"]
+        params["img"]["head"]["kernel"] = nn.initializers.lecun_normal()(head_rng, kernel.shape, kernel.dtype)
+        return params
 
     def abstract_params(self) -> dict:
         """Parameter shapes/dtypes without allocating (jax.eval_shape)."""

@@ -1,0 +1,295 @@
+"""Named value-model training configurations (`ValueTrainConfig`), like `TrainConfig` for policies.
+
+    scripts/train_value.py <config name> [--data_dir D] [--checkpoint_dir C] [--freeze_mode M] [...]
+
+The name picks a registered config; the flags that users of the community value trainer know are applied on top
+(see `ValueOverrides`). Dataset paths and weight files that only exist on a user's cluster are placeholders here.
+"""
+
+from collections.abc import Sequence
+import dataclasses
+import difflib
+import pathlib
+import sys
+
+import tyro
+
+from openpi.models import value_model as _value_model
+from openpi.policies import yam_policy
+from openpi.shared import errors
+from openpi.training import config as _config
+from openpi.training import optimizer as _optimizer
+
+# Placeholders for what lives on the user's cluster; override with --data_dir.
+YAM_VIAL_VALUE_REPO_ID = _config.YAM_VIAL_REPO_ID
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueDataConfig:
+    """Which LeRobot dataset, which of its columns, and how frames become value-model inputs.
+
+    Frames go through the policy's transform chain: repack (dataset columns -> robot keys), the robot transform
+    (YAM/ALOHA layout -> `image`/`image_mask`/`state`), normalisation of the state, then the value model's own
+    tokenisation. Cameras not listed in `cameras` arrive black with mask False and are ignored by the model.
+    """
+
+    repo_id: str | None = YAM_VIAL_VALUE_REPO_ID
+    # Robot camera name (ALOHA layout) -> dataset column. Only these are read from disk.
+    cameras: tuple[tuple[str, str], ...] = tuple(yam_policy.DATASET_CAMERAS.items())
+    state_key: str = "observation.state"
+    # Target column; datasets written by older tools spell it `value_lable`, which is accepted.
+    value_column: str = "value_label"
+    # Use the dataset's task text as the prompt; `default_prompt` fills in frames without one.
+    prompt_from_task: bool = True
+    default_prompt: str | None = None
+    # Held-out episodes for validation: this fraction of the episodes, drawn with `split_seed` (at least one).
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    # Train-time image augmentation (openpi's crop/rotate/colour jitter).
+    augment: bool = True
+
+    def __post_init__(self):
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise errors.ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}.")
+        if not self.cameras:
+            raise errors.ConfigError("ValueDataConfig.cameras is empty; list at least the head camera.")
+
+    @property
+    def camera_columns(self) -> dict[str, str]:
+        return dict(self.cameras)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueTrainConfig:
+    """One named value-model training run."""
+
+    name: tyro.conf.Suppress[str]
+    exp_name: str = "value"
+    project_name: str = "openpi_value"
+    model: _value_model.ValueModelConfig = dataclasses.field(default_factory=_value_model.ValueModelConfig)
+    data: ValueDataConfig = dataclasses.field(default_factory=ValueDataConfig)
+    # Pretrained backbones: SigLIP (openpi params with PaliGemma/img, or a big_vision .npz) and Gemma3 (Orbax).
+    # None falls back to $OPENPI_VALUE_SIGLIP_PATH / $OPENPI_VALUE_GEMMA3_PATH, then openpi's cache locations.
+    load_pretrained: bool = True
+    siglip_path: str | None = None
+    gemma3_path: str | None = None
+    tokenizer_path: str | None = None
+    lr_schedule: _optimizer.CosineDecaySchedule = dataclasses.field(
+        default_factory=lambda: _optimizer.CosineDecaySchedule(
+            warmup_steps=500, peak_lr=1e-4, decay_steps=20_000, decay_lr=1e-5
+        )
+    )
+    optimizer: _optimizer.AdamW = dataclasses.field(default_factory=_optimizer.AdamW)
+    # EMA of the trainable weights (what `load_value_checkpoint(use_ema=True)` returns); None turns it off.
+    ema_decay: float | None = 0.999
+    checkpoint_base_dir: str = "./checkpoints"
+    # Explicit run directory (the community tool's --checkpoint_dir); default <base>/<name>/<exp_name>.
+    checkpoint_dir_override: str | None = None
+    seed: int = 42
+    batch_size: int = 32
+    num_workers: int = 2
+    num_train_steps: int = 20_000
+    log_interval: int = 100
+    save_interval: int = 1000
+    keep_period: int | None = 5000
+    val_interval: int = 500
+    # Validation frames per evaluation (a fixed, evenly spaced subset of the held-out frames); 0 = all.
+    val_max_frames: int = 1024
+    overwrite: bool = False
+    resume: bool = False
+    wandb_mode: str = "disabled"
+    fsdp_devices: int = 1
+
+    def __post_init__(self):
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise errors.ConfigError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}.")
+        if self.wandb_mode not in ("online", "offline", "disabled"):
+            raise errors.ConfigError(f"wandb_mode must be online, offline or disabled, got {self.wandb_mode!r}.")
+        for field in ("batch_size", "num_train_steps", "log_interval", "save_interval", "val_interval"):
+            if getattr(self, field) < 1:
+                raise errors.ConfigError(f"{field} must be >= 1, got {getattr(self, field)}.")
+
+    @property
+    def checkpoint_dir(self) -> pathlib.Path:
+        if self.checkpoint_dir_override:
+            return pathlib.Path(self.checkpoint_dir_override).expanduser().resolve()
+        return (pathlib.Path(self.checkpoint_base_dir) / self.name / self.exp_name).resolve()
+
+
+# ------------------------------------------------------------------------------------------------- registry
+
+# Toy sizes: SigLIP "mu/32" at 64 px (4 tokens per camera) and the dummy Gemma3 (width 64, 6 layers).
+_TINY_MODEL = _value_model.ValueModelConfig(
+    siglip_variant="mu/32",
+    gemma3_variant="dummy",
+    image_resolution=(64, 64),
+    max_token_len=16,
+    dtype="float32",
+    freeze_mode="none",
+)
+
+
+def _configs() -> list[ValueTrainConfig]:
+    toy = {
+        "model": _TINY_MODEL,
+        "load_pretrained": False,
+        "ema_decay": 0.99,
+        "batch_size": 16,
+        "num_workers": 2,
+        "keep_period": None,
+        "wandb_mode": "disabled",
+    }
+    demo_data = ValueDataConfig(repo_id=_config.DEMO_DATASET, augment=False, val_fraction=0.2)
+    return [
+        # Smoke test: a handful of steps on the synthetic dataset, CPU-friendly.
+        ValueTrainConfig(
+            name="value_debug",
+            exp_name="debug",
+            data=demo_data,
+            num_train_steps=10,
+            log_interval=1,
+            save_interval=5,
+            val_interval=5,
+            val_max_frames=64,
+            overwrite=True,
+            lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=2, peak_lr=1e-3, decay_steps=100, decay_lr=1e-4),
+            **toy,
+        ),
+        # Stage 4 of the offline demo: learns the synthetic dataset's value_label in a few minutes on CPU.
+        ValueTrainConfig(
+            name="value_demo",
+            exp_name="demo",
+            data=demo_data,
+            num_train_steps=300,
+            log_interval=20,
+            save_interval=100,
+            val_interval=100,
+            val_max_frames=256,
+            lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=2e-3, decay_steps=300, decay_lr=1e-4),
+            **toy,
+        ),
+        # The community setup: SigLIP So400m/14 + Gemma3-270M, three YAM cameras, backbones frozen.
+        ValueTrainConfig(
+            name="value_yam_vial_30fps",
+            model=_value_model.ValueModelConfig(
+                prompt_format="task_state", max_token_len=128, freeze_mode="all_backbones"
+            ),
+            data=ValueDataConfig(repo_id=YAM_VIAL_VALUE_REPO_ID, default_prompt=_config.YAM_VIAL_PROMPT),
+            batch_size=32,
+        ),
+    ]
+
+
+_CONFIGS = _configs()
+_CONFIGS_DICT = {c.name: c for c in _CONFIGS}
+if len(_CONFIGS_DICT) != len(_CONFIGS):
+    raise RuntimeError("Duplicate ValueTrainConfig names in the registry.")
+
+
+def config_names() -> list[str]:
+    return list(_CONFIGS_DICT)
+
+
+def get_config(name: str) -> ValueTrainConfig:
+    if name not in _CONFIGS_DICT:
+        close = difflib.get_close_matches(name, _CONFIGS_DICT, n=3, cutoff=0.0)
+        raise errors.ConfigError(
+            f"No value config named {name!r}; did you mean {' or '.join(repr(c) for c in close)}? "
+            f"(all names: {', '.join(_CONFIGS_DICT)})"
+        )
+    return _CONFIGS_DICT[name]
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueOverrides:
+    """Flags of the community value trainer; each one left unset keeps the named config's value."""
+
+    data_dir: str | None = None
+    """LeRobot dataset root (or <org>/<name> under $HF_LEROBOT_HOME)."""
+    checkpoint_dir: str | None = None
+    """Run directory (default ./checkpoints/<config>/<exp_name>)."""
+    exp_name: str | None = None
+    batch_size: int | None = None
+    num_train_steps: int | None = None
+    log_interval: int | None = None
+    save_interval: int | None = None
+    val_interval: int | None = None
+    load_pretrained: bool | None = None
+    """Load SigLIP and Gemma3 weights (--no-load-pretrained trains from scratch)."""
+    siglip_path: str | None = None
+    gemma3_path: str | None = None
+    tokenizer_path: str | None = None
+    """Gemma3 SentencePiece model (default: <$OPENPI_DATA_HOME>/gemma3/tokenizer.model)."""
+    freeze_mode: _value_model.FreezeMode | None = None
+    peak_lr: float | None = None
+    use_ema: bool | None = None
+    wandb_mode: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    seed: int | None = None
+    num_workers: int | None = None
+    fsdp_devices: int | None = None
+
+    def apply(self, config: ValueTrainConfig) -> ValueTrainConfig:
+        changes: dict = {}
+        if self.data_dir is not None:
+            changes["data"] = dataclasses.replace(config.data, repo_id=self.data_dir)
+        if self.checkpoint_dir is not None:
+            changes["checkpoint_dir_override"] = self.checkpoint_dir
+        for field in ("exp_name", "batch_size", "num_train_steps", "log_interval", "save_interval", "val_interval",
+                      "load_pretrained", "siglip_path", "gemma3_path", "tokenizer_path", "wandb_mode", "seed",
+                      "num_workers", "fsdp_devices"):  # fmt: skip
+            value = getattr(self, field)
+            if value is not None:
+                changes[field] = value
+        if self.freeze_mode is not None:
+            changes["model"] = dataclasses.replace(config.model, freeze_mode=self.freeze_mode)
+        if self.peak_lr is not None:
+            changes["lr_schedule"] = dataclasses.replace(config.lr_schedule, peak_lr=self.peak_lr)
+        if self.use_ema is not None:
+            changes["ema_decay"] = (config.ema_decay or 0.999) if self.use_ema else None
+        if self.resume:
+            changes.update(resume=True, overwrite=False)
+        elif self.overwrite:
+            changes.update(overwrite=True, resume=False)
+        return dataclasses.replace(config, **changes)
+
+
+# Boolean overrides that may be left unset: `--use_ema` / `--no-use-ema` / `--use_ema=false` all work.
+_TRISTATE_FLAGS = ("--use-ema", "--load-pretrained")
+
+
+def normalize_flags(args: Sequence[str]) -> list[str]:
+    """`--batch_size=4` and `--batch-size 4` both work: underscores in flag names become dashes."""
+    out = []
+    for arg in args:
+        if arg.startswith("--"):
+            name, sep, value = arg.partition("=")
+            name = name.replace("_", "-")
+            if name in _TRISTATE_FLAGS and not sep:
+                name, sep, value = name, "=", "True"
+            elif name.startswith("--no-") and "--" + name[5:] in _TRISTATE_FLAGS and not sep:
+                name, sep, value = "--" + name[5:], "=", "False"
+            arg = name + sep + value
+        out.append(arg)
+    return out
+
+
+def cli(args: Sequence[str] | None = None) -> ValueTrainConfig:
+    """`<config name> [--flag=value ...]` -> ValueTrainConfig."""
+    args = list(sys.argv[1:] if args is None else args)
+    if not args or args[0].startswith("-"):
+        names = "\n  ".join(_CONFIGS_DICT)
+        raise errors.ConfigError(
+            f"Name a value config as the first argument, then flags, e.g. `train_value.py value_demo "
+            f"--data_dir=./demo_output/data/yam_synthetic`. Configs:\n  {names}"
+        )
+    config = get_config(args[0])
+    prog = f"{pathlib.Path(sys.argv[0]).name} {args[0]}"
+    overrides = tyro.cli(
+        ValueOverrides, args=normalize_flags(args[1:]), prog=prog, description=f"Train the value model {args[0]!r}."
+    )
+    return overrides.apply(config)
