@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         train_script.maybe_initialize_distributed(dist)
         config = value_config.cli(args)
-        result = value_train.train(config)
+        result = value_train.train(config, make_metrics_logger=train_script._Wandb)
         if result.val_history:
             logger.info("Final validation: %s", result.val_history[-1])
         logger.info("Value checkpoint: %s", config.checkpoint_dir)

@@ -110,6 +110,10 @@ class ValueTrainConfig:
                 raise errors.ConfigError(f"{field} must be >= 1, got {getattr(self, field)}.")
 
     @property
+    def wandb_enabled(self) -> bool:
+        return self.wandb_mode != "disabled"
+
+    @property
     def checkpoint_dir(self) -> pathlib.Path:
         if self.checkpoint_dir_override:
             return pathlib.Path(self.checkpoint_dir_override).expanduser().resolve()

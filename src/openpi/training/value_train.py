@@ -425,8 +425,17 @@ def evaluate(trainer: ValueTrainer, eval_fn, params, loader, n_frames: int) -> d
     return validation_metrics(merged)
 
 
-def train(config: _value_config.ValueTrainConfig, *, progress: bool = True) -> RunResult:
-    """Runs (or resumes) value-model training; returns the final state and the validation history."""
+def train(
+    config: _value_config.ValueTrainConfig,
+    *,
+    progress: bool = True,
+    make_metrics_logger: Callable[[_value_config.ValueTrainConfig, bool], Any] | None = None,
+) -> RunResult:
+    """Runs (or resumes) value-model training; returns the final state and the validation history.
+
+    `make_metrics_logger(config, resuming)` returns an object with `log(metrics, step)` and `finish()` (the
+    training script passes scripts/train.py's wandb wrapper); it is created once the run directory exists.
+    """
     import tqdm
 
     from openpi.datasets import lerobot
@@ -456,6 +465,7 @@ def train(config: _value_config.ValueTrainConfig, *, progress: bool = True) -> R
     mngr, resuming = _checkpoints.initialize_checkpoint_dir(
         run_dir, keep_period=config.keep_period, overwrite=config.overwrite, resume=config.resume
     )
+    metrics_logger = make_metrics_logger(config, resuming) if make_metrics_logger else None
     if resuming:
         saved = _read_checkpoint_json(run_dir / CONFIG_FILE)
         if saved["model"] != json.loads(checkpoint_json(config))["model"]:
@@ -601,8 +611,12 @@ def train(config: _value_config.ValueTrainConfig, *, progress: bool = True) -> R
                 **({"val_rho": f"{metrics['val_spearman']:.3f}"} if "val_spearman" in metrics else {}),
             )  # fmt: skip
             logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+            if metrics_logger is not None:
+                metrics_logger.log(metrics, step)
         if is_save:
             save(state, step)
     pbar.close()
     mngr.wait_until_finished()
+    if metrics_logger is not None:
+        metrics_logger.finish()
     return RunResult(state=state, val_history=history)
