@@ -383,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for noisy in ("absl", "jax._src.xla_bridge"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args, dist = pop_distributed_flags(sys.argv[1:] if argv is None else argv)
+    # Reuse compiled train steps across runs (as openpi does); JAX_COMPILATION_CACHE_DIR overrides the place.
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jax"))
     try:
         maybe_initialize_distributed(dist)
         config = _config.cli(args)
