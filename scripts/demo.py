@@ -43,10 +43,10 @@ class Args:
     """Where every artefact goes (datasets, checkpoints, reports, logs)."""
     num_episodes: int = 24
     """Episodes in the synthetic dataset."""
-    policy_steps: int = 300
-    """Train steps of each pi0.6 fine-tune (stages 3 and 6)."""
-    value_steps: int = 400
-    """Train steps of the value model (stage 4)."""
+    policy_steps: int | None = None
+    """Train steps of each pi0.6 fine-tune (stages 3 and 6); default the demo configs' own."""
+    value_steps: int | None = None
+    """Train steps of the value model (stage 4); default the value_demo config's own."""
     top_percent: float = 30.0
     """Share of each task's autonomous frames labelled positive (stage 5)."""
     requests: int = 20
@@ -188,7 +188,10 @@ def main(args: Args) -> None:
     py = _python()
     runner = Runner(out, env)
     common_train = [f"--assets-base-dir={assets}", f"--checkpoint-base-dir={checkpoints}", "--exp-name=demo",
-                    "--overwrite", f"--num-train-steps={args.policy_steps}"]  # fmt: skip
+                    "--overwrite"]  # fmt: skip
+    if args.policy_steps is not None:
+        common_train.append(f"--num-train-steps={args.policy_steps}")
+    value_flags = [] if args.value_steps is None else [f"--num_train_steps={args.value_steps}"]
     total_start = time.perf_counter()
 
     if args.from_stage <= 1:
@@ -207,7 +210,7 @@ def main(args: Args) -> None:
     if args.from_stage <= 4:
         stage = runner.stage(4, "Value model: SigLIP + Gemma3 + 201-bin head (value_demo)")
         log = runner.run(stage, [*py, "scripts/train_value.py", "value_demo", f"--data_dir={dataset}",
-                                 f"--checkpoint_dir={value_dir}", f"--num_train_steps={args.value_steps}",
+                                 f"--checkpoint_dir={value_dir}", *value_flags,
                                  "--overwrite"], "4_train_value")  # fmt: skip
         stage.summary = {"val_spearman": _last_metric(log, "val_spearman"), "val_ce": _last_metric(log, "val_ce")}
     if args.from_stage <= 5:
