@@ -18,7 +18,7 @@ from openpi.training import weight_loaders
 
 def test_lora_from_openpi_checkpoint_trains_only_lora_in_the_llm(tmp_path, tiny_spm_model):
     base = pi0_config.Pi0Config(pi05=True, pistar=True, paligemma_variant="dummy", action_expert_variant="dummy")
-    base_params = jax.device_get(base.init_params(jax.random.key(7)))
+    base_params = jax.device_get(jax.jit(base.init_params)(jax.random.key(7)))
     ckpt = testing.write_openpi_params_checkpoint(tmp_path / "base" / "params", base_params, nnx_state=True)
 
     workspace = train_support.make_workspace(tmp_path / "ws")
