@@ -38,7 +38,7 @@ def test_debug_pi06_loss_falls_and_resume_matches(workspace, tiny_spm_model):
     cfg = train_support.debug_config(workspace, tiny_spm_model, exp_name="full", num_train_steps=steps)
     trainer = train.Trainer(cfg)
     init_rng, _ = jax.random.split(jax.random.key(cfg.seed))
-    initial = trainer.init(init_rng).params
+    initial = jax.jit(trainer.init)(init_rng).params
 
     final = train.train(cfg, progress=False)
     assert int(final.step) == steps
