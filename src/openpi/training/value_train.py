@@ -250,13 +250,23 @@ def tree_checksum(flat: dict[str, Any]) -> str:
 
 def save_frozen(run_dir: pathlib.Path, frozen: dict[str, Any], sources: dict[str, Any]) -> None:
     """Writes the frozen backbones once (process 0; atomic) with their checksum and where they came from."""
-    if not frozen or jax.process_index() != 0:
+    if not frozen:
         return
-    host = {k: np.asarray(jax.device_get(v)) for k, v in frozen.items()}
+    host = {k: _to_host(v) for k, v in frozen.items()}  # collective on multi-host: every process gathers
+    if jax.process_index() != 0:
+        return
     params_io.save_params(run_dir / FROZEN_DIR, params_io.unflatten(host), overwrite=True)
     meta = {"sha256": tree_checksum(host), "num_arrays": len(host), "num_params": int(sum(a.size for a in host.values())),
             "sources": sources}  # fmt: skip
     _write_text_atomic(run_dir / FROZEN_META, json.dumps(meta, indent=2, sort_keys=True))
+
+
+def _to_host(x) -> np.ndarray:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
 
 
 def load_frozen(run_dir: pathlib.Path, *, verify: bool = True) -> dict[str, np.ndarray]:
