@@ -145,3 +145,22 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert "did you mean 'debug_pi06'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_indicator_values_are_found_before_training(workspace, tiny_spm_model, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "bad_adv"
+    shutil.copytree(workspace["repo_id"], bad)
+    path = sorted((bad / "data").rglob("*.parquet"))[0]
+    table = pq.read_table(path)
+    values = table.column("adv_ind").to_pylist()
+    values[3] = "maybe"
+    table = table.set_column(table.schema.get_field_index("adv_ind"), "adv_ind", pa.array(values))
+    pq.write_table(table, path)
+    cfg = train_support.debug_config(workspace, tiny_spm_model)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, repo_id=str(bad)))
+    train = train_support.load_train_script()
+    with pytest.raises(errors.DatasetError, match="'maybe' at frame 3"):
+        train.preflight(cfg, _sharding.make_mesh(1))

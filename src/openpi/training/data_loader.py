@@ -317,7 +317,25 @@ def check_dataset(dataset: Any, data_config: Any, model_config: Any) -> None:
         )
     if len(dataset) == 0:
         raise errors.DatasetError(f"Dataset {data_config.repo_id} has no frames.")
+    if "adv_ind" in data_config.required_columns:
+        _check_indicator_column(dataset, data_config.repo_id)
     del model_config
+
+
+def _check_indicator_column(dataset: Any, repo_id: str | None) -> None:
+    """Every adv_ind cell must be positive / negative / none, found before training rather than mid-run."""
+    from openpi.models import tokenizer as _tokenizer
+
+    column = np.asarray(dataset.column("adv_ind"), dtype=object).reshape(len(dataset), -1)[:, 0]
+    for value in dict.fromkeys(column.tolist()):
+        try:
+            _tokenizer.normalize_indicator(value)
+        except errors.UserError:
+            frame = int(np.flatnonzero(column == value)[0])
+            raise errors.DatasetError(
+                f"Dataset {repo_id} has adv_ind {value!r} at frame {frame}; valid values are positive, negative "
+                "and none. Relabel the dataset (scripts/label_advantage_from_vlm.py)."
+            ) from None
 
 
 def create_data_loader(
