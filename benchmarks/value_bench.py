@@ -33,8 +33,8 @@ class Args:
     """Global batch of the compiled train step (the community anchor: 0.2 s/step at batch 4 on 24 GB)."""
     freeze_modes: tuple[str, ...] = ("all_backbones", "siglip_only", "none")
     """Freeze modes whose checkpoint sizes are reported."""
-    compile_freeze_mode: str = "all_backbones"
-    """Freeze mode of the compiled full-size step."""
+    compile_freeze_modes: tuple[str, ...] = ("all_backbones", "none")
+    """Freeze modes of the compiled full-size steps (one fresh process each)."""
     skip_compile: bool = False
     """Only compute sizes (no compilation)."""
     full: bool = False
@@ -136,9 +136,10 @@ def compile_child(freeze_mode: str, batch_size: int) -> None:
 
 def main(args: Args) -> dict:
     results: dict = {"sizes": [sizes(m) for m in args.freeze_modes]}
-    if not args.skip_compile:
+    results["compile"] = []
+    for mode in () if args.skip_compile else args.compile_freeze_modes:
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", args.compile_freeze_mode, str(args.batch_size)],
+            [sys.executable, __file__, "--child", mode, str(args.batch_size)],
             capture_output=True,
             text=True,
             check=False,
@@ -146,15 +147,14 @@ def main(args: Args) -> dict:
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             raise SystemExit(f"compile subprocess failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
-        results["compile"] = json.loads(line[len("RESULT ") :])
+        results["compile"].append(json.loads(line[len("RESULT ") :]))
     print(f"{'freeze_mode':<14} {'params':>12} {'trainable':>12} {'frozen store GB':>16} {'per step GB':>12}")
     for s in results["sizes"]:
         print(
             f"{s['freeze_mode']:<14} {s['total_params']:>12,} {s['trainable_params']:>12,} "
             f"{s['frozen_store_gb']:>16.3f} {s['per_step_gb']:>12.4f}"
         )
-    if "compile" in results:
-        c = results["compile"]
+    for c in results["compile"]:
         print(
             f"compile full-size step ({c['freeze_mode']}, batch {c['batch_size']}): lower {c['lower_s']:.1f} s, "
             f"compile {c['compile_s']:.1f} s, peak host RSS {c['peak_rss_gib']:.2f} GiB"

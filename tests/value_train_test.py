@@ -152,7 +152,7 @@ def test_frozen_backbones_use_the_compute_dtype():
     assert flat["img/head/kernel"].dtype == np.float32 and flat["value_head/logits/kernel"].dtype == np.float32
 
 
-def test_train_checkpoint_resume_and_load(dataset_root, gemma3_spm_model, tmp_path):
+def test_train_checkpoint_resume_and_load(dataset_root, gemma3_spm_model, tiny_spm_model, tmp_path):
     common = {"model": dataclasses.replace(TINY, freeze_mode="all_backbones")}
     full = value_train.train(_config(dataset_root, gemma3_spm_model, tmp_path / "full", **common), progress=False)
     assert [h["step"] for h in full.val_history] == [3, 6]
@@ -195,6 +195,9 @@ def test_train_checkpoint_resume_and_load(dataset_root, gemma3_spm_model, tmp_pa
     inputs = value_train.load_value_inputs(run)
     assert inputs.data.cameras == (("cam_high", synthetic.HEAD_CAMERA), ("cam_left_wrist", synthetic.LEFT_WRIST_CAMERA))
     item_fn = inputs.item_factory(model, repo_id=str(dataset_root), tokenizer_path=str(gemma3_spm_model))()
+    assert "value" not in item_fn(0, 0)
+    with pytest.raises(errors.ConfigError, match="not the one this value model was trained with"):
+        inputs.item_factory(model, repo_id=str(dataset_root), tokenizer_path=str(tiny_spm_model))
     from openpi.training import data_loader
 
     batch = data_loader.stack_items([item_fn(i, i) for i in range(3)])

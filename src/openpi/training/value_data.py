@@ -105,6 +105,8 @@ class ValueItemFactory:
     norm_stats: dict[str, _normalize.NormStats] | None
     tokenizer_path: str | None = None
     dataset_factory: Any = None
+    # False for labelling: the dataset need not have a value column, items carry no `value`.
+    with_targets: bool = True
 
     def transforms(self) -> _transforms.DataTransformFn:
         structure: dict[str, Any] = {"images": dict(self.data.cameras), "state": self.data.state_key}
@@ -132,7 +134,9 @@ class ValueItemFactory:
         from openpi.datasets import lerobot
 
         dataset = self.dataset_factory() if self.dataset_factory else lerobot.LeRobotDataset.open(self.data.repo_id)
-        values = np.asarray(dataset.column(value_column(dataset, self.data)), np.float32).reshape(-1)
+        values = None
+        if self.with_targets:
+            values = np.asarray(dataset.column(value_column(dataset, self.data)), np.float32).reshape(-1)
         keys = [col for _, col in self.data.cameras] + [self.data.state_key]
         chain = self.transforms()
 
@@ -140,7 +144,8 @@ class ValueItemFactory:
             del sample_id
             data = chain(dataset.get(index, keys=keys))
             out = {k: data[k] for k in ("image", "image_mask", "state", "tokenized_prompt", "tokenized_prompt_mask")}
-            out[VALUE_KEY] = values[index]
+            if values is not None:
+                out[VALUE_KEY] = values[index]
             return out
 
         return item

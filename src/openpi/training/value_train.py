@@ -217,11 +217,20 @@ def _write_text_atomic(path: pathlib.Path, text: str) -> None:
         raise
 
 
+def tokenizer_fingerprint(tokenizer_path: str | None) -> dict[str, Any]:
+    """sha256 and size of the Gemma3 SentencePiece model, so a labeller cannot use a different one."""
+    from openpi.models import tokenizer as _tokenizer
+
+    tok = _tokenizer.Gemma3Tokenizer(tokenizer_path, max_len=1)
+    return {"sha256": hashlib.sha256(tok.model_path.read_bytes()).hexdigest(), "vocab_size": tok.vocab_size}
+
+
 def checkpoint_json(config: _value_config.ValueTrainConfig) -> str:
-    """What a labeller must reproduce: the model config and the data inputs (cameras, state, prompt)."""
+    """What a labeller must reproduce: the model config, the data inputs (cameras, state, prompt), the tokenizer."""
     data = config.data
     return json.dumps(
         {
+            "tokenizer": tokenizer_fingerprint(config.tokenizer_path),
             "model": dataclasses.asdict(config.model),
             "data": {
                 "cameras": [list(c) for c in data.cameras],
@@ -360,17 +369,33 @@ class ValueInputs:
 
     data: _value_config.ValueDataConfig
     norm_stats: dict[str, _normalize.NormStats] | None
+    tokenizer: dict[str, Any] | None = None
 
     def item_factory(
-        self, model: _value_model.ValueModelConfig, *, repo_id: str | None = None, tokenizer_path: str | None = None
+        self,
+        model: _value_model.ValueModelConfig,
+        *,
+        repo_id: str | None = None,
+        tokenizer_path: str | None = None,
+        with_targets: bool = False,
     ) -> value_data.ValueItemFactory:
+        """Items exactly as in training (without the `value` target unless `with_targets`)."""
+        if self.tokenizer is not None:
+            found = tokenizer_fingerprint(tokenizer_path)
+            if found["sha256"] != self.tokenizer["sha256"]:
+                raise errors.ConfigError(
+                    f"The tokenizer {tokenizer_path or 'in the openpi cache'} is not the one this value model was "
+                    f"trained with (sha256 {found['sha256'][:12]}... vs {self.tokenizer['sha256'][:12]}...); pass "
+                    "the training run's --tokenizer_path."
+                )
         data = self.data if repo_id is None else dataclasses.replace(self.data, repo_id=repo_id)
-        return value_data.ValueItemFactory(data, model, self.norm_stats, tokenizer_path)
+        return value_data.ValueItemFactory(data, model, self.norm_stats, tokenizer_path, with_targets=with_targets)
 
 
 def load_value_inputs(checkpoint: str | os.PathLike, *, step: int | None = None) -> ValueInputs:
     run_dir, step_dir = _locate(checkpoint, step)
-    meta = _read_checkpoint_json(run_dir / CONFIG_FILE)["data"]
+    saved = _read_checkpoint_json(run_dir / CONFIG_FILE)
+    meta = saved["data"]
     data = _value_config.ValueDataConfig(
         repo_id=None,
         cameras=tuple((str(a), str(b)) for a, b in meta["cameras"]),
@@ -383,7 +408,7 @@ def load_value_inputs(checkpoint: str | os.PathLike, *, step: int | None = None)
         norm_stats = _checkpoints.restore_norm_stats(step_dir, ASSET_ID)
     except errors.CheckpointError:
         norm_stats = None
-    return ValueInputs(data=data, norm_stats=norm_stats)
+    return ValueInputs(data=data, norm_stats=norm_stats, tokenizer=saved.get("tokenizer"))
 
 
 @functools.lru_cache(maxsize=8)
@@ -459,7 +484,7 @@ def train(
     _check_tokenizer(config)
     loader_weights = weight_loader(config)
     run_dir = config.checkpoint_dir
-    if not config.resume:
+    if not (config.resume and run_dir.is_dir()):
         loader_weights.validate()
 
     train_eps, val_eps = value_data.split_episodes(
