@@ -359,6 +359,15 @@ def load_model(config: RelabelConfig, ds: Any) -> tuple[Callable[[], Any], Value
     return factory, values_fn, key
 
 
+def _remove_stale_staging(target: pathlib.Path) -> None:
+    """Removes hidden staging copies of `target` left by a run killed while writing (the writer's naming)."""
+    import shutil
+
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class RelabelResult:
     output: pathlib.Path
@@ -421,6 +430,7 @@ def relabel(
     if config.in_place:
         lerobot.copy_with_columns(ds, None, {config.adv_col: labels}, {config.adv_col: spec}, in_place=True)
     else:
+        _remove_stale_staging(target)
         lerobot.copy_with_columns(
             ds, target, {config.adv_col: labels}, {config.adv_col: spec}, overwrite=config.overwrite
         )
