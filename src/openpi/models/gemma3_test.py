@@ -100,7 +100,9 @@ def test_forward_matches_numpy_reference():
     # Randomise the norm scales so that a norm applied in the wrong place cannot go unnoticed.
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(3), len(leaves))
-    params = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)])
+    params = jax.tree.unflatten(
+        treedef, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    )
     positions = jnp.arange(12)[None]
     hidden = model.apply(
         {"params": params},
