@@ -61,8 +61,7 @@ def main(args: Args) -> dict:
         )
         params = jax.jit(model.init_params)(jax.random.key(0))
         data = dataclasses.replace(cfg.data, repo_id=str(data_root))
-        inner = value_data.ValueItemFactory(data, model, None, str(tok))
-        factory = relabel.ValueItemFn(inner, str(data_root))
+        factory = value_data.ValueItemFactory(data, model, None, str(tok), with_targets=False)
         calls: list[tuple[float, int]] = []
 
         def values_fn(batch):

@@ -18,6 +18,7 @@ from openpi.datasets import lerobot
 from openpi.datasets import synthetic
 from openpi.recap import relabel
 from openpi.shared import errors
+from openpi.shared import testing
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "label_advantage_from_vlm.py"
@@ -187,6 +188,20 @@ def test_bad_inputs_give_clear_errors(setup, tmp_path, capfd):
                 output_dir=str(tmp_path / "o2"),
                 tokenizer_path=str(setup["tok"]),
                 cameras=(synthetic.HEAD_CAMERA, synthetic.RIGHT_WRIST_CAMERA),
+            )
+        )
+
+    # A tokenizer other than the one the value model was trained with.
+    other = testing.train_tiny_sentencepiece(
+        tmp_path / "other.model", vocab_size=450, extra_symbols=testing.GEMMA3_SYMBOLS
+    )
+    with pytest.raises(errors.ConfigError, match="not the one this value model was trained with"):
+        relabel.relabel(
+            relabel.RelabelConfig(
+                data_dir=str(v30),
+                checkpoint_dir=str(setup["run"]),
+                output_dir=str(tmp_path / "o5"),
+                tokenizer_path=str(other),
             )
         )
 

@@ -277,28 +277,6 @@ def infer_values(
     return values, stats
 
 
-@dataclasses.dataclass(frozen=True)
-class ValueItemFn:
-    """Frame index -> value-model inputs (images, state, tokenized prompt). Picklable, opened once per worker."""
-
-    inner: Any  # training.value_data.ValueItemFactory
-    data_dir: str
-
-    def __call__(self) -> Callable[[int, int], dict[str, Any]]:
-        from openpi.datasets import lerobot
-
-        dataset = lerobot.LeRobotDataset.open(self.data_dir)
-        keys = [col for _, col in self.inner.data.cameras] + [self.inner.data.state_key]
-        chain = self.inner.transforms()
-
-        def item(index: int, sample_id: int) -> dict[str, Any]:
-            del sample_id
-            data = chain(dataset.get(index, keys=keys))
-            return {k: data[k] for k in ("image", "image_mask", "state", "tokenized_prompt", "tokenized_prompt_mask")}
-
-        return item
-
-
 def _checkpoint_fingerprint(path: pathlib.Path) -> list[Any]:
     """Names, sizes and mtimes of the checkpoint's files: a new or retrained checkpoint gets a new cache."""
     out = []
@@ -341,7 +319,8 @@ def load_model(config: RelabelConfig, ds: Any) -> tuple[Callable[[], Any], Value
         )
     if not ds.has_column(inputs.data.state_key):
         raise errors.DatasetError(f"Dataset {ds.root} has no state column {inputs.data.state_key!r}.")
-    factory = ValueItemFn(inputs.item_factory(model, tokenizer_path=config.tokenizer_path), str(ds.root))
+    # The training item pipeline itself (reader, transforms, tokenizer), without the value target.
+    factory = inputs.item_factory(model, repo_id=str(ds.root), tokenizer_path=config.tokenizer_path)
     factory()  # fail early (tokenizer, cameras) before any batch is submitted to the workers
 
     def values_fn(batch):
@@ -353,7 +332,7 @@ def load_model(config: RelabelConfig, ds: Any) -> tuple[Callable[[], Any], Value
         "checkpoint_files": _checkpoint_fingerprint(ckpt.resolve()),
         "use_ema": config.use_ema,
         "step": config.step,
-        "tokenizer_path": config.tokenizer_path,
+        "tokenizer": inputs.tokenizer,
         "batch_size": config.batch_size,
     }
     return factory, values_fn, key
