@@ -1,6 +1,6 @@
 """Relabel `adv_ind` with a trained value model (stage 5 of RECAP).
 
-    uv run scripts/label_advantage_from_vlm.py --data_dir=<LeRobot dataset> --checkpoint_dir=<value run> \
+    uv run scripts/label_advantage_from_vlm.py --data_dir=<LeRobot dataset> --checkpoint_dir=<value run>
         --output_dir=<new dataset> [--tokenizer_path=<gemma3 spm>] [--lookahead=50] [--top_percent=30]
 
 The community flags work as they did there (underscores or dashes): --data_dir --checkpoint_dir --tokenizer_path

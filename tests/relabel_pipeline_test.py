@@ -234,3 +234,33 @@ def test_bad_inputs_give_clear_errors(setup, tmp_path, capfd):
     with pytest.raises(errors.ConfigError, match="--output_dir"):
         relabel.RelabelConfig(data_dir=str(v30), checkpoint_dir=str(setup["run"]))
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_in_place_on_a_tree_of_symlinks_never_writes_through(setup, tmp_path):
+    """The community trap: relabelling a v2.1 tree of symlinks in place overwrote the source it points to."""
+    source = setup["v21"]
+    before = _hashes(source)
+    tree = tmp_path / "links"
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        link = tree / path.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(path)
+    args = [a for a in _args(setup, tree, "x") if not a.startswith("--output_dir")]
+    res = _script().main([*args, "--in_place=true", f"--cache_dir={tmp_path / 'cache'}"])
+    assert _hashes(source) == before
+    labels = np.asarray(lerobot.LeRobotDataset.open(tree).column("adv_ind")).reshape(-1)
+    np.testing.assert_array_equal(labels, res.result.adv_ind.astype(str))
+    assert not any(p.is_symlink() for p in (tree / "data").rglob("*.parquet"))
+
+
+def test_flags_accept_underscores_dashes_and_bool_values():
+    script = _script()
+    assert script.normalize_flags(["--top_percent=40", "--use_ema=false", "--in_place", "--batch-size", "8"]) == [
+        "--top-percent=40",
+        "--no-use-ema",
+        "--in-place",
+        "--batch-size",
+        "8",
+    ]
+    with pytest.raises(errors.ConfigError, match="true or false"):
+        script.normalize_flags(["--use_ema=maybe"])

@@ -40,25 +40,43 @@ class RelabelConfig:
     """Everything one relabelling run needs (the CLI in scripts/label_advantage_from_vlm.py fills it)."""
 
     data_dir: str
+    """The LeRobot dataset (v2.1 or v3.0) to relabel."""
     checkpoint_dir: str
+    """A value run of scripts/train_value.py (its latest step) or one of its step folders."""
     output_dir: str | None = None
+    """Where the relabelled copy is written (the source is never modified)."""
     in_place: bool = False
+    """Rewrite the source dataset instead (files replaced atomically: temp + fsync + rename)."""
     overwrite: bool = False
+    """Replace an existing --output_dir."""
     tokenizer_path: str | None = None
+    """The Gemma3 SentencePiece model the value model was trained with (its sha256 is checked)."""
     batch_size: int = 32
+    """Frames per inference batch."""
     lookahead: int = 50
+    """N of the N-step advantage."""
     top_percent: float = 30.0
+    """Percent of each task's autonomous frames labelled positive."""
     failure_reward: float = _adv.DEFAULT_FAILURE_REWARD
+    """Terminal reward of a failed episode whose stored one carries no penalty (community data writes 0)."""
     human_col: str = "intervention"
+    """Column that is 1 on human frames (corrections, demonstrations) and 0 on autonomous frames."""
     adv_col: str = "adv_ind"
+    """Column the labels are written to."""
     use_ema: bool = True
+    """Use the EMA weights (else the raw trained weights)."""
     step: int | None = None
-    # Dataset camera columns to feed the model; None = the checkpoint's. Anything else is refused.
+    """Checkpoint step (default: the latest)."""
     cameras: tuple[str, ...] | None = None
+    """Dataset camera columns to feed the model; default the checkpoint's. Different cameras are refused."""
     num_workers: int = 2
+    """Decoding threads that run ahead of inference."""
     cache_dir: str | None = None
+    """Per-episode value cache (default <output>.relabel_cache); a killed run resumes from it."""
     report_dir: str | None = None
+    """Report JSON + PNGs (default <output>.relabel_report)."""
     progress: bool = True
+    """Show a progress bar with frames/s and ETA."""
 
     def __post_init__(self):
         if self.in_place and self.output_dir is not None:
