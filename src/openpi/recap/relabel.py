@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from typing import Any
+import zipfile
 
 import numpy as np
 
@@ -200,8 +201,8 @@ class ValueCache:
             with np.load(path) as z:
                 if np.array_equal(z["frames"], frames):
                     return z["values"]
-        except (OSError, ValueError, KeyError):
-            return None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+            return None  # unreadable (truncated by another tool, disk full): recompute it
         return None
 
     def save(self, episode_id: int, frames: np.ndarray, values: np.ndarray) -> None:
