@@ -156,18 +156,24 @@ def test_sigkill_at_several_points_then_resume(setup, tmp_path):
 
     proc = _start(setup, out, cache)
     _wait_kill(proc, lambda: True)  # at once, during start-up
+    killed_mid_inference = 0
     for k in (1, 4):
+        if out.exists():
+            break  # on a fast machine a run may finish before the poll sees k cached episodes
         proc = _start(setup, out, cache)
         _wait_kill(proc, lambda k=k: cached() >= k)
-        assert proc.returncode == -signal.SIGKILL and not out.exists()
-    assert not list(cache.rglob("*.tmp"))
+        if proc.returncode == -signal.SIGKILL:
+            assert not out.exists()
+            killed_mid_inference += 1
+    assert killed_mid_inference >= 1
     # Once every value is cached, try to kill while the output is being staged (it may also finish first).
-    proc = _start(setup, out, cache)
-    _wait_kill(proc, lambda: any(tmp_path.glob(".out.tmp-*")))
+    if not out.exists():
+        proc = _start(setup, out, cache)
+        _wait_kill(proc, lambda: any(tmp_path.glob(".out.tmp-*")))
     if not out.exists():
         proc = _start(setup, out, cache)
         assert proc.wait(timeout=300) == 0
-    assert not any(tmp_path.glob(".out.tmp-*"))
+    assert not any(tmp_path.glob(".out.tmp-*")) and not list(cache.rglob("*.tmp"))
     assert _hashes(out) == _hashes(reference)
     assert _hashes(setup["v30"]) == source_before
 

@@ -182,9 +182,11 @@ class ValueCache:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         self.dir = root / digest
         self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob(".*.tmp"):  # temp files of a run killed mid-write (SIGKILL cannot clean up)
+            stale.unlink(missing_ok=True)
         meta = self.dir / "key.json"
         if not meta.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".key.json.", suffix=".tmp")
             with os.fdopen(fd, "w") as f:
                 json.dump(key, f, indent=2, sort_keys=True)
             os.replace(tmp, meta)
