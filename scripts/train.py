@@ -39,15 +39,14 @@ from openpi.shared import errors
 from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
+from openpi.training import distributed as _distributed
 from openpi.training import optimizer as _optimizer
 from openpi.training import sharding as _sharding
 from openpi.training import utils as _utils
+from openpi.training import wandb_logging as _wandb_logging
 from openpi.training import weight_loaders
 
 logger = logging.getLogger("openpi.train")
-
-_DIST_FLAGS = {"--coordinator-address": "JAX_COORDINATOR_ADDRESS", "--num-processes": "JAX_NUM_PROCESSES",
-               "--process-id": "JAX_PROCESS_ID"}  # fmt: skip
 
 
 class TrainingDivergedError(errors.UserError, FloatingPointError):
@@ -55,47 +54,6 @@ class TrainingDivergedError(errors.UserError, FloatingPointError):
 
 
 # ------------------------------------------------------------------------------------------- distributed
-
-
-def pop_distributed_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """Splits `--coordinator-address/--num-processes/--process-id` (before the config name) from the rest."""
-    rest, found = [], {}
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        key, _, value = arg.partition("=")
-        if key in _DIST_FLAGS:
-            if not value:
-                i += 1
-                value = args[i] if i < len(args) else ""
-            found[_DIST_FLAGS[key]] = value
-        else:
-            rest.append(arg)
-        i += 1
-    return rest, found
-
-
-def maybe_initialize_distributed(overrides: dict[str, str] | None = None) -> bool:
-    """Joins the other processes when launched multi-process; returns True if it did. Call before using JAX."""
-    env = {**os.environ, **(overrides or {})}
-    num = env.get("JAX_NUM_PROCESSES")
-    if num is not None and int(num) > 1:
-        if not env.get("JAX_COORDINATOR_ADDRESS") or env.get("JAX_PROCESS_ID") is None:
-            raise errors.ConfigError(
-                "JAX_NUM_PROCESSES > 1 also needs JAX_COORDINATOR_ADDRESS (host:port of process 0) and "
-                "JAX_PROCESS_ID (0..N-1) for every process."
-            )
-        jax.distributed.initialize(
-            coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(num),
-            process_id=int(env["JAX_PROCESS_ID"]),
-        )
-        return True
-    if int(env.get("SLURM_NTASKS", "1")) > 1 or env.get("OPENPI_DISTRIBUTED") == "1":
-        jax.distributed.initialize()  # cluster auto-detection (SLURM, TPU pods, ...)
-        return True
-    return False
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -234,39 +192,6 @@ def check_finite_loss(losses: np.ndarray, step: int, config: _config.TrainConfig
         )
 
 
-class _Wandb:
-    """wandb when enabled and installed (process 0 only); otherwise a no-op with a one-time warning."""
-
-    def __init__(self, config: _config.TrainConfig, resuming: bool):
-        self.run = None
-        mode = "disabled" if not config.wandb_enabled else config.wandb_mode
-        if mode == "disabled" or jax.process_index() != 0:
-            return
-        try:
-            import wandb
-        except ImportError:
-            logger.warning("wandb is not installed; logging to the console only (pip install wandb to enable it).")
-            return
-        run_id = _checkpoints.read_wandb_id(config.checkpoint_dir) if resuming else None
-        self.run = wandb.init(
-            project=config.project_name,
-            name=config.exp_name,
-            id=run_id,
-            resume="allow" if run_id else None,
-            mode=mode,
-            config=dataclasses.asdict(config) if not resuming else None,
-        )
-        _checkpoints.write_wandb_id(config.checkpoint_dir, self.run.id)
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        if self.run is not None:
-            self.run.log(metrics, step=step)
-
-    def finish(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-
-
 # ----------------------------------------------------------------------------------------------- the run
 
 
@@ -277,7 +202,7 @@ def train(config: _config.TrainConfig, *, progress: bool = True) -> _utils.Train
     mngr, resuming = _checkpoints.initialize_checkpoint_dir(
         config.checkpoint_dir, keep_period=config.keep_period, overwrite=config.overwrite, resume=config.resume
     )
-    wandb_run = _Wandb(config, resuming)
+    wandb_run = _wandb_logging.WandbLogger(config, resuming)
     trainer = Trainer(config)
     rng = jax.random.key(config.seed)
     init_rng, train_rng = jax.random.split(rng)
@@ -382,12 +307,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("absl", "jax._src.xla_bridge"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    args, dist = pop_distributed_flags(sys.argv[1:] if argv is None else argv)
+    args, dist = _distributed.pop_distributed_flags(sys.argv[1:] if argv is None else argv)
     # Reuse compiled train steps across runs (as openpi does); JAX_COMPILATION_CACHE_DIR overrides the place.
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jax"))
     try:
-        maybe_initialize_distributed(dist)
+        _distributed.maybe_initialize_distributed(dist)
         config = _config.cli(args)
         train(config)
     except errors.UserError as e:

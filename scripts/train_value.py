@@ -15,36 +15,26 @@ EMA and the optimizer state. Load a run with `openpi.training.value_train.load_v
 """
 
 from collections.abc import Sequence
-import importlib.util
 import logging
-import pathlib
 import sys
 
 from openpi.shared import errors
+from openpi.training import distributed
 from openpi.training import value_config
 from openpi.training import value_train
+from openpi.training import wandb_logging
 
 logger = logging.getLogger("openpi.train_value")
-
-
-def _train_script():
-    """scripts/train.py, for its distributed start-up (one implementation for both trainers)."""
-    path = pathlib.Path(__file__).with_name("train.py")
-    spec = importlib.util.spec_from_file_location("openpi_train_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
-    train_script = _train_script()
-    args, dist = train_script.pop_distributed_flags(sys.argv[1:] if argv is None else argv)
+    args, dist = distributed.pop_distributed_flags(sys.argv[1:] if argv is None else argv)
     try:
-        train_script.maybe_initialize_distributed(dist)
+        distributed.maybe_initialize_distributed(dist)
         config = value_config.cli(args)
-        result = value_train.train(config, make_metrics_logger=train_script._Wandb)
+        result = value_train.train(config, make_metrics_logger=wandb_logging.WandbLogger)
         if result.val_history:
             logger.info("Final validation: %s", result.val_history[-1])
         logger.info("Value checkpoint: %s", config.checkpoint_dir)

@@ -15,7 +15,9 @@ import train_support
 from openpi.models import tokenizer as _tokenizer
 from openpi.shared import errors
 from openpi.training import data_loader as _data_loader
+from openpi.training import distributed
 from openpi.training import sharding as _sharding
+from openpi.training import wandb_logging
 from openpi.training import weight_loaders
 
 
@@ -99,21 +101,19 @@ class _FakeMesh:
 
 
 def test_distributed_flags_and_env(monkeypatch):
-    train = train_support.load_train_script()
-    rest, found = train.pop_distributed_flags(
+    rest, found = distributed.pop_distributed_flags(
         ["--coordinator-address=h:1", "--num-processes", "2", "--process-id=1", "debug", "--exp-name=x"]
     )
     assert rest == ["debug", "--exp-name=x"]
     assert found == {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
     for key in ("JAX_NUM_PROCESSES", "SLURM_NTASKS", "OPENPI_DISTRIBUTED"):
         monkeypatch.delenv(key, raising=False)
-    assert not train.maybe_initialize_distributed()
+    assert not distributed.maybe_initialize_distributed()
     with pytest.raises(errors.ConfigError, match="JAX_COORDINATOR_ADDRESS"):
-        train.maybe_initialize_distributed({"JAX_NUM_PROCESSES": "2"})
+        distributed.maybe_initialize_distributed({"JAX_NUM_PROCESSES": "2"})
 
 
 def test_wandb_missing_means_console_only(workspace, tiny_spm_model, caplog):
-    train = train_support.load_train_script()
     cfg = train_support.debug_config(workspace, tiny_spm_model, wandb_enabled=True, exp_name="w")
     pathlib.Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     try:
@@ -122,7 +122,7 @@ def test_wandb_missing_means_console_only(workspace, tiny_spm_model, caplog):
         pytest.skip("wandb is installed here")
     except ImportError:
         pass
-    run = train._Wandb(cfg, resuming=False)
+    run = wandb_logging.WandbLogger(cfg, resuming=False)
     assert run.run is None and "wandb is not installed" in caplog.text
     run.log({"loss": 1.0}, 0)
     run.finish()

@@ -17,8 +17,10 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     import train_support
 
+    from openpi.training import distributed
+
     train = train_support.load_train_script()
-    train.maybe_initialize_distributed()
+    distributed.maybe_initialize_distributed()
     import jax
     import numpy as np
 
