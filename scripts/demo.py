@@ -218,7 +218,7 @@ def main(args: Args) -> None:
         runner.run(stage, [*py, "scripts/label_advantage_from_vlm.py", f"--data_dir={dataset}",
                            f"--checkpoint_dir={value_dir}", f"--output_dir={relabelled}",
                            f"--top_percent={args.top_percent}", "--overwrite"], "5_relabel")  # fmt: skip
-        report = relabelled.parent / f"{relabelled.name}_report" / "report.json"
+        report = relabelled.parent / f"{relabelled.name}.relabel_report" / "report.json"
         if report.exists():
             stage.summary = {"report": str(report.parent)}
     if args.from_stage <= 6:
@@ -294,7 +294,7 @@ def _print_summary(runner: Runner, out: pathlib.Path, relabelled: pathlib.Path, 
         print("  Autonomous frames labelled positive, per task:")
         for task, row in _label_fractions(relabelled).items():
             print(f"    {task:<48} {row['positive']:6.1%} of {row['autonomous_frames']} frames")
-        report_dir = relabelled.parent / f"{relabelled.name}_report"
+        report_dir = relabelled.parent / f"{relabelled.name}.relabel_report"
         pngs = sorted(report_dir.glob("*.png")) if report_dir.exists() else []
         if pngs:
             print(f"  Relabelling report and {len(pngs)} PNGs: {report_dir}")
