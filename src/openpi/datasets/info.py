@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
 
+from openpi.shared import atomic
 from openpi.shared import errors
 
 V20 = "v2.0"
@@ -145,14 +145,4 @@ def write_json_atomic(path: pathlib.Path, obj: Any, *, indent: int | None = 4) -
 
 
 def write_bytes_atomic(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_bytes(path, data)

@@ -16,10 +16,8 @@ from collections.abc import Callable
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
 import sys
-import tempfile
 import time
 from typing import Any
 import zipfile
@@ -28,6 +26,7 @@ import numpy as np
 
 from openpi.recap import advantage as _adv
 from openpi.recap import report as _report
+from openpi.shared import atomic
 from openpi.shared import errors
 
 # batch of value-model inputs -> values [B]
@@ -162,17 +161,8 @@ def fixed_batches(frames: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def _atomic_save_npz(path: pathlib.Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic.atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 class ValueCache:
@@ -186,10 +176,7 @@ class ValueCache:
             stale.unlink(missing_ok=True)
         meta = self.dir / "key.json"
         if not meta.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".key.json.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(key, f, indent=2, sort_keys=True)
-            os.replace(tmp, meta)
+            atomic.write_text(meta, json.dumps(key, indent=2, sort_keys=True))
 
     def path(self, episode_id: int) -> pathlib.Path:
         return self.dir / f"episode_{episode_id:06d}.npz"

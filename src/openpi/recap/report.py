@@ -10,12 +10,12 @@ from collections.abc import Sequence
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from openpi.recap import advantage as _adv
+from openpi.shared import atomic
 
 REPORT_JSON = "report.json"
 
@@ -128,26 +128,12 @@ def format_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_figure(fig, path: pathlib.Path) -> None:
     import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def pick_episodes(
@@ -298,5 +284,5 @@ def write_report(
     curve = plot_episode_values(report_dir, result, values, intervention, bounds, episode_ids, episodes)
     report["plots"] = [p.name for p in hist] + ([curve.name] if curve else [])
     report["plotted_episodes"] = [int(episode_ids[e]) for e in episodes]
-    _atomic_write_bytes(report_dir / REPORT_JSON, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
+    atomic.write_bytes(report_dir / REPORT_JSON, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
     return report

@@ -13,12 +13,11 @@ are exact to within one bin width, ``(max - min) / 5000``, while mean and std ar
 from collections.abc import Mapping
 import dataclasses
 import json
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 
+from openpi.shared import atomic
 from openpi.shared import errors
 
 NORM_STATS_FILENAME = "norm_stats.json"
@@ -137,18 +136,7 @@ def deserialize_json(text: str, *, source: str = "norm stats") -> dict[str, Norm
 def save(directory: pathlib.Path | str, norm_stats: Mapping[str, NormStats]) -> pathlib.Path:
     """Writes ``<directory>/norm_stats.json`` atomically (temp file + rename); returns its path."""
     path = pathlib.Path(directory) / NORM_STATS_FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = serialize_json(norm_stats)
-    fd, tmp = tempfile.mkstemp(prefix=f".{NORM_STATS_FILENAME}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, serialize_json(norm_stats))
     return path
 
 

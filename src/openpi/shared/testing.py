@@ -13,10 +13,11 @@ from collections.abc import Mapping
 import io
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
+
+from openpi.shared import atomic
 
 # Gemma / PaliGemma special ids; the real tokenizers use the same four.
 PAD_ID = 0
@@ -101,16 +102,7 @@ def train_tiny_sentencepiece(
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> pathlib.Path:
     """Writes `data` to a temporary sibling and renames it into place, so readers never see half a file."""
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic.write_bytes(path, data)
 
 
 def random_params(shapes: Mapping[str, Any], *, seed: int = 0, dtype: Any = np.float32) -> dict:

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 import time
 from typing import Any
 
@@ -40,6 +39,7 @@ import optax
 from openpi.models import model as _model
 from openpi.models import params_io
 from openpi.models import value_model as _value_model
+from openpi.shared import atomic
 from openpi.shared import errors
 from openpi.shared import normalize as _normalize
 from openpi.training import checkpoints as _checkpoints
@@ -203,20 +203,6 @@ def validation_metrics(outputs: dict[str, np.ndarray]) -> dict[str, float]:
 # ------------------------------------------------------------------------------------ checkpoint files
 
 
-def _write_text_atomic(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def tokenizer_fingerprint(tokenizer_path: str | None) -> dict[str, Any]:
     """sha256 and size of the Gemma3 SentencePiece model, so a labeller cannot use a different one."""
     from openpi.models import tokenizer as _tokenizer
@@ -267,7 +253,7 @@ def save_frozen(run_dir: pathlib.Path, frozen: dict[str, Any], sources: dict[str
     params_io.save_params(run_dir / FROZEN_DIR, params_io.unflatten(host), overwrite=True)
     meta = {"sha256": tree_checksum(host), "num_arrays": len(host), "num_params": int(sum(a.size for a in host.values())),
             "sources": sources}  # fmt: skip
-    _write_text_atomic(run_dir / FROZEN_META, json.dumps(meta, indent=2, sort_keys=True))
+    atomic.write_text(run_dir / FROZEN_META, json.dumps(meta, indent=2, sort_keys=True))
 
 
 def _to_host(x) -> np.ndarray:
@@ -512,7 +498,7 @@ def train(
     else:
         norm_stats = value_data.state_norm_stats(dataset, config.data, train_frames)
         if jax.process_index() == 0:
-            _write_text_atomic(run_dir / CONFIG_FILE, checkpoint_json(config))
+            atomic.write_text(run_dir / CONFIG_FILE, checkpoint_json(config))
 
     trainer = ValueTrainer(config)
     rng = jax.random.key(config.seed)
@@ -606,7 +592,7 @@ def train(
         _checkpoints.save(mngr, step, params=params, train_state=train_state, norm_stats={ASSET_ID: norm_stats})
         mngr.wait_until_finished()
         if jax.process_index() == 0:
-            _write_text_atomic(run_dir / str(step) / CONFIG_FILE, checkpoint_json(config))
+            atomic.write_text(run_dir / str(step) / CONFIG_FILE, checkpoint_json(config))
 
     pbar = tqdm.tqdm(
         total=config.num_train_steps, initial=start_step, dynamic_ncols=True,
