@@ -58,7 +58,7 @@ def test_fsdp_over_four_devices_shards_params(workspace, tiny_spm_model):
     assert result["opt_state_sharded"]
 
 
-@pytest.mark.slow
+# About 50 s on 2 cores: part of the default suite because multi-host training is a headline feature.
 def test_two_processes_train_together_and_write_one_checkpoint(workspace, tiny_spm_model):
     port = _free_port()
     spec = _spec(workspace, tiny_spm_model, exp_name="two_hosts", num_train_steps=3, batch_size=4)

@@ -7,14 +7,12 @@ dataset, validated on 5 held-out episodes (split by episode). ~2 min on 2 idle C
 import dataclasses
 import math
 
-import pytest
-
 from openpi.datasets import synthetic
 from openpi.training import value_config
 from openpi.training import value_train
 
 
-@pytest.mark.slow
+# About a minute on 2 cores: part of the default suite because it is the value model's acceptance test.
 def test_value_demo_learns_held_out_episodes(tmp_path, gemma3_spm_model):
     root = tmp_path / "yam_synthetic"
     synthetic.write_dataset(root, synthetic.SyntheticConfig(num_episodes=24, image_size=64))
