@@ -3,7 +3,10 @@
 # embedded synthetic YAM data. Everything lands under ./demo_output (pass --out to change it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v uv >/dev/null 2>&1 || python3 -m pip install -q uv
-export PATH="$HOME/.local/bin:$PATH"
+# uv if missing; `python3 -m uv` works even where pip's script directory is not on PATH.
+if command -v uv >/dev/null 2>&1; then uv() { command uv "$@"; }; else
+  python3 -m pip install -q uv
+  uv() { python3 -m uv "$@"; }
+fi
 uv sync --frozen --quiet
-exec uv run --frozen python scripts/demo.py "$@"
+uv run --frozen python scripts/demo.py "$@"

@@ -3,8 +3,11 @@
 # Tests marked `slow` or `manual` are excluded; run them with `uv run pytest -m slow`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v uv >/dev/null 2>&1 || python3 -m pip install -q uv
-export PATH="$HOME/.local/bin:$PATH"
+# uv if missing; `python3 -m uv` works even where pip's script directory is not on PATH.
+if command -v uv >/dev/null 2>&1; then uv() { command uv "$@"; }; else
+  python3 -m pip install -q uv
+  uv() { python3 -m uv "$@"; }
+fi
 uv sync --frozen --quiet
 set +e
 uv run --frozen pytest -q -p no:cacheprovider "$@"
