@@ -29,6 +29,7 @@ import tyro
 from openpi.datasets import lerobot
 from openpi.shared import errors
 from openpi.shared import normalize
+from openpi.training import config as _config
 
 logger = logging.getLogger("compute_norm_stats")
 
@@ -216,56 +217,25 @@ def compute_norm_stats(
     return out
 
 
-def _config_names() -> list[str] | None:
-    """Registered TrainConfig names, or None when the training config module is not available."""
-    try:
-        from openpi.training import config as _config
-    except ImportError:
-        return None
-    names = getattr(_config, "config_names", None)
-    if callable(names):
-        return list(names())
-    registry = getattr(_config, "_CONFIGS_DICT", None) or getattr(_config, "CONFIGS", None)
-    if isinstance(registry, dict):
-        return list(registry)
-    if isinstance(registry, list | tuple):
-        return [c.name for c in registry]
-    return None
-
-
-def _first_attr(obj: Any, names: tuple[str, ...]) -> Any:
-    for name in names:
-        value = getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
-
-
 def _plan_from_config(name: str, args: Args) -> Plan:
-    from openpi.training import config as _config
-
     cfg = _config.get_config(name)
     data = cfg.data
-    repo_id = args.repo_id or _first_attr(data, ("repo_id",))
+    repo_id = args.repo_id or getattr(data, "repo_id", None)
     if not repo_id:
-        raise errors.ConfigError(f"Config {name!r} names no dataset (data.repo_id); norm stats need one.")
-    resolved = getattr(data, "resolved_asset_id", None)
-    asset_id = args.asset_id or (resolved() if callable(resolved) else None) or pathlib.Path(str(repo_id)).name
-    base = args.assets_base_dir or pathlib.Path(getattr(cfg, "assets_base_dir", "./assets"))
-    model = getattr(cfg, "model", None)
-    horizon = args.action_horizon or _first_attr(model, ("action_horizon",)) or 1
+        raise errors.ConfigError(f"Config {name!r} reads no LeRobot dataset (data.repo_id); norm stats need one.")
+    asset_id = args.asset_id or data.resolved_asset_id() or pathlib.Path(str(repo_id)).name
+    base = args.assets_base_dir or pathlib.Path(cfg.assets_base_dir)
     if args.delta_action_mask is not None:
         mask = bool_mask(args.delta_action_mask)
     else:
-        raw = _first_attr(data, ("delta_action_mask",))
-        mask = tuple(bool(m) for m in raw) if raw is not None else None
+        mask = data.delta_action_mask
     return Plan(
         dataset=str(repo_id),
         output_dir=args.output_dir or base / str(asset_id),
-        state_key=args.state_key or _first_attr(data, ("state_key",)) or DEFAULT_STATE_KEY,
-        action_key=args.action_key or _first_attr(data, ("action_key", "actions_key")) or DEFAULT_ACTION_KEY,
-        action_horizon=int(horizon),
-        delta_mask=mask,
+        state_key=args.state_key or data.state_key,
+        action_key=args.action_key or data.action_key,
+        action_horizon=int(args.action_horizon or cfg.model.action_horizon),
+        delta_mask=tuple(bool(m) for m in mask) if mask is not None else None,
     )
 
 
@@ -274,7 +244,7 @@ def make_plan(args: Args) -> Plan:
     target = args.target
     is_path = pathlib.Path(target).expanduser().exists()
     is_repo = not is_path and "/" in target and (lerobot.lerobot_home() / target).exists()
-    names = None if (is_path or is_repo) else _config_names()
+    names = None if (is_path or is_repo) else _config.config_names()
     if names is not None and target in names:
         return _plan_from_config(target, args)
     if not (is_path or is_repo):
