@@ -9,7 +9,6 @@ import abc
 from collections.abc import Callable
 from collections.abc import Sequence
 import dataclasses
-import difflib
 import logging
 import pathlib
 import sys
@@ -23,6 +22,7 @@ from openpi.models import tokenizer as _tokenizer
 from openpi.policies import yam_policy
 from openpi.shared import errors
 from openpi.shared import normalize as _normalize
+from openpi.shared import registry as _registry
 from openpi.training import optimizer as _optimizer
 from openpi.training import weight_loaders
 
@@ -431,10 +431,7 @@ def _configs() -> list[TrainConfig]:
     ]  # fmt: skip
 
 
-_CONFIGS = _configs()
-_CONFIGS_DICT = {config.name: config for config in _CONFIGS}
-if len(_CONFIGS_DICT) != len(_CONFIGS):
-    raise RuntimeError("Duplicate TrainConfig names in the registry.")
+_CONFIGS_DICT = _registry.build(_configs(), "TrainConfig")
 
 
 def config_names() -> list[str]:
@@ -443,13 +440,7 @@ def config_names() -> list[str]:
 
 def get_config(name: str) -> TrainConfig:
     """The registered config `name`; an unknown name suggests the closest ones."""
-    if name not in _CONFIGS_DICT:
-        close = difflib.get_close_matches(name, _CONFIGS_DICT, n=3, cutoff=0.0)
-        raise errors.ConfigError(
-            f"No training config named {name!r}; did you mean {' or '.join(repr(c) for c in close)}? "
-            f"(all names: {', '.join(_CONFIGS_DICT)})"
-        )
-    return _CONFIGS_DICT[name]
+    return _registry.lookup(_CONFIGS_DICT, name, "training config")
 
 
 def cli(args: Sequence[str] | None = None) -> TrainConfig:

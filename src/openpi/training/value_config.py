@@ -8,7 +8,6 @@ The name picks a registered config; the flags that users of the community value 
 
 from collections.abc import Sequence
 import dataclasses
-import difflib
 import pathlib
 import sys
 
@@ -17,6 +16,7 @@ import tyro
 from openpi.models import value_model as _value_model
 from openpi.policies import yam_policy
 from openpi.shared import errors
+from openpi.shared import registry as _registry
 from openpi.training import config as _config
 from openpi.training import optimizer as _optimizer
 
@@ -184,10 +184,7 @@ def _configs() -> list[ValueTrainConfig]:
     ]
 
 
-_CONFIGS = _configs()
-_CONFIGS_DICT = {c.name: c for c in _CONFIGS}
-if len(_CONFIGS_DICT) != len(_CONFIGS):
-    raise RuntimeError("Duplicate ValueTrainConfig names in the registry.")
+_CONFIGS_DICT = _registry.build(_configs(), "ValueTrainConfig")
 
 
 def config_names() -> list[str]:
@@ -195,13 +192,8 @@ def config_names() -> list[str]:
 
 
 def get_config(name: str) -> ValueTrainConfig:
-    if name not in _CONFIGS_DICT:
-        close = difflib.get_close_matches(name, _CONFIGS_DICT, n=3, cutoff=0.0)
-        raise errors.ConfigError(
-            f"No value config named {name!r}; did you mean {' or '.join(repr(c) for c in close)}? "
-            f"(all names: {', '.join(_CONFIGS_DICT)})"
-        )
-    return _CONFIGS_DICT[name]
+    """The registered config `name`; an unknown name suggests the closest ones."""
+    return _registry.lookup(_CONFIGS_DICT, name, "value config")
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
