@@ -1,0 +1,1 @@
+"""Agents for `openpi_client.runtime`: the policy-backed one robot clients use."""
