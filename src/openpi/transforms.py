@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 import dataclasses
 from typing import Any
+from typing import ClassVar
 from typing import Protocol
 from typing import runtime_checkable
 
@@ -46,15 +47,39 @@ class Group:
         return Group(inputs=(*self.inputs, *inputs), outputs=(*outputs, *self.outputs))
 
 
+# Keys that belong to the chain rather than to any robot: the advantage indicator (set by the dataset column or
+# by `Policy`) and the frame's `sample_id` (set by the data loader, it seeds the indicator dropout). A transform
+# that builds a fresh dict (openpi's `AlohaInputs` / `LiberoInputs` style, or `RepackTransform`, which drops what
+# it does not name) would otherwise lose them silently, and the prompt would quietly become unconditional.
+CARRIED_KEYS = ("adv_ind", "sample_id")
+
+
+def _consumes(transform: Any) -> frozenset[str]:
+    return frozenset(getattr(transform, "consumes", ()))
+
+
 @dataclasses.dataclass(frozen=True)
 class CompositeTransform:
-    """Applies transforms in order."""
+    """Applies transforms in order, carrying `CARRIED_KEYS` past transforms that do not declare they consume them.
+
+    A transform declares `consumes` (a set of key names) when removing a carried key is its job (`TokenizePrompt`
+    turns `adv_ind` into the prompt); any other transform that returns a dict without a carried key it was given
+    gets the key put back, so no robot transform has to remember to forward it.
+    """
 
     transforms: Sequence[DataTransformFn]
 
+    @property
+    def consumes(self) -> frozenset[str]:
+        return frozenset().union(*(_consumes(t) for t in self.transforms))
+
     def __call__(self, data: DataDict) -> DataDict:
         for transform in self.transforms:
+            carried = {k: data[k] for k in CARRIED_KEYS if isinstance(data, Mapping) and k in data}
             data = transform(data)
+            lost = {k: v for k, v in carried.items() if k not in data and k not in _consumes(transform)}
+            if lost and isinstance(data, Mapping):
+                data = {**data, **lost}
         return data
 
 
@@ -322,6 +347,11 @@ class TokenizePrompt:
     With `indicator_dropout > 0` (training only) the clause is dropped with that probability, which is what
     teaches the unconditional prompt that classifier-free guidance needs. The draw is seeded from `seed` and
     the frame's `sample_id` (set by the data loader), so it is the same whatever the number of workers.
+
+    With `use_advantage` (pi0.6) a frame without an `adv_ind` key is an error, not "no indicator": a missing key
+    means something upstream lost the column, and training or serving the unconditional prompt by accident
+    makes classifier-free guidance a no-op. "No clause" is asked for explicitly with `adv_ind="none"`.
+    Likewise a dropout draw without a `sample_id` is an error rather than the same draw for every frame.
     """
 
     tokenizer: Any
@@ -329,12 +359,24 @@ class TokenizePrompt:
     use_advantage: bool = False
     indicator_dropout: float = 0.0
     seed: int = 0
+    consumes: ClassVar[frozenset[str]] = frozenset({"adv_ind", "sample_id"})
 
     def _indicator(self, data: DataDict) -> str | None:
-        raw = data.get("adv_ind")
+        if "adv_ind" not in data:
+            raise TransformError(
+                f"This pi0.6 config conditions on the advantage indicator but the frame reaching the tokenizer has "
+                f"no 'adv_ind' (only {sorted(data)}); label the dataset (adv_ind column) and name it in the repack, "
+                "or use a config without the indicator."
+            )
+        raw = data["adv_ind"]
         if self.indicator_dropout <= 0.0:
             return _tokenizer.normalize_indicator(raw)
-        sample_id = int(np.asarray(data.get("sample_id", 0)))
+        if "sample_id" not in data:
+            raise TransformError(
+                "Indicator dropout needs the frame's 'sample_id' (set by the training data loader) to seed its draw; "
+                "run the chain through the data loader, or set indicator_dropout to 0 outside training."
+            )
+        sample_id = int(np.asarray(data["sample_id"]))
         rng = np.random.default_rng([self.seed, sample_id, 0x1D])
         return _tokenizer.IndicatorDropout(self.indicator_dropout).apply(raw, rng)
 
@@ -347,6 +389,7 @@ class TokenizePrompt:
         prompt = to_text(data.pop("prompt"))
         advantage = self._indicator(data) if self.use_advantage else None
         data.pop("adv_ind", None)
+        data.pop("sample_id", None)
         kwargs: dict[str, Any] = {}
         if self.discrete_state_input:
             kwargs["state"] = np.asarray(data["state"], dtype=np.float32)

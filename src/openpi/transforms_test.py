@@ -139,3 +139,31 @@ def test_tokenize_requires_prompt(tiny_spm_model):
     _, transform = _tokenize(tiny_spm_model)
     with pytest.raises(_t.TransformError, match="prompt"):
         transform({"state": np.zeros(14)})
+
+
+def _fresh_dict_robot(data):
+    """openpi's AlohaInputs / LiberoInputs style: builds a new dict with only the robot keys."""
+    return {"state": data["state"], "prompt": data["prompt"]}
+
+
+def test_indicator_and_dropout_draw_survive_a_fresh_dict_robot_transform(tiny_spm_model):
+    """Issue 14.1: the indicator and the per-frame dropout draw must not depend on the robot forwarding keys."""
+    tok, tokenize = _tokenize(tiny_spm_model, indicator_dropout=0.5, seed=3)
+    chain = _t.compose([_fresh_dict_robot, tokenize])
+    state = np.zeros(14, np.float32)
+    kept = []
+    for i in range(200):
+        out = chain({"prompt": "x", "state": state, "adv_ind": "positive", "sample_id": i})
+        assert "adv_ind" not in out and "sample_id" not in out  # consumed by the tokenizer, not carried past it
+        kept.append("Advantage: positive" in tok.decode(out["tokenized_prompt"][out["tokenized_prompt_mask"]]))
+    assert 0.35 < np.mean(kept) < 0.65  # a per-frame draw, not one draw shared by every frame
+
+
+def test_pi06_tokenizer_refuses_a_frame_without_its_indicator(tiny_spm_model):
+    """Issue 14.1: a missing adv_ind key is an error for pi0.6, not the unconditional prompt."""
+    _, tokenize = _tokenize(tiny_spm_model)
+    with pytest.raises(_t.TransformError, match="no 'adv_ind'"):
+        tokenize({"prompt": "x", "state": np.zeros(14, np.float32)})
+    _, dropout = _tokenize(tiny_spm_model, indicator_dropout=0.3)
+    with pytest.raises(_t.TransformError, match="sample_id"):
+        dropout({"prompt": "x", "state": np.zeros(14, np.float32), "adv_ind": "positive"})

@@ -170,3 +170,17 @@ def test_bad_requests_raise_user_errors(plain):
         plain.infer(obs)
     with pytest.raises(errors.UserError, match="14 dims"):
         plain.infer(_obs(state=np.zeros(7, np.float32)))
+
+
+def test_repack_transforms_keep_the_served_indicator(train_config, params, chains, plain, noise):
+    """Issue 14.2: a serving repack that does not name adv_ind must not turn the prompt unconditional."""
+    inputs, outputs = chains
+    structure = {"images": {c: f"images/{c}" for c in ("cam_high", "cam_left_wrist", "cam_right_wrist")}}
+    repack = _transforms.RepackTransform({**structure, "state": "state", "prompt": "prompt"})
+    served = _make(train_config, params, ([repack, *inputs], outputs))
+    for adv_ind in ("positive", "negative", "none"):
+        expected = plain.infer(_obs(adv_ind=adv_ind), noise=noise)["actions"]
+        np.testing.assert_array_equal(served.infer(_obs(adv_ind=adv_ind), noise=noise)["actions"], expected)
+    np.testing.assert_array_equal(
+        served.infer(_obs(), noise=noise)["actions"], plain.infer(_obs(adv_ind="positive"), noise=noise)["actions"]
+    )
