@@ -175,6 +175,10 @@ class TabletopEnv:
         others = [i for i in range(3) if i != self.target]
         return self._action_towards(others[index % len(others)])
 
+    def idle_action(self) -> np.ndarray:
+        """Stay put without pressing (the scripted expert's hesitation; a zero press would be ambiguous)."""
+        return np.array([0.0, 0.0, -1.0], dtype=np.float32)
+
     def progress(self) -> float:
         """Negative distance from the gripper to the target button's centre."""
         return -float(np.linalg.norm(self.buttons[self.target] - self.gripper))
