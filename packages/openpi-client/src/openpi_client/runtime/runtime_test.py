@@ -217,7 +217,8 @@ def test_rate_limit_sleeps_only_the_rest_of_the_period(monkeypatch):
     elapsed = time.monotonic() - start
     assert elapsed >= 9 * period - 1e-3
     assert elapsed < 9 * period + 2.0  # loose: a busy machine may oversleep, never undersleep
-    assert len(requested) == 9 and all(0 < s <= period for s in requested)
+    # At most one wait between consecutive steps (a step slowed past the period by a busy machine needs none).
+    assert len(requested) <= 9 and all(0 < s <= period for s in requested)
 
     # Steps that take 15 ms of the 20 ms period: at most the remaining 5 ms is slept.
     requested.clear()
