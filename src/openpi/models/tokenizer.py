@@ -33,6 +33,9 @@ INDICATORS = (POSITIVE, NEGATIVE)
 NO_INDICATOR = ("none", "")
 
 NUM_STATE_BINS = 256
+# The paper's indicator dropout rate (30 % of training frames see the unconditional prompt). Stated here once:
+# `IndicatorDropout` and `TrainConfig.indicator_dropout` (its default for pi0.6 models) both read it.
+PAPER_INDICATOR_DROPOUT = 0.3
 
 
 class InvalidIndicatorError(errors.UserError, ValueError):
@@ -124,7 +127,7 @@ class IndicatorDropout:
     is an indicator, so the stream does not depend on the labels.
     """
 
-    rate: float = 0.3
+    rate: float = PAPER_INDICATOR_DROPOUT
 
     def __post_init__(self):
         if not 0.0 <= self.rate <= 1.0:

@@ -24,7 +24,7 @@ HORIZON = 8
 @pytest.fixture(scope="module")
 def train_config(tiny_spm_model):
     config = _config.get_config("debug_pi06")
-    assert config.indicator_dropout > 0  # a training config: the policy must switch dropout off itself
+    assert config.resolved_indicator_dropout > 0  # a training config: the policy must switch dropout off itself
     return dataclasses.replace(
         config, model=dataclasses.replace(config.model, action_horizon=HORIZON), tokenizer_path=str(tiny_spm_model)
     )

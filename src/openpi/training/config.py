@@ -286,16 +286,25 @@ class TrainConfig:
     policy_metadata: tyro.conf.Suppress[dict[str, Any] | None] = None
     fsdp_devices: int = 1
     """Devices that share (shard) parameters and optimizer state; must divide the device count."""
-    indicator_dropout: float = 0.0
-    """Probability of dropping the advantage clause per frame (pi0.6 train configs 0.3; `_infer` twins 0)."""
+    indicator_dropout: float | None = None
+    """Probability of dropping the advantage clause per frame; None: the paper's 0.3 for pi0.6 models, else 0
+    (`_infer` twins set 0). See `resolved_indicator_dropout`."""
     tokenizer_path: str | None = None
     """PaliGemma SentencePiece model; None = $OPENPI_DATA_HOME/big_vision/paligemma_tokenizer.model."""
 
     def __post_init__(self):
-        if not 0.0 <= self.indicator_dropout <= 1.0:
+        if self.indicator_dropout is not None and not 0.0 <= self.indicator_dropout <= 1.0:
             raise errors.ConfigError(f"indicator_dropout must be in [0, 1], got {self.indicator_dropout}.")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise errors.ConfigError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}.")
+
+    @property
+    def resolved_indicator_dropout(self) -> float:
+        """The dropout used in training: the field, else `PAPER_INDICATOR_DROPOUT` for pi0.6 models (so a
+        user-written pi0.6 config cannot train without the unconditional prompt that CFG needs), else 0."""
+        if self.indicator_dropout is not None:
+            return self.indicator_dropout
+        return _tokenizer.PAPER_INDICATOR_DROPOUT if self.model.pistar else 0.0
 
     @property
     def assets_dirs(self) -> pathlib.Path:
@@ -316,7 +325,7 @@ class TrainConfig:
             self.assets_dirs,
             self.model,
             tokenizer_path=self.tokenizer_path,
-            indicator_dropout=self.indicator_dropout if train else 0.0,
+            indicator_dropout=self.resolved_indicator_dropout if train else 0.0,
             seed=self.seed,
         )
 
@@ -341,7 +350,7 @@ def _yam_pi06_configs() -> list[TrainConfig]:
     sft_loader = weight_loaders.CheckpointWeightLoader(YAM_SFT_PARAMS)
     data = LeRobotYamDataConfig(repo_id=YAM_VIAL_REPO_ID, assets=_YAM_ASSETS)
     recap = LeRobotYamDataConfig(repo_id=YAM_VIAL_RECAP_REPO_ID, assets=_YAM_ASSETS)
-    common = {"indicator_dropout": 0.3, "num_train_steps": 30_000}
+    common = {"num_train_steps": 30_000}
     full = {"model": _pi06(), "batch_size": 56, **common}
     lora = {"model": _pi06(**_LORA), "batch_size": 4, "ema_decay": None, **common}
     return [
@@ -357,7 +366,7 @@ def _with_infer_twins(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
     """`<name>_infer`: the same config with indicator dropout off (what serving must use)."""
     out = list(configs)
     for config in configs:
-        if config.indicator_dropout > 0:
+        if config.resolved_indicator_dropout > 0:
             out.append(dataclasses.replace(config, name=f"{config.name}_infer", indicator_dropout=0.0))
     return out
 
@@ -407,7 +416,6 @@ def _configs() -> list[TrainConfig]:
             log_interval=1,
             overwrite=True,
             wandb_enabled=False,
-            indicator_dropout=0.3,
             lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=2, peak_lr=1e-3, decay_steps=100, decay_lr=1e-4),
         ),
         # Stage 2 of the RECAP loop: plain pi0.5 SFT on the YAM demonstrations.
@@ -420,11 +428,10 @@ def _configs() -> list[TrainConfig]:
         TrainConfig(name="demo_pi05", model=pi0_config.Pi0Config(pi05=True, **_DUMMY),
                     data=dataclasses.replace(demo_data, use_advantage=False), **{k: v for k, v in demo.items() if k != "model"}),
         *_with_infer_twins([
-            TrainConfig(name="demo_pi06", data=demo_data, indicator_dropout=0.3, **demo),
+            TrainConfig(name="demo_pi06", data=demo_data, **demo),
             TrainConfig(
                 name="demo_pi06_recap",
                 data=dataclasses.replace(demo_data, repo_id=DEMO_RECAP_DATASET),
-                indicator_dropout=0.3,
                 **demo,
             ),
         ]),

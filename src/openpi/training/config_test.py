@@ -4,6 +4,7 @@ import jax
 import pytest
 
 from openpi.models import pi0_config
+from openpi.models import tokenizer as _tokenizer
 from openpi.shared import errors
 from openpi.training import config as _config
 from openpi.training import weight_loaders
@@ -33,8 +34,8 @@ def test_community_pi06_names_and_infer_twins():
     names = set(_config.config_names())
     for name in PI06_YAM:
         train, infer = _config.get_config(name), _config.get_config(f"{name}_infer")
-        assert train.indicator_dropout == 0.3 and infer.indicator_dropout == 0.0
-        assert dataclasses.replace(infer, name=name, indicator_dropout=0.3) == train
+        assert train.resolved_indicator_dropout == 0.3 and infer.resolved_indicator_dropout == 0.0
+        assert dataclasses.replace(infer, name=name, indicator_dropout=None) == train
         assert train.model.pi05 and train.model.pistar
         assert train.data.use_advantage and not train.data.prompt_from_task
     assert {"debug", "debug_pi06", "demo_pi06", "demo_pi06_recap", "pi05_yam_vial_30fps"} <= names
@@ -91,3 +92,23 @@ def test_yam_data_config_transforms(tmp_path, tiny_spm_model):
     infer = cfg.create_data_config(train=False)
     assert next(t for t in infer.model_transforms.inputs if type(t).__name__ == "TokenizePrompt").indicator_dropout == 0
     assert isinstance(cfg.model, pi0_config.Pi0Config)
+
+
+def test_indicator_dropout_defaults_to_the_papers_rate_for_pi06_only(tiny_spm_model):
+    """Issue 14.3: a user-written pi0.6 config trains with the paper's dropout without restating it; pi0.5 never."""
+    data = _config.LeRobotYamDataConfig(repo_id="/nonexistent/ds", assets=_config.AssetsConfig(asset_id="x"))
+
+    def dropout(model, train=True, **kw):
+        cfg = _config.TrainConfig(name="mine", model=model, data=data, tokenizer_path=str(tiny_spm_model), **kw)
+        dc = cfg.create_data_config(train=train)
+        return next(t for t in dc.model_transforms.inputs if type(t).__name__ == "TokenizePrompt").indicator_dropout
+
+    pi06 = pi0_config.Pi0Config(pi05=True, pistar=True, paligemma_variant="dummy", action_expert_variant="dummy")
+    assert dropout(pi06) == 0.3
+    assert _tokenizer.PAPER_INDICATOR_DROPOUT == 0.3  # the one place the paper's rate is written
+    assert dropout(pi06, train=False) == 0.0
+    assert dropout(pi06, indicator_dropout=0.1) == 0.1
+    assert dropout(dataclasses.replace(pi06, pistar=False)) == 0.0
+    for name in _config.config_names():  # every registered _infer twin still serves without dropout
+        if name.endswith("_infer"):
+            assert _config.get_config(name).resolved_indicator_dropout == 0.0, name
