@@ -28,6 +28,11 @@ class SimEnv(Protocol):
     instruction), ``max_steps`` (reaching it without success is a failure), ``action_dim``, ``state_dim``,
     ``cameras`` (names of the images in an observation; ``()`` for state-only envs), and the episode's
     ``done`` / ``success`` / ``num_steps``.
+
+    Optional helpers the scripted expert uses when an env has them (and replaces by generic fallbacks when
+    it does not): ``distractor_action(index)`` (what heading the wrong way means here, e.g. towards another
+    button; fallback: the negated expert action) and ``idle_action()`` (standing still without side effects;
+    fallback: the zero action).
     """
 
     env_name: str
