@@ -239,11 +239,13 @@ class Module(nn.Module):
     use_adarms: Sequence[bool] = (False, False)
     # Rematerialise each layer in the backward pass (saves activation memory at full size).
     remat: bool = True
+    # Rows of the token embedding: PaliGemma's 257,152 (openpi), fewer for toy tokenizers.
+    vocab_size: int = PALIGEMMA_VOCAB_SIZE
 
     def setup(self):
         if len({c.depth for c in self.configs}) != 1:
             raise ValueError("All experts must have the same depth.")
-        self.embedder = Embedder(PALIGEMMA_VOCAB_SIZE, self.configs[0].width, name="embedder")
+        self.embedder = Embedder(self.vocab_size, self.configs[0].width, name="embedder")
         block = Block
         if self.remat:
             block = nn.remat(Block, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)

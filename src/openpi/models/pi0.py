@@ -56,7 +56,9 @@ class _PaliGemma(nn.Module):
     def setup(self):
         c = self.config
         pg, ae = gemma.get_config(c.paligemma_variant), gemma.get_config(c.action_expert_variant)
-        self.llm = gemma.Module(configs=(pg, ae), embed_dtype=c.dtype, use_adarms=(False, c.pi05), remat=c.remat)
+        self.llm = gemma.Module(
+            configs=(pg, ae), embed_dtype=c.dtype, use_adarms=(False, c.pi05), remat=c.remat, vocab_size=c.vocab_size
+        )
         self.img = siglip.Module(num_classes=pg.width, variant=c.siglip_variant, dtype_mm=c.dtype, remat=c.remat)
 
 
@@ -85,6 +87,9 @@ class Pi0Module(nn.Module):
         """Image tokens [B, n_cam * n_tok, D] and their mask; all cameras go through SigLIP in one batched call."""
         keys = list(obs.images)
         batch = obs.state.shape[0]
+        if not keys:  # a state-only config (e.g. MetaWorld from state observations)
+            width = gemma.get_config(self.config.paligemma_variant).width
+            return jnp.zeros((batch, 0, width), jnp.float32), jnp.zeros((batch, 0), bool)
         stacked = jnp.concatenate([obs.images[k] for k in keys], axis=0)
         tokens = self.PaliGemma.img(stacked)
         n_tok = tokens.shape[1]
@@ -201,9 +206,17 @@ class Pi0:
         variables = self.module.init(rng, obs, act, method=Pi0Module.init_all)
         return flax.core.unfreeze(variables["params"])  # plain nested dicts, as openpi checkpoints
 
+    def _preprocess(self, rng, observation: _model.Observation, *, train: bool) -> _model.Observation:
+        c = self.config
+        return _model.preprocess_observation(
+            rng, observation, train=train, image_keys=c.image_keys, image_resolution=c.image_resolution
+        )
+
     def _check(self, observation: _model.Observation, actions=None) -> None:
         c = self.config
-        _model.check_observation(observation, state_dim=c.action_dim, max_token_len=c.max_token_len)
+        _model.check_observation(
+            observation, image_keys=c.image_keys, state_dim=c.action_dim, max_token_len=c.max_token_len
+        )
         if actions is not None:
             _model.check_actions(
                 actions, batch_size=observation.batch_size, action_horizon=c.action_horizon, action_dim=c.action_dim
@@ -215,7 +228,7 @@ class Pi0:
         """Flow-matching loss per sample and action step, [B, H] (mean over the action dimension)."""
         self._check(observation, actions)
         preprocess_rng, noise_rng, time_rng = jax.random.split(rng, 3)
-        obs = _model.preprocess_observation(preprocess_rng, observation, train=train)
+        obs = self._preprocess(preprocess_rng, observation, train=train)
         actions = jnp.asarray(actions, jnp.float32)
         batch_shape = actions.shape[:-2]
         noise = jax.random.normal(noise_rng, actions.shape)
@@ -228,7 +241,7 @@ class Pi0:
 
     def prefix_outputs(self, params: _model.Params, observation: _model.Observation, noisy_actions, timestep):
         """Prefix activations of a joint prefix + suffix pass (for checking that the prefix ignores the suffix)."""
-        obs = _model.preprocess_observation(None, observation, train=False)
+        obs = self._preprocess(None, observation, train=False)
         _, prefix_out = self.module.apply({"params": params}, obs, noisy_actions, timestep, method=Pi0Module.forward)
         return prefix_out
 
@@ -267,7 +280,7 @@ class Pi0:
                 "Classifier-free guidance needs guidance_scale, uncond_tokenized_prompt and "
                 "uncond_tokenized_prompt_mask together; pass all three or none."
             )
-        obs = _model.preprocess_observation(None, observation, train=False)
+        obs = self._preprocess(None, observation, train=False)
         batch = obs.batch_size
         x = self._noise(rng, batch, noise)
         uncond = uncond_mask = None
@@ -310,7 +323,7 @@ class Pi0:
     ) -> jax.Array:
         """Uncached sampling: every step runs the full prefix + suffix pass. Slow; for checking the cached path."""
         self._check(observation)
-        obs = _model.preprocess_observation(None, observation, train=False)
+        obs = self._preprocess(None, observation, train=False)
         module, variables = self.module, {"params": params}
         dt = -1.0 / num_steps
 

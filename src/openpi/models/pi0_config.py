@@ -49,6 +49,13 @@ class Pi0Config(_model.BaseModelConfig):
     siglip_variant: str | None = None
     # Rematerialise transformer layers in the backward pass (memory for speed; openpi always does).
     remat: bool = True
+    # Toy-size knobs (openpi's values by default; the parameter tree changes only through `vocab_size`):
+    # the cameras the model reads (model-side names, in order; () = state only), the resolution images are
+    # resized to before SigLIP, and the rows of the token embedding (at dummy width the 257k-row PaliGemma
+    # table is >95 % of the parameters and of the optimizer's work; toy tokenizers need far fewer rows).
+    image_keys: tuple[str, ...] = _model.IMAGE_KEYS
+    image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
+    vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
 
     def __post_init__(self):
         if self.pistar and not self.pi05:
@@ -62,6 +69,17 @@ class Pi0Config(_model.BaseModelConfig):
             tiny = self.paligemma_variant.startswith("dummy")
             object.__setattr__(self, "siglip_variant", TINY_SIGLIP if tiny else "So400m/14")
         gemma.get_config(self.paligemma_variant)
+        unknown = [k for k in self.image_keys if k not in _model.IMAGE_KEYS]
+        if unknown:
+            raise errors.ConfigError(
+                f"Pi0Config.image_keys {unknown} are not model cameras; use some of {_model.IMAGE_KEYS}."
+            )
+        if len(self.image_resolution) != 2 or min(self.image_resolution) < 1:
+            raise errors.ConfigError(
+                f"Pi0Config.image_resolution must be (height, width), got {self.image_resolution}."
+            )
+        if self.vocab_size < 1:
+            raise errors.ConfigError(f"Pi0Config.vocab_size must be positive, got {self.vocab_size}.")
         gemma.get_config(self.action_expert_variant)
         siglip.get_config(self.siglip_variant)
         if self.dtype not in ("bfloat16", "float32", "float16"):
@@ -88,11 +106,11 @@ class Pi0Config(_model.BaseModelConfig):
         return jax.eval_shape(self.init_params, jax.random.key(0))
 
     def inputs_spec(self, *, batch_size: int = 1) -> tuple[_model.Observation, jax.ShapeDtypeStruct]:
-        image = jax.ShapeDtypeStruct((batch_size, *_model.IMAGE_RESOLUTION, 3), jnp.float32)
+        image = jax.ShapeDtypeStruct((batch_size, *self.image_resolution, 3), jnp.float32)
         mask = jax.ShapeDtypeStruct((batch_size,), jnp.bool_)
         obs = _model.Observation(
-            images=dict.fromkeys(_model.IMAGE_KEYS, image),
-            image_masks=dict.fromkeys(_model.IMAGE_KEYS, mask),
+            images=dict.fromkeys(self.image_keys, image),
+            image_masks=dict.fromkeys(self.image_keys, mask),
             state=jax.ShapeDtypeStruct((batch_size, self.action_dim), jnp.float32),
             tokenized_prompt=jax.ShapeDtypeStruct((batch_size, self.max_token_len), jnp.int32),
             tokenized_prompt_mask=jax.ShapeDtypeStruct((batch_size, self.max_token_len), jnp.bool_),

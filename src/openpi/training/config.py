@@ -19,6 +19,7 @@ import tyro
 from openpi import transforms as _transforms
 from openpi.models import pi0_config
 from openpi.models import tokenizer as _tokenizer
+from openpi.policies import sim_policy
 from openpi.policies import yam_policy
 from openpi.shared import errors
 from openpi.shared import normalize as _normalize
@@ -95,10 +96,15 @@ class ModelTransformFactory:
         seed: int = 0,
     ) -> _transforms.Group:
         tokenizer = _tokenizer.PaligemmaTokenizer(model_config.max_token_len, tokenizer_path)
+        if tokenizer.vocab_size > model_config.vocab_size:
+            raise errors.ConfigError(
+                f"The tokenizer {tokenizer.model_path} has {tokenizer.vocab_size} pieces but the model embeds only "
+                f"{model_config.vocab_size}; raise --model.vocab-size or use a smaller tokenizer."
+            )
         return _transforms.Group(
             inputs=[
                 _transforms.InjectDefaultPrompt(self.default_prompt),
-                _transforms.ResizeImages(224, 224),
+                _transforms.ResizeImages(*model_config.image_resolution),
                 _transforms.TokenizePrompt(
                     tokenizer,
                     discrete_state_input=model_config.discrete_state_input,
@@ -246,6 +252,52 @@ class LeRobotYamDataConfig(DataConfigFactory):
 
 
 @dataclasses.dataclass(frozen=True)
+class LeRobotSimDataConfig(DataConfigFactory):
+    """A dataset recorded in `openpi.sim` by `scripts/collect_rollouts.py`: the env's cameras, a small state and
+    action, the task text as the prompt, and the RECAP columns for pi0.6 configs."""
+
+    repo_id: str | None = None
+    """Dataset root written by scripts/collect_rollouts.py (or its RECAP/relabelled successors)."""
+    cameras: tuple[str, ...] = ("top",)
+    """Simulator cameras stored in the dataset (observation.images.<camera>); () for state-only envs."""
+    action_dim: int = 3
+    """The env's action dimension (model outputs are cut back to it)."""
+    use_advantage: bool = True
+    """Read the adv_ind column (pi0.6 configs)."""
+
+    def create(self, assets_dirs, model_config, *, tokenizer_path=None, indicator_dropout=0.0, seed=0) -> DataConfig:
+        if self.repo_id is None:
+            raise errors.ConfigError("LeRobotSimDataConfig.repo_id is not set; pass --data.repo-id=<dataset root>.")
+        structure: dict[str, Any] = {
+            "images": {camera: sim_policy.dataset_camera(camera) for camera in self.cameras},
+            "state": "observation.state",
+            "actions": "action",
+            "prompt": "prompt",
+        }
+        columns = ["observation.state", "action"]
+        if self.use_advantage:
+            structure["adv_ind"] = "adv_ind"
+            columns.append("adv_ind")
+        model_transforms = ModelTransformFactory(None)(
+            model_config, tokenizer_path=tokenizer_path, indicator_dropout=indicator_dropout, seed=seed
+        )
+        return DataConfig(
+            repo_id=self.repo_id,
+            asset_id=self.resolved_asset_id(),
+            norm_stats=self.load_norm_stats(assets_dirs),
+            repack_transforms=_transforms.Group(inputs=[_transforms.RepackTransform(structure)]),
+            data_transforms=_transforms.Group(
+                inputs=[sim_policy.SimInputs(model_config.image_keys)],
+                outputs=[sim_policy.SimOutputs(self.action_dim)],
+            ),
+            model_transforms=model_transforms,
+            use_quantile_norm=model_config.pi05,
+            prompt_from_task=True,
+            required_columns=tuple(columns),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One named training run; field names and defaults follow openpi's `TrainConfig`."""
 
@@ -371,6 +423,62 @@ def _with_infer_twins(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
     return out
 
 
+# Toy sizes for the simulated tasks (openpi.sim): dummy Gemma experts, SigLIP mu/8 on one 32 px camera (16 image
+# tokens), a 512-piece tokenizer (the 257k-row embedding would be >95 % of the parameters), short prompts and
+# chunks, no remat. A CPU train step at batch 32 takes tens of milliseconds (benchmarks/recap_sim_bench.py).
+SIM_DATASET = "./sim_output/data/tabletop"
+SIM_TOKENIZER_VOCAB = 512
+_SIM_MODEL = {
+    "paligemma_variant": "dummy",
+    "action_expert_variant": "dummy",
+    "dtype": "float32",
+    "siglip_variant": "mu/8",
+    "image_keys": ("base_0_rgb",),
+    "image_resolution": (32, 32),
+    "vocab_size": SIM_TOKENIZER_VOCAB,
+    "action_dim": 8,
+    "action_horizon": 10,
+    "remat": False,
+}
+# MetaWorld from state observations: no camera at all.
+_SIM_STATE_ONLY = {**_SIM_MODEL, "image_keys": ()}
+
+
+def _sim_configs() -> list[TrainConfig]:
+    """BC (pi0.5) and RECAP (pi0.6) on a simulated dataset; the experiment overrides repo_id and steps per arm."""
+    steps = 1500
+    common = {
+        "batch_size": 32,
+        "num_train_steps": steps,
+        "log_interval": 100,
+        "save_interval": steps,
+        "keep_period": None,
+        "num_workers": 2,
+        "wandb_enabled": False,
+        "ema_decay": None,
+        "lr_schedule": _optimizer.CosineDecaySchedule(warmup_steps=50, peak_lr=1e-3, decay_steps=steps, decay_lr=5e-5),
+    }
+    out = []
+    for suffix, model, data in (
+        ("", _SIM_MODEL, LeRobotSimDataConfig(repo_id=SIM_DATASET)),
+        ("_metaworld", _SIM_STATE_ONLY, LeRobotSimDataConfig(repo_id=SIM_DATASET + "_metaworld", cameras=(), action_dim=4)),
+    ):
+        out.append(TrainConfig(
+            name=f"sim_pi05{suffix}",
+            model=pi0_config.Pi0Config(pi05=True, max_token_len=48, **model),
+            data=dataclasses.replace(data, use_advantage=False),
+            **common,
+        ))
+        out.extend(_with_infer_twins([TrainConfig(
+            name=f"sim_pi06{suffix}",
+            model=_pi06(max_token_len=48 + pi0_config.PISTAR_EXTRA_TOKENS, **model),
+            data=data,
+            indicator_dropout=0.3,
+            **common,
+        )]))
+    return out
+
+
 def _configs() -> list[TrainConfig]:
     base_loader = weight_loaders.CheckpointWeightLoader("gs://openpi-assets/checkpoints/pi05_base/params")
     sft_data = LeRobotYamDataConfig(repo_id=YAM_VIAL_REPO_ID, use_advantage=False, assets=_YAM_ASSETS)
@@ -435,6 +543,7 @@ def _configs() -> list[TrainConfig]:
                 **demo,
             ),
         ]),
+        *_sim_configs(),
     ]  # fmt: skip
 
 
