@@ -150,7 +150,9 @@ def load(directory: pathlib.Path | str) -> dict[str, NormStats]:
             f"Norm stats file not found at {path}; run `scripts/compute_norm_stats.py <config or dataset>` to create "
             "it, or copy the checkpoint's assets/<asset_id>/norm_stats.json there."
         )
-    return deserialize_json(path.read_text(), source=str(path))
+    stats = deserialize_json(path.read_text(), source=str(path))
+    check_finite(stats, source=str(path))
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -237,3 +237,13 @@ def test_constant_dims_at_large_magnitude_then_widened():
     y = np.stack([np.linspace(1e6 - 50, 1e6 + 50, 10000), np.full(10000, 1e6)], axis=1)
     running.update(y)
     _assert_matches_reference(running.get_statistics(), np.concatenate([x, y]), bins=2.0)
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
+def test_load_refuses_non_finite_stats(tmp_path: pathlib.Path, bad: str):
+    """Issue 14.5: a corrupt file with NaN/inf must not load silently (it would give NaN actions)."""
+    fields = '"mean": [0.0, BAD], "std": [1.0, 1.0], "q01": [0, 0], "q99": [1, 1]'.replace("BAD", bad)
+    text = '{"norm_stats": {"state": {' + fields + "}}}"
+    (tmp_path / normalize.NORM_STATS_FILENAME).write_text(text)
+    with pytest.raises(normalize.NormStatsError, match=r"state\.mean contains NaN or inf"):
+        normalize.load(tmp_path)
