@@ -22,6 +22,9 @@ World (arena ``[0, 1]^2``, world ``x`` = image column, world ``y`` = image row, 
   ``wrist_half_width`` centred on the gripper at the same resolution (black outside the arena). The gripper
   is a white cross. Discs are drawn from precomputed pixel-centre grids; the top view's static part (table
   and buttons) is drawn once per episode.
+
+Speed (one shared 2-core CPU under load, 32 px): ~14k `step`/s with the top camera, ~7k/s with top and
+wrist, ~24k/s state-only; ~1.2k `reset`/s; ~65k `expert_action`/s. An expert episode is ~9 steps on average.
 """
 
 import difflib
@@ -125,6 +128,8 @@ class TabletopEnv:
         The overrides exist so that tests and demonstrations can place things exactly; the seed still decides
         whatever is not overridden.
         """
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise base.SimError(f"The tabletop env's seed must be a non-negative integer, got {seed!r}.")
         rng = np.random.default_rng(seed)
         if buttons is None:
             self.buttons = _sample_buttons(rng)

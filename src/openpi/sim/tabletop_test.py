@@ -161,5 +161,7 @@ def test_bad_input_is_one_clear_error():
         env.step(np.zeros(7))
     with pytest.raises(base.SimError, match="non-finite"):
         env.step([np.nan, 0.0, 0.0])
+    with pytest.raises(base.SimError, match="non-negative integer"):
+        env.reset(-1)
     with pytest.raises(base.SimError, match="buttons"):
         env.reset(0, buttons=[[0.2, 0.2]])
