@@ -34,6 +34,8 @@ class Operator:
 
     Collection records ``intervention = 1`` exactly for the frames whose call returned True. The noise-free
     expert is never interrupted on the tabletop (it gains ``speed`` progress per step and is always safe).
+    The defaults are tuned to the tabletop's progress units; the stall rule only makes sense for an env whose
+    expert gains at least ``min_progress`` over every ``stall_steps`` steps, so choose them per env.
     ``reason`` says why the current or last takeover started ("stall" or "unsafe").
     """
 
