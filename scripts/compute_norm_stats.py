@@ -12,8 +12,10 @@ decoded. What the pipeline would have changed is reproduced on the columns: acti
 the config's action horizon (the last frame of an episode repeating past its end, as LeRobot pads), and
 made relative to the state on the delta-action dims, exactly as the `DeltaActions` transform does.
 
-The output goes to `<assets_base_dir>/<asset_id>/norm_stats.json` (openpi's place, default
-`./assets/<asset_id>/`), or to `--output-dir`. The file is written atomically.
+For a config the output goes to `<assets_base_dir>/<config name>/<asset_id>/norm_stats.json`, the place the
+trainer reads first (openpi's), so fresh stats are never shadowed by older ones there; for a dataset root (no
+config) to `<assets_base_dir>/<asset_id>/` (default `./assets/<asset_id>/`), the trainer's shared fallback that
+configs over the same frames read. `--output-dir` overrides both. The file is written atomically.
 """
 
 import dataclasses
@@ -43,7 +45,8 @@ class Args:
     target: tyro.conf.Positional[str]
     """A TrainConfig name, a dataset root, or a `<org>/<name>` repo id under $HF_LEROBOT_HOME."""
     output_dir: pathlib.Path | None = None
-    """Where to write norm_stats.json; default `<assets_base_dir>/<asset_id>`."""
+    """Where to write norm_stats.json; default `<assets_base_dir>/<config name>/<asset_id>` for a config (where
+    the trainer reads first), `<assets_base_dir>/<asset_id>` for a dataset."""
     assets_base_dir: pathlib.Path | None = None
     """Default: the config's `assets_base_dir`, else `./assets`."""
     asset_id: str | None = None
@@ -231,7 +234,7 @@ def _plan_from_config(name: str, args: Args) -> Plan:
         mask = data.delta_action_mask
     return Plan(
         dataset=str(repo_id),
-        output_dir=args.output_dir or base / str(asset_id),
+        output_dir=args.output_dir or base / cfg.name / str(asset_id),
         state_key=args.state_key or data.state_key,
         action_key=args.action_key or data.action_key,
         action_horizon=int(args.action_horizon or cfg.model.action_horizon),

@@ -116,10 +116,12 @@ def test_config_name_writes_where_the_training_config_looks(tmp_path: pathlib.Pa
     monkeypatch.chdir(tmp_path)
     small = synthetic.SyntheticConfig(num_episodes=4, image_size=16)
     synthetic.write_dataset(cfg.data.repo_id, small, use_videos=False)
+    # Issue 14.4: stale stats in the trainer's first place (<assets>/<config>/<asset_id>, openpi's) must not shadow
+    # the fresh ones: the script writes exactly there.
+    stale = normalize.NormStats(mean=[0.0] * 14, std=[1.0] * 14, q01=[-1.0] * 14, q99=[1.0] * 14)
+    normalize.save(cfg.assets_dirs / cfg.data.resolved_asset_id(), {"state": stale, "actions": stale})
     path = cns.run(cns.Args(target=name))
-    assert (
-        path.resolve() == (tmp_path / cfg.assets_base_dir / cfg.data.resolved_asset_id() / "norm_stats.json").resolve()
-    )
+    assert path.resolve() == (cfg.assets_dirs / cfg.data.resolved_asset_id() / "norm_stats.json").resolve()
     # The training side finds and loads exactly these stats.
     found = cfg.data.load_norm_stats(pathlib.Path(cfg.assets_base_dir).absolute() / name)
     written = normalize.load(path.parent)

@@ -200,8 +200,9 @@ def main(args: Args) -> None:
                            f"--num-episodes={args.num_episodes}", "--overwrite"], "1_dataset")  # fmt: skip
     if args.from_stage <= 2:
         stage = runner.stage(2, "Norm stats (parquet columns only)")
+        # Into the shared <assets>/<asset_id>: demo_pi06 and demo_pi06_recap (same frames) both read it.
         runner.run(stage, [*py, "scripts/compute_norm_stats.py", "demo_pi06", f"--assets-base-dir={assets}",
-                           f"--repo-id={dataset}"], "2_norm_stats")  # fmt: skip
+                           f"--repo-id={dataset}", f"--output-dir={assets / 'yam_synthetic'}"], "2_norm_stats")  # fmt: skip
     if args.from_stage <= 3:
         stage = runner.stage(3, "pi0.6 fine-tune with the advantage indicator (demo_pi06)")
         log = runner.run(stage, [*py, "scripts/train.py", "demo_pi06", f"--data.repo-id={dataset}", *common_train],

@@ -154,12 +154,26 @@ class DataConfigFactory(abc.ABC):
         return [assets_dirs / asset_id, assets_dirs.parent / asset_id]
 
     def load_norm_stats(self, assets_dirs: pathlib.Path) -> dict[str, _normalize.NormStats] | None:
-        """Norm stats from the assets dirs, or None (with a warning) when not computed yet."""
+        """Norm stats from the assets dirs, or None (with a warning) when not computed yet.
+
+        When both places hold stats and they differ, this refuses rather than picking one: stale stats that
+        shadow fresh ones train (or serve) on a silently wrong scale.
+        """
         candidates = self.norm_stats_dirs(assets_dirs)
-        for directory in candidates:
-            if (directory / _normalize.NORM_STATS_FILENAME).is_file():
-                logger.info("Loading norm stats from %s", directory)
-                return _normalize.load(directory)
+        found = [d for d in candidates if (d / _normalize.NORM_STATS_FILENAME).is_file()]
+        if found:
+            stats = _normalize.load(found[0])
+            for other in found[1:]:
+                other_stats = _normalize.load(other)
+                if stats.keys() != other_stats.keys() or not all(
+                    stats[k].allclose(other_stats[k], atol=0) for k in stats
+                ):
+                    raise errors.ConfigError(
+                        f"Norm stats in {found[0]} and {other} differ and the first would shadow the second; delete "
+                        "the stale one (scripts/compute_norm_stats.py <config> writes the first)."
+                    )
+            logger.info("Loading norm stats from %s", found[0])
+            return stats
         if candidates:
             logger.warning(
                 "No norm stats in %s; run scripts/compute_norm_stats.py first.", [str(c) for c in candidates]

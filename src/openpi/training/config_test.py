@@ -112,3 +112,19 @@ def test_indicator_dropout_defaults_to_the_papers_rate_for_pi06_only(tiny_spm_mo
     for name in _config.config_names():  # every registered _infer twin still serves without dropout
         if name.endswith("_infer"):
             assert _config.get_config(name).resolved_indicator_dropout == 0.0, name
+
+
+def test_norm_stats_in_both_places_must_agree(tmp_path):
+    """Issue 14.4: stats under <assets>/<config>/<asset_id> and <assets>/<asset_id> that differ are refused."""
+    from openpi.shared import normalize
+
+    data = _config.LeRobotYamDataConfig(repo_id="/nonexistent/ds", assets=_config.AssetsConfig(asset_id="ds"))
+    one = normalize.NormStats(mean=[0.0] * 3, std=[1.0] * 3, q01=[-1.0] * 3, q99=[1.0] * 3)
+    two = normalize.NormStats(mean=[5.0] * 3, std=[2.0] * 3, q01=[-1.0] * 3, q99=[9.0] * 3)
+    normalize.save(tmp_path / "ds", {"state": one})
+    assert data.load_norm_stats(tmp_path / "mine")["state"].allclose(one, atol=0)  # the shared place alone
+    normalize.save(tmp_path / "mine" / "ds", {"state": one})
+    assert data.load_norm_stats(tmp_path / "mine")["state"].allclose(one, atol=0)  # both, identical: fine
+    normalize.save(tmp_path / "mine" / "ds", {"state": two})
+    with pytest.raises(errors.ConfigError, match="differ"):
+        data.load_norm_stats(tmp_path / "mine")
