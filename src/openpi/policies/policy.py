@@ -246,6 +246,8 @@ class Policy(BasePolicy):
         try:
             _model.check_observation(
                 observation,
+                # The cameras this model reads (a sim config has one), not openpi's three default slots.
+                image_keys=getattr(config, "image_keys", _model.IMAGE_KEYS),
                 state_dim=getattr(config, "action_dim", None),
                 max_token_len=getattr(config, "max_token_len", None),
             )
