@@ -224,6 +224,7 @@ def checkpoint_json(config: _value_config.ValueTrainConfig) -> str:
                 "value_column": data.value_column,
                 "prompt_from_task": data.prompt_from_task,
                 "default_prompt": data.default_prompt,
+                "robot": data.robot,
             },
             "config_name": config.name,
             "norm_stats_asset": ASSET_ID,
@@ -288,6 +289,20 @@ def _read_checkpoint_json(path: pathlib.Path) -> dict:
         raise errors.CheckpointError(f"Cannot read {path} ({e}); the value checkpoint is damaged.") from e
 
 
+def _step_meta(step_dir: pathlib.Path) -> dict:
+    """The step's own value_model.json: the one description of what these weights were trained with.
+
+    The run-root copy is written when a run starts and is not consulted here: after a resume it may describe
+    an earlier configuration.
+    """
+    path = step_dir / CONFIG_FILE
+    if not path.is_file():
+        raise errors.CheckpointError(
+            f"{path} is missing: step {step_dir.name} was not saved completely; pass another step or retrain."
+        )
+    return _read_checkpoint_json(path)
+
+
 def _locate(checkpoint: str | os.PathLike, step: int | None) -> tuple[pathlib.Path, pathlib.Path]:
     """(run dir, step dir) from a run directory (latest or given step) or a step directory."""
     path = pathlib.Path(checkpoint).expanduser().resolve()
@@ -319,10 +334,8 @@ def load_value_checkpoint(
     same when the run had no EMA. Frozen backbones come from the run's frozen_params/ (checksum verified).
     """
     run_dir, step_dir = _locate(checkpoint, step)
-    meta = _read_checkpoint_json(
-        step_dir / CONFIG_FILE if (step_dir / CONFIG_FILE).is_file() else run_dir / CONFIG_FILE
-    )
-    model = _value_model.ValueModelConfig.from_json(json.dumps(meta["model"]), source=str(run_dir / CONFIG_FILE))
+    meta = _step_meta(step_dir)
+    model = _value_model.ValueModelConfig.from_json(json.dumps(meta["model"]), source=str(step_dir / CONFIG_FILE))
     trainable = params_io.flatten(params_io.restore_params(step_dir / _checkpoints.PARAMS, restore_type=np.ndarray))
     if not use_ema:
         raw = _restore_raw_trainable(step_dir)
@@ -379,8 +392,8 @@ class ValueInputs:
 
 
 def load_value_inputs(checkpoint: str | os.PathLike, *, step: int | None = None) -> ValueInputs:
-    run_dir, step_dir = _locate(checkpoint, step)
-    saved = _read_checkpoint_json(run_dir / CONFIG_FILE)
+    _, step_dir = _locate(checkpoint, step)
+    saved = _step_meta(step_dir)
     meta = saved["data"]
     data = _value_config.ValueDataConfig(
         repo_id=None,
@@ -389,11 +402,16 @@ def load_value_inputs(checkpoint: str | os.PathLike, *, step: int | None = None)
         value_column=meta["value_column"],
         prompt_from_task=meta["prompt_from_task"],
         default_prompt=meta["default_prompt"],
+        robot=meta.get("robot", "yam"),  # checkpoints written before the field existed are all YAM
     )
+    # Every step is saved with its state stats; without them the labeller would feed unnormalised state.
     try:
         norm_stats = _checkpoints.restore_norm_stats(step_dir, ASSET_ID)
-    except errors.CheckpointError:
-        norm_stats = None
+    except errors.CheckpointError as e:
+        raise errors.CheckpointError(
+            f"The value checkpoint step {step_dir} has no state norm stats (assets/{ASSET_ID}/norm_stats.json): "
+            f"{e} Copy the whole step directory from the training run."
+        ) from e
     return ValueInputs(data=data, norm_stats=norm_stats, tokenizer=saved.get("tokenizer"))
 
 
@@ -488,12 +506,23 @@ def train(
     )
     metrics_logger = make_metrics_logger(config, resuming) if make_metrics_logger else None
     if resuming:
-        saved = _read_checkpoint_json(run_dir / CONFIG_FILE)
-        if saved["model"] != json.loads(checkpoint_json(config))["model"]:
+        latest = run_dir / str(mngr.latest_step())
+        saved_path = latest / CONFIG_FILE if (latest / CONFIG_FILE).is_file() else run_dir / CONFIG_FILE
+        saved = _read_checkpoint_json(saved_path)
+        current = json.loads(checkpoint_json(config))
+        if saved["model"] != current["model"]:
             raise errors.ConfigError(
-                f"--resume: the model config differs from the one in {run_dir / CONFIG_FILE} (cameras, prompt "
+                f"--resume: the model config differs from the one in {saved_path} (cameras, prompt "
                 "format, variants or freeze mode); resume with the same config or start a new --checkpoint_dir."
             )
+        # The data inputs (camera columns, state key, prompt) and the tokenizer are part of what the weights
+        # learnt: a run that changed them half-way describes neither configuration.
+        for part, what in (("data", "data inputs (camera columns, state key, prompt)"), ("tokenizer", "tokenizer")):
+            if (part in saved or part == "data") and saved.get(part) != current[part]:
+                raise errors.ConfigError(
+                    f"--resume: the {what} differ from those in {saved_path}; resume with the same ones or start "
+                    "a new --checkpoint_dir."
+                )
         norm_stats = _checkpoints.restore_norm_stats(run_dir / str(mngr.latest_step()), ASSET_ID)
     else:
         norm_stats = value_data.state_norm_stats(dataset, config.data, train_frames)

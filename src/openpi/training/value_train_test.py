@@ -1,0 +1,101 @@
+"""Value checkpoints: the data side (norm stats, cameras) is loaded from the step, and never silently dropped."""
+
+import dataclasses
+import json
+import pathlib
+
+import pytest
+
+from openpi.datasets import synthetic
+from openpi.models import value_model as vm
+from openpi.shared import errors
+from openpi.training import optimizer as _optimizer
+from openpi.training import value_config
+from openpi.training import value_train
+
+TINY = vm.ValueModelConfig(
+    siglip_variant="mu/16",
+    gemma3_variant="dummy",
+    image_resolution=(32, 32),
+    max_token_len=16,
+    dtype="float32",
+    cameras=("base_0_rgb", "left_wrist_0_rgb"),
+    readout="mean",
+    freeze_mode="all_backbones",
+)
+CAMERAS = (("cam_high", synthetic.HEAD_CAMERA), ("cam_left_wrist", synthetic.LEFT_WRIST_CAMERA))
+
+
+def _config(root, tokenizer, run_dir, **kw) -> value_config.ValueTrainConfig:
+    base = value_config.get_config("value_debug")
+    data = dataclasses.replace(base.data, repo_id=str(root), val_fraction=0.0, cameras=CAMERAS, augment=False)
+    defaults = {
+        "model": TINY,
+        "data": data,
+        "tokenizer_path": str(tokenizer),
+        "checkpoint_dir_override": str(run_dir),
+        "batch_size": 2,
+        "num_workers": 0,
+        "num_train_steps": 2,
+        "save_interval": 10,
+        "val_interval": 10**6,
+        "log_interval": 100,
+        "keep_period": None,
+        "overwrite": True,
+        "lr_schedule": _optimizer.CosineDecaySchedule(warmup_steps=1, peak_lr=1e-3, decay_steps=20, decay_lr=1e-4),
+    }
+    defaults.update(kw)
+    return dataclasses.replace(base, **defaults)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, gemma3_spm_model) -> tuple[pathlib.Path, pathlib.Path]:
+    tmp = tmp_path_factory.mktemp("value_meta")
+    root = tmp / "ds"
+    synthetic.write_dataset(root, synthetic.SyntheticConfig(num_episodes=3, image_size=32, max_length=16))
+    value_train.train(_config(root, gemma3_spm_model, tmp / "run"), progress=False)
+    return root, tmp / "run"
+
+
+def test_missing_value_norm_stats_are_an_error(run, tmp_path):
+    """Issue 14.6: a step without its state norm stats must not load as "no normalisation"."""
+    import shutil
+
+    _, run_dir = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert value_train.load_value_inputs(copy).norm_stats is not None
+    shutil.rmtree(copy / "1" / "assets")
+    with pytest.raises(errors.CheckpointError, match="norm stats"):
+        value_train.load_value_inputs(copy)
+
+
+def test_labeller_reads_the_steps_own_metadata(run, tmp_path):
+    """Issue 14.8: one source of truth per step; the run-root JSON (written at the start) is not consulted."""
+    import shutil
+
+    _, run_dir = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    root_meta = json.loads((copy / value_train.CONFIG_FILE).read_text())
+    root_meta["data"]["cameras"] = [["cam_high", "observation.images.stale"], ["cam_left_wrist", "stale"]]
+    (copy / value_train.CONFIG_FILE).write_text(json.dumps(root_meta))
+    assert value_train.load_value_inputs(copy).data.cameras == CAMERAS
+    (copy / "1" / value_train.CONFIG_FILE).unlink()
+    with pytest.raises(errors.CheckpointError, match=value_train.CONFIG_FILE):
+        value_train.load_value_inputs(copy)
+    with pytest.raises(errors.CheckpointError, match=value_train.CONFIG_FILE):
+        value_train.load_value_checkpoint(copy)
+
+
+def test_resume_with_other_data_inputs_is_refused(run, gemma3_spm_model, tmp_path):
+    """Issue 14.8: resuming with other camera columns would label with cameras the weights never saw."""
+    import shutil
+
+    root, run_dir = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    swapped = ((CAMERAS[0][0], CAMERAS[1][1]), (CAMERAS[1][0], CAMERAS[0][1]))
+    base = _config(root, gemma3_spm_model, copy, resume=True, overwrite=False, num_train_steps=3)
+    with pytest.raises(errors.ConfigError, match="data inputs"):
+        value_train.train(dataclasses.replace(base, data=dataclasses.replace(base.data, cameras=swapped)))
