@@ -28,6 +28,7 @@ class EnvEntry:
 # To add an env, add one entry here (the module is imported only when the env is asked for).
 ENVS: dict[str, EnvEntry] = {
     "tabletop": EnvEntry("openpi.sim.tabletop", "TabletopEnv", "TASKS"),
+    "metaworld": EnvEntry("openpi.sim.metaworld_env", "MetaWorldEnv", "TASKS", extra="sim"),
 }
 
 
