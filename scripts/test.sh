@@ -8,7 +8,8 @@ if command -v uv >/dev/null 2>&1; then uv() { command uv "$@"; }; else
   python3 -m pip install -q uv
   uv() { python3 -m uv "$@"; }
 fi
-uv sync --frozen --quiet
+# The 'sim' extra (MetaWorld) is part of the tested setup: its tests run in CI.
+uv sync --frozen --extra sim --quiet
 set +e
 uv run --frozen pytest -q -p no:cacheprovider "$@"
 rc=$?
