@@ -1,0 +1,483 @@
+"""Stage 0 of RECAP in simulation: run a served policy (or the scripted expert) with operator corrections, record it.
+
+    # Expert demonstrations (every frame a human frame):
+    uv run scripts/collect_rollouts.py --env tabletop --episodes-per-task 20 --quality 1.0 \\
+        --output-dir sim_output/data/demos
+
+    # A mediocre autonomous policy (the expert at quality 0.5) corrected by the operator:
+    uv run scripts/collect_rollouts.py --autonomous --quality 0.5 --output-dir sim_output/data/rollouts
+
+    # The policy a server serves (scripts/serve_policy.py), corrected by the operator, asked for "positive":
+    uv run scripts/collect_rollouts.py --agent policy --port 8000 --adv-ind positive --seed 100 \\
+        --output-dir sim_output/data/iter1
+
+The robot's path is the real one: `Runtime` -> `PolicyAgent` -> `ActionChunkBroker` -> `WebsocketClientPolicy`
+-> the server. The operator (`openpi.sim.operator.Operator`) stands in for the human: it takes over when progress
+stalls or the proposed action is unsafe, drives with the noise-free expert for `--handback-steps` steps and hands
+back; those frames are `intervention = 1`. The result is a LeRobot v3.0 dataset with the five RECAP columns
+(`openpi.sim.dataset.write_dataset`), ready for `scripts/train.py sim_pi05|sim_pi06 --data.repo-id=<output-dir>`.
+
+Seeds: episode i of every task starts from `--seed + i`. Evaluation (`scripts/eval_policy.py`) starts at
+1_000_000, so collect with seeds below that: evaluation episodes must never be training episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Sequence
+import concurrent.futures
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import pathlib
+import sys
+import threading
+import time
+from typing import Literal
+
+import numpy as np
+import tyro
+
+from openpi.shared import atomic
+from openpi.shared import errors
+from openpi.sim import base
+from openpi.sim import dataset as sim_dataset
+from openpi.sim import expert as _expert
+from openpi.sim import metrics
+from openpi.sim import operator as _operator
+from openpi.sim import registry
+from openpi.sim import rollout
+from openpi.training import config as _config
+from openpi_client import action_chunk_broker
+from openpi_client import base_policy
+from openpi_client import websocket_client_policy as wcp
+from openpi_client.runtime import agent as _agent
+from openpi_client.runtime.agents import policy_agent
+
+logger = logging.getLogger("collect_rollouts")
+
+# Where the sim_* training configs read their dataset by default (the collection default writes there).
+DEFAULT_OUTPUT = {"tabletop": _config.SIM_DATASET, "metaworld": _config.SIM_DATASET + "_metaworld"}
+AdvInd = Literal["positive", "negative", "none"]
+
+
+class CollectError(errors.UserError, ValueError):
+    """A collection or evaluation run was asked for something inconsistent (flags, output place, server)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    env: str = "tabletop"
+    """Simulated env: tabletop (embedded) or metaworld (needs `uv sync --extra sim`)."""
+    tasks: tuple[str, ...] = ()
+    """Tasks to collect (default: every task of the env)."""
+    episodes_per_task: int = 10
+    """Episodes recorded per task."""
+    seed: int = 0
+    """Seed of each task's first episode (then seed+1, ...); keep below eval_policy.py's 1_000_000."""
+    agent: Literal["expert", "policy"] = "expert"
+    """Who acts: the scripted expert, or the policy a server serves (--host/--port)."""
+    quality: float = 1.0
+    """Scripted expert quality in [0, 1] (1: noise-free; 0.5 succeeds about 2/3 of the time)."""
+    autonomous: bool = False
+    """The expert acts as the autonomous 'mediocre policy': its frames are intervention 0 and it can be corrected."""
+    operator: bool = True
+    """Let the operator correct autonomous agents (policy, or --autonomous expert); demonstrations ignore it."""
+    stall_steps: int = 6
+    """Operator: take over when progress gained less than --min-progress over this many steps."""
+    min_progress: float = 0.02
+    """Operator: progress (env units; tabletop: distance) the agent must gain over --stall-steps steps."""
+    handback_steps: int = 5
+    """Operator: steps the expert drives per takeover before handing back."""
+    host: str = "127.0.0.1"
+    """Policy server host (--agent policy)."""
+    port: int = 8000
+    """Policy server port (--agent policy)."""
+    api_key: str | None = None
+    """Policy server API key, if it requires one."""
+    replan_steps: int = 5
+    """Steps of each predicted action chunk executed before asking the server again."""
+    adv_ind: AdvInd | None = None
+    """Advantage indicator sent with each request (pi0.6 servers); omit to use the server's default (positive)."""
+    connect_timeout_s: float = 60.0
+    """Give up when no policy server answers within this time."""
+    output_dir: str | None = None
+    """Dataset root to write (default: the sim config's dataset, sim_output/data/<env>)."""
+    overwrite: bool = False
+    """Replace an existing dataset at --output-dir."""
+    image_size: int = 32
+    """Camera resolution in pixels (the sim configs read 32)."""
+    summary_json: str | None = None
+    """Also write the per-task summary as JSON here (kept outside the dataset, whose layout is LeRobot's)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pieces shared with eval_policy.py: env construction, agents, the parallel episode runner, progress and summary.
+
+
+def resolve_tasks(env_name: str, tasks: Sequence[str]) -> list[str]:
+    """The requested tasks (checked against the env), or all of them; an unknown one is a one-sentence error."""
+    known = registry.task_names(env_name)
+    if not tasks:
+        return known
+    for task in tasks:
+        if task not in known:
+            registry.make_env(env_name, task)  # raises SimError with a 'did you mean'
+    if len(set(tasks)) != len(tasks):
+        raise CollectError(f"--tasks lists a task twice ({', '.join(tasks)}); name each task once.")
+    return list(tasks)
+
+
+def make_env(env_name: str, task: str, image_size: int) -> base.SimEnv:
+    """An env for `task`; envs with cameras render at `image_size` pixels (state-only envs have no such knob)."""
+    env = registry.make_env(env_name, task)
+    if env.cameras and getattr(env, "image_size", image_size) != image_size:
+        env = registry.make_env(env_name, task, image_size=image_size)
+    return env
+
+
+class AdvIndPolicy(base_policy.BasePolicy):
+    """Adds the advantage indicator to every request, as a pi0.6 robot client asking for `positive` does."""
+
+    def __init__(self, policy: base_policy.BasePolicy, adv_ind: str):
+        self.policy = policy
+        self.adv_ind = adv_ind
+
+    def infer(self, obs: dict) -> dict:
+        return self.policy.infer({**obs, "adv_ind": self.adv_ind})
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+
+def connect(host: str, port: int, api_key: str | None, timeout_s: float) -> wcp.WebsocketClientPolicy:
+    """A websocket client of the policy server; no server in time is a one-sentence error."""
+    try:
+        return wcp.WebsocketClientPolicy(host, port, api_key, connect_timeout_s=timeout_s, retry_interval_s=0.5)
+    except (TimeoutError, ConnectionError, wcp.ServerError) as exc:
+        raise CollectError(f"Cannot reach the policy server at {host}:{port}: {exc}") from None
+
+
+def policy_agent_over(
+    client: base_policy.BasePolicy, action_dim: int, replan_steps: int, adv_ind: str | None
+) -> rollout.PolicyStepAgent:
+    """The robot client's agent: PolicyAgent over an ActionChunkBroker over the (indicator-adding) client."""
+    inner = client if adv_ind is None else AdvIndPolicy(client, adv_ind)
+    broker = action_chunk_broker.ActionChunkBroker(inner, action_horizon=replan_steps)
+    return rollout.PolicyStepAgent(policy_agent.PolicyAgent(broker), action_dim)
+
+
+def make_operator(args) -> _operator.Operator:
+    return _operator.Operator(
+        stall_steps=args.stall_steps, min_progress=args.min_progress, handback_steps=args.handback_steps
+    )
+
+
+def episode_result(episode: rollout.Episode) -> metrics.EpisodeResult:
+    return metrics.EpisodeResult(
+        task=episode.task,
+        seed=episode.seed,
+        success=episode.success,
+        steps=episode.length,
+        interventions=episode.takeovers,
+        human_steps=episode.human_steps,
+    )
+
+
+class Progress:
+    """A progress line on stderr (episodes done, episodes/s, ETA), at most every `interval_s` seconds."""
+
+    def __init__(self, total: int, label: str, interval_s: float = 2.0):
+        self.total = total
+        self.label = label
+        self.interval_s = interval_s
+        self.done = 0
+        self.start = time.monotonic()
+        self._last = -float("inf")
+        self._lock = threading.Lock()
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        return (
+            f"{self.label}: {self.done}/{self.total} episodes, {rate:.2f} episodes/s, "
+            f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
+        )
+
+    def update(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+            now = time.monotonic()
+            if self.done == self.total or now - self._last >= self.interval_s:
+                self._last = now
+                print(self.line(), file=sys.stderr, flush=True)
+
+
+Job = tuple[str, int]  # (task, seed)
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    env_name: str,
+    image_size: int,
+    make_agent: Callable[[rollout.SimEnvironment, object], _agent.Agent],
+    make_worker_state: Callable[[], object] = lambda: None,
+    close_worker_state: Callable[[object], None] = lambda state: None,
+    num_workers: int = 1,
+    keep_frames: bool = True,
+    progress: Progress | None = None,
+) -> list[rollout.Episode]:
+    """Runs one episode per (task, seed) job through the client runtime; returns them in job order.
+
+    Each worker thread has its own envs and its own `make_worker_state()` (e.g. a websocket connection), and
+    builds the agent for an episode with `make_agent(environment, state)`. Every episode depends only on its
+    seed (env, expert and operator are reset from it), so the result does not depend on which worker ran it.
+    A failing episode stops the other workers after their current episode and its error is raised.
+    """
+    if num_workers < 1:
+        raise CollectError(f"The number of parallel clients must be at least 1, got {num_workers}.")
+    results: dict[int, rollout.Episode] = {}
+    next_job = iter(range(len(jobs)))
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker() -> None:
+        state = make_worker_state()
+        envs: dict[str, base.SimEnv] = {}
+        try:
+            while not stop.is_set():
+                with lock:
+                    index = next(next_job, None)
+                if index is None:
+                    return
+                task, seed = jobs[index]
+                if task not in envs:
+                    envs[task] = make_env(env_name, task, image_size)
+                (episode,) = rollout.run_episodes(
+                    envs[task], [seed], lambda environment: make_agent(environment, state), keep_frames=keep_frames
+                )
+                with lock:
+                    results[index] = episode
+                if progress is not None:
+                    progress.update()
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            close_worker_state(state)
+
+    workers = min(num_workers, len(jobs)) or 1
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sim-client") as pool:
+        futures = [pool.submit(worker) for _ in range(workers)]
+        for future in futures:
+            future.result()  # re-raises the first failure (the others stopped after their episode)
+    return [results[i] for i in range(len(jobs))]
+
+
+def server_error_message(exc: BaseException) -> str | None:
+    """One sentence for failures of the policy server path, or None for anything that is a bug here."""
+    if isinstance(exc, wcp.ServerError):
+        return f"{exc} (check that the served config matches --env)"
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return f"Lost the policy server: {exc}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def check_args(args: Args) -> None:
+    if args.episodes_per_task < 1:
+        raise CollectError(f"--episodes-per-task must be at least 1, got {args.episodes_per_task}.")
+    if args.seed < 0:
+        raise CollectError(f"--seed must be 0 or more, got {args.seed}.")
+    if args.replan_steps < 1:
+        raise CollectError(f"--replan-steps must be at least 1, got {args.replan_steps}.")
+    if args.image_size < 8:
+        raise CollectError(f"--image-size must be at least 8 pixels, got {args.image_size}.")
+    if args.agent == "policy" and args.autonomous:
+        raise CollectError("--autonomous makes the scripted expert act as the policy; drop it with --agent policy.")
+    if args.agent == "expert" and args.adv_ind is not None:
+        raise CollectError("--adv-ind is sent to a policy server; use it with --agent policy.")
+    if not 0.0 <= args.quality <= 1.0:
+        raise CollectError(f"--quality must be in [0, 1] (1 = noise-free expert), got {args.quality}.")
+
+
+def output_root(args: Args) -> pathlib.Path:
+    root = pathlib.Path(args.output_dir or DEFAULT_OUTPUT.get(args.env, f"sim_output/data/{args.env}"))
+    if root.exists() and not args.overwrite:
+        raise CollectError(f"{root} already exists; pass --overwrite to replace it or choose another --output-dir.")
+    return root
+
+
+def _corrected(args: Args) -> bool:
+    """Whether the operator watches: only autonomous agents are corrected (a demonstration is all human)."""
+    return args.operator and (args.agent == "policy" or args.autonomous)
+
+
+def collect(args: Args) -> tuple[list[rollout.Episode], dict]:
+    """Runs the episodes `args` asks for; returns them (task order, then seed order) and the summary dict."""
+    check_args(args)
+    tasks = resolve_tasks(args.env, args.tasks)
+    jobs = [(task, args.seed + i) for task in tasks for i in range(args.episodes_per_task)]
+    corrected = _corrected(args)
+
+    if args.agent == "policy":
+
+        def make_state():
+            return connect(args.host, args.port, args.api_key, args.connect_timeout_s)
+
+        def close_state(client):
+            client.close()
+
+        def base_agent(environment, client):
+            return policy_agent_over(client, environment.env.action_dim, args.replan_steps, args.adv_ind)
+
+    else:
+
+        def make_state():
+            return None
+
+        def close_state(client):
+            del client
+
+        def base_agent(environment, client):
+            expert = _expert.ScriptedExpert(args.quality, environment.seed)
+            return rollout.ExpertAgent(environment, expert, human=not args.autonomous)
+
+    def make_agent(environment, state):
+        agent = base_agent(environment, state)
+        return rollout.CorrectedAgent(environment, agent, make_operator(args)) if corrected else agent
+
+    progress = Progress(len(jobs), "collect")
+    episodes = run_jobs(
+        jobs,
+        env_name=args.env,
+        image_size=args.image_size,
+        make_agent=make_agent,
+        make_worker_state=make_state,
+        close_worker_state=close_state,
+        progress=progress,
+    )
+    return episodes, summarize(episodes, tasks, args, time.monotonic() - progress.start)
+
+
+def summarize(episodes: Sequence[rollout.Episode], tasks: Sequence[str], args: Args, elapsed_s: float) -> dict:
+    """Per-task and overall: episodes, success (Wilson CI), mean length, human-frame fraction, takeovers/episode."""
+    summary = metrics.summarize(episode_result(ep) for ep in episodes)
+
+    def mean_length(eps):
+        return float(np.mean([ep.length for ep in eps]))
+
+    summary["overall"]["mean_length"] = mean_length(episodes)
+    for task in tasks:
+        summary["tasks"][task]["mean_length"] = mean_length([ep for ep in episodes if ep.task == task])
+    return {
+        "summary": summary,
+        "args": dataclasses.asdict(args),
+        "operator": _corrected(args),
+        "frames": int(sum(ep.length for ep in episodes)),
+        "elapsed_s": elapsed_s,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    header = ("task", "episodes", "success", "95% CI", "mean length", "human frames", "takeovers/ep")
+    entries = list(summary["tasks"].items())
+    if len(entries) > 1:
+        entries.append((metrics.ALL_TASKS, summary["overall"]))
+    rows = []
+    for task, s in entries:
+        low, high = s["ci95"]
+        rows.append(
+            (
+                task,
+                str(s["episodes"]),
+                f"{100 * s['success_rate']:.1f}% ({s['successes']}/{s['episodes']})",
+                f"[{100 * low:.1f}, {100 * high:.1f}]",
+                f"{s['mean_length']:.1f}",
+                f"{100 * s['human_step_fraction']:.1f}%",
+                f"{s['interventions_per_episode']:.2f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def run(args: Args) -> dict:
+    """Collects and writes the dataset; returns the collection summary (see `summarize`)."""
+    check_args(args)
+    root = output_root(args)  # before collecting: an existing dataset must not cost a whole run first
+    episodes, result = collect(args)
+    env = make_env(args.env, episodes[0].task, args.image_size)
+    dataset = sim_dataset.write_dataset(
+        root,
+        episodes,
+        env,
+        image_size=args.image_size if env.cameras else None,
+        overwrite=args.overwrite,
+    )
+    result["dataset"] = str(root)
+    if dataset.num_frames != result["frames"]:
+        raise RuntimeError(
+            f"The dataset at {root} holds {dataset.num_frames} frames, {result['frames']} were recorded."
+        )
+    if args.summary_json:
+        atomic.write_text(args.summary_json, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def fail(message: str) -> None:
+    """A user error: one line on stderr, exit status 2, no traceback."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def parse(cls: type, argv: Sequence[str] | None, description: str | None):
+    """`tyro.cli`, but a bad flag is one `error:` line (tyro draws a multi-line box) and exit status 2."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, args=argv, description=description)
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            raise
+        sentences = []
+        for raw in captured.getvalue().splitlines():
+            text = raw.strip().strip("╭╮╰╯│").strip().strip("─").strip()
+            if text.startswith("For full helptext") or (sentences and not text.strip("─ ")):
+                break  # the box's first section holds the message; argument help and hints follow
+            if text:
+                sentences.append(text)
+        title, body = (sentences[0], " ".join(sentences[1:])) if sentences else ("bad arguments", "")
+        fail(f"{body if body.startswith(title) else f'{title}: {body}'} (see --help)")
+
+
+def main(argv: Sequence[str] | None = None) -> dict | None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse(Args, argv, __doc__)
+    try:
+        result = run(args)
+    except errors.UserError as exc:
+        fail(str(exc))
+    except (wcp.ServerError, ConnectionError, TimeoutError) as exc:
+        fail(server_error_message(exc))
+    print(format_summary(result["summary"]))
+    print(
+        f"wrote {result['frames']} frames of {result['summary']['overall']['episodes']} episodes to {result['dataset']}"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
