@@ -28,6 +28,10 @@ class TransformError(errors.UserError, ValueError):
     """A frame or observation does not have what the transform chain needs."""
 
 
+class MissingPromptError(TransformError):
+    """The frame reaches the tokenizer without a prompt (`Policy` turns it into advice for the server flags)."""
+
+
 @runtime_checkable
 class DataTransformFn(Protocol):
     """A transform: takes a data dict, returns a (possibly new) data dict."""
@@ -52,6 +56,11 @@ class Group:
 # that builds a fresh dict (openpi's `AlohaInputs` / `LiberoInputs` style, or `RepackTransform`, which drops what
 # it does not name) would otherwise lose them silently, and the prompt would quietly become unconditional.
 CARRIED_KEYS = ("adv_ind", "sample_id")
+
+
+def user_keys(data: Mapping[str, Any]) -> list[str]:
+    """The keys of `data` for error messages: without `CARRIED_KEYS`, which the chain (not the user) may have set."""
+    return sorted(k for k in data if k not in CARRIED_KEYS)
 
 
 def _consumes(transform: Any) -> frozenset[str]:
@@ -131,7 +140,7 @@ class RepackTransform:
             if old_key not in flat:
                 raise TransformError(
                     f"Repack needs the key {old_key!r} (for {new_key!r}) but the frame only has "
-                    f"{sorted(flat)}; fix the config's repack structure or the dataset columns."
+                    f"{user_keys(flat)}; fix the config's repack structure or the dataset columns."
                 )
             out[new_key] = flat[old_key]
         return unflatten_dict(out)
@@ -225,6 +234,11 @@ def resize_with_pad(images: np.ndarray, height: int, width: int) -> np.ndarray:
     Black bars rather than stretching: this is what pi0 checkpoints saw in pretraining.
     """
     images = np.asarray(images)
+    if images.ndim < 3 or 0 in images.shape[-3:]:
+        raise TransformError(
+            f"Cannot resize an empty image of shape {images.shape}; send images of shape [height, width, 3] with "
+            "height and width > 0."
+        )
     cur_h, cur_w = images.shape[-3], images.shape[-2]
     if (cur_h, cur_w) == (height, width):
         return images
@@ -382,7 +396,7 @@ class TokenizePrompt:
 
     def __call__(self, data: DataDict) -> DataDict:
         if "prompt" not in data:
-            raise TransformError(
+            raise MissingPromptError(
                 "The frame has no 'prompt'; set a default prompt in the config or enable prompt_from_task."
             )
         data = dict(data)

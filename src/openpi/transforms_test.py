@@ -167,3 +167,9 @@ def test_pi06_tokenizer_refuses_a_frame_without_its_indicator(tiny_spm_model):
     _, dropout = _tokenize(tiny_spm_model, indicator_dropout=0.3)
     with pytest.raises(_t.TransformError, match="sample_id"):
         dropout({"prompt": "x", "state": np.zeros(14, np.float32), "adv_ind": "positive"})
+
+
+def test_resize_with_pad_refuses_empty_images():
+    """Issue 14.9: a (0, 0, 3) image used to raise ZeroDivisionError."""
+    with pytest.raises(_t.TransformError, match="empty"):
+        _t.resize_with_pad(np.zeros((0, 0, 3), np.uint8), 224, 224)

@@ -142,7 +142,7 @@ class AlohaInputs:
     def __call__(self, data: dict) -> dict:
         if "images" not in data or "state" not in data:
             raise transforms.TransformError(
-                f"A robot observation needs 'images' and 'state' but has only {sorted(data)}."
+                f"A robot observation needs 'images' and 'state' but has only {transforms.user_keys(data)}."
             )
         images, masks = images_to_model(dict(data["images"]))
         out = {"image": images, "image_mask": masks, "state": decode_state(data["state"], adapt_to_pi=self.adapt_to_pi)}

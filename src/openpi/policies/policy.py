@@ -86,6 +86,10 @@ def check_request(obs: Any) -> None:
     """
     if not isinstance(obs, Mapping):
         raise ObservationError(f"The observation must be a dict, got {type(obs).__name__}.")
+    if not obs:
+        raise ObservationError(
+            "The observation is empty; send the robot's cameras, state and prompt (see the server metadata)."
+        )
     for path, leaf in _leaf_paths(obs):
         if not isinstance(path, str):
             raise ObservationError(f"Observation key {path!r} is not a string; use string keys only.")
@@ -97,6 +101,10 @@ def check_request(obs: Any) -> None:
                 "[height, width, 3] (or [3, height, width])."
             )
         if is_image and isinstance(leaf, np.ndarray):
+            if leaf.size == 0:
+                raise ObservationError(
+                    f"Image {path!r} is empty (shape {leaf.shape}); send each camera's frame with height and width > 0."
+                )
             if leaf.ndim != 3:
                 raise ObservationError(
                     f"Image {path!r} has shape {leaf.shape}; expected one [height, width, 3] (or [3, height, width]) "
@@ -107,6 +115,10 @@ def check_request(obs: Any) -> None:
                     f"Image {path!r} has dtype {leaf.dtype}; send uint8 in [0, 255] (or float in [0, 1])."
                 )
         elif name == "state" or name.endswith("_state") or name.endswith(".state"):
+            if isinstance(leaf, int | float | np.number) and not isinstance(leaf, bool):
+                raise ObservationError(
+                    f"State {path!r} is a scalar ({leaf!r}); send a non-empty 1-d vector, one value per joint."
+                )
             try:
                 arr = np.asarray(leaf) if isinstance(leaf, np.ndarray | list | tuple) else None
             except ValueError:  # ragged nested lists
@@ -197,6 +209,11 @@ class Policy(BasePolicy):
         data["adv_ind"] = adv_ind
         try:
             return self._input_transform(data)
+        except _transforms.MissingPromptError as exc:
+            raise ObservationError(
+                "The request has no 'prompt' and this policy has no default prompt; send a 'prompt' string with "
+                "each observation, or start the server with --default-prompt='<task>'."
+            ) from exc
         except errors.UserError:
             raise
         except (KeyError, ValueError, TypeError, IndexError) as exc:

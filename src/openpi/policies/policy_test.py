@@ -184,3 +184,21 @@ def test_repack_transforms_keep_the_served_indicator(train_config, params, chain
     np.testing.assert_array_equal(
         served.infer(_obs(), noise=noise)["actions"], plain.infer(_obs(adv_ind="positive"), noise=noise)["actions"]
     )
+
+
+def test_misleading_replies_are_fixed(train_config, params, chains, plain):
+    """Issue 14.9: no reply names the key the server inserted itself; a missing prompt points at --default-prompt."""
+    with pytest.raises(errors.UserError) as info:
+        plain.infer({"prompt": "x"})
+    assert "adv_ind" not in str(info.value)
+    inputs, outputs = chains
+    without_default = [t for t in inputs if not isinstance(t, _transforms.InjectDefaultPrompt)]
+    served = _make(train_config, params, (without_default, outputs))
+    obs = _obs()
+    del obs["prompt"]
+    with pytest.raises(errors.UserError, match="--default-prompt"):
+        served.infer(obs)
+    with pytest.raises(_policy.ObservationError, match=r"scalar"):
+        _policy.check_request({"state": 1.0})
+    with pytest.raises(_policy.ObservationError, match=r"\(0, 0, 3\)"):
+        _policy.check_request({"images": {"cam_high": np.zeros((0, 0, 3), np.uint8)}, "state": np.zeros(14)})

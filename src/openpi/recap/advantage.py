@@ -22,6 +22,8 @@ import dataclasses
 
 import numpy as np
 
+from openpi.shared import errors
+
 POSITIVE = "positive"
 NEGATIVE = "negative"
 NONE = "none"
@@ -29,6 +31,10 @@ NONE = "none"
 # Value of a failed ending on the normalised [-1, 0] scale when the dataset does not carry a penalty itself. The
 # paper's C_fail is at least the task's maximum episode length, so a normalised, clipped failure return is -1.
 DEFAULT_FAILURE_REWARD = -1.0
+
+
+class AdvantageError(errors.UserError, ValueError):
+    """Advantages cannot be computed from these inputs (bad settings, mismatched arrays, non-finite values)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +50,13 @@ class AdvantageConfig:
 
     def __post_init__(self):
         if self.lookahead < 1:
-            raise ValueError(f"lookahead must be at least 1, got {self.lookahead}; pass a positive number of steps.")
+            raise AdvantageError(
+                f"lookahead must be at least 1, got {self.lookahead}; pass a positive number of steps."
+            )
         if not 0.0 <= self.top_percent <= 100.0:
-            raise ValueError(f"top_percent must be within [0, 100], got {self.top_percent}.")
+            raise AdvantageError(f"top_percent must be within [0, 100], got {self.top_percent}.")
         if self.failure_reward > 0.0:
-            raise ValueError(f"failure_reward must be <= 0 (a penalty), got {self.failure_reward}.")
+            raise AdvantageError(f"failure_reward must be <= 0 (a penalty), got {self.failure_reward}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +115,7 @@ def n_step_advantage(rewards: np.ndarray, values: np.ndarray, lookahead: int) ->
     rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if rewards.shape != values.shape:
-        raise ValueError(f"rewards {rewards.shape} and values {values.shape} must have the same length.")
+        raise AdvantageError(f"rewards {rewards.shape} and values {values.shape} must have the same length.")
     num = rewards.shape[0]
     t = np.arange(num)
     end = np.minimum(t + lookahead, num)
@@ -149,7 +157,10 @@ def task_thresholds(
     for task in np.unique(task_index[autonomous]):
         adv = np.sort(advantage[autonomous & (task_index == task)])[::-1]
         if np.isnan(adv).any():
-            raise ValueError(f"task {int(task)}: some autonomous frames have no advantage (NaN value prediction).")
+            raise AdvantageError(
+                f"Task {int(task)}: some autonomous frames have no advantage (NaN value prediction); check the value "
+                "checkpoint (weights and norm stats) and the dataset's state column."
+            )
         n = adv.size
         k = int(np.floor(n * top_percent / 100.0 + 0.5))
         if k <= 0:
@@ -197,17 +208,20 @@ def compute(
     num = len(np.asarray(reward).reshape(-1))
     for name, arr in (("reward_label", reward_label), ("intervention", intervention), ("task_index", task_index)):
         if len(np.asarray(arr).reshape(-1)) != num:
-            raise ValueError(f"{name} has {len(np.asarray(arr).reshape(-1))} frames but reward has {num}.")
+            raise AdvantageError(f"{name} has {len(np.asarray(arr).reshape(-1))} frames but reward has {num}.")
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if values.shape[0] != num:
-        raise ValueError(f"values has {values.shape[0]} frames but the dataset has {num}.")
+        raise AdvantageError(f"values has {values.shape[0]} frames but the dataset has {num}.")
     autonomous = np.asarray(intervention).reshape(-1) == 0
     success = episode_success(reward, bounds)
     rewards = repair_terminal_rewards(reward_label, success, bounds, config.failure_reward)
     needed = frames_needing_values(autonomous, bounds, config.lookahead)
     if not np.all(np.isfinite(values[needed])):
         bad = needed[~np.isfinite(values[needed])][0]
-        raise ValueError(f"value of frame {int(bad)} is needed for an advantage but is not finite.")
+        raise AdvantageError(
+            f"The value of frame {int(bad)} is needed for an advantage but is not finite (NaN/inf value prediction); "
+            "check the value checkpoint (weights and norm stats) and the dataset's state column."
+        )
     advantage = np.full(num, np.nan)
     for start, stop in bounds:
         if not autonomous[start:stop].any():

@@ -171,3 +171,23 @@ def test_config_validation():
         adv.AdvantageConfig(lookahead=0)
     with pytest.raises(ValueError, match="top_percent"):
         adv.AdvantageConfig(top_percent=120)
+
+
+def test_advantage_errors_are_user_errors():
+    """Issue 14.9: a NaN value prediction must end in one sentence (exit 2), not a ValueError traceback."""
+    from openpi.shared import errors
+
+    with pytest.raises(errors.UserError, match="not finite"):
+        adv.compute(
+            reward=np.array([0.0, 0.0, -1.0]),
+            reward_label=np.array([0.0, 0.0, -1.0]),
+            intervention=np.zeros(3),
+            task_index=np.zeros(3, int),
+            values=np.array([np.nan, -0.5, -0.2]),
+            bounds=[(0, 3)],
+            config=adv.AdvantageConfig(lookahead=1),
+        )
+    with pytest.raises(errors.UserError, match="NaN"):
+        adv.task_thresholds(np.array([np.nan, 1.0]), np.zeros(2, int), np.ones(2, bool), 30.0)
+    with pytest.raises(errors.UserError, match="lookahead"):
+        adv.AdvantageConfig(lookahead=0)

@@ -213,7 +213,14 @@ class WebsocketPolicyServer:
         try:
             obs = msgpack_numpy.unpackb(message)
         except msgpack_numpy.DecodeError as exc:
-            raise BadRequestError(f"the request could not be decoded: {exc}") from None
+            cause = exc.__cause__
+            detail = str(exc).strip()
+            if not detail or detail.endswith("()."):  # msgpack's FormatError and friends carry no text
+                detail = f"not valid msgpack ({type(cause).__name__ if cause else 'undecodable bytes'})"
+            raise BadRequestError(
+                f"the request could not be decoded ({detail.rstrip('.')}); pack the observation dict with "
+                "openpi_client.msgpack_numpy.packb and send it as one binary frame."
+            ) from None
         if not isinstance(obs, dict):
             raise BadRequestError(
                 f"the request decodes to a {type(obs).__name__}; send one observation dict per frame."

@@ -99,6 +99,11 @@ def resize_with_pad(images: np.ndarray, height: int, width: int, method: object 
         raise ValueError(f"resize_with_pad implements only bilinear resizing, got method={method!r}.")
     if images.ndim < 3:
         raise ValueError(f"resize_with_pad expects images of shape [..., h, w, c], got shape {images.shape}.")
+    if 0 in images.shape[-3:]:
+        raise ValueError(
+            f"resize_with_pad got an empty image of shape {images.shape}; pass images with height, width and "
+            "channels > 0."
+        )
     if images.shape[-3:-1] == (height, width):
         return images
     leading = images.shape[:-3]

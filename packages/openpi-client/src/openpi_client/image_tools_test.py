@@ -55,3 +55,10 @@ def test_resize_with_pad_rejects_bad_input():
         image_tools.resize_with_pad(np.zeros((4, 4)), 2, 2)
     with pytest.raises(ValueError, match="dtype"):
         image_tools.resize_with_pad(np.zeros((4, 4, 3), dtype=np.int32), 2, 2)
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 3), (0, 10, 3), (10, 0, 3)])
+def test_resize_with_pad_refuses_empty_images(shape):
+    """A zero-size image used to raise ZeroDivisionError (or produce garbage) instead of saying what is wrong."""
+    with pytest.raises(ValueError, match="empty"):
+        image_tools.resize_with_pad(np.zeros(shape, np.uint8), 224, 224)

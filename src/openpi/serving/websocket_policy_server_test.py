@@ -1,0 +1,59 @@
+"""Bad requests against a real served policy (dummy-size pi0.6): one "Bad request: ..." sentence, connection kept."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import websockets.sync.client
+
+from openpi.policies import policy_config
+from openpi.policies import yam_policy
+from openpi.serving import websocket_policy_server as _server
+from openpi.training import config as _config
+from openpi_client import msgpack_numpy
+
+
+@pytest.fixture(scope="module")
+def url(tiny_spm_model):
+    config = dataclasses.replace(_config.get_config("debug_pi06"), tokenizer_path=str(tiny_spm_model))
+    policy = policy_config.create_dummy_policy(config)
+    server = _server.WebsocketPolicyServer(policy, port=0, metadata={"robot": "yam"})
+    with server.start_in_thread() as background:
+        yield f"ws://127.0.0.1:{background.port}"
+
+
+def _replies(url: str, messages: list[bytes]) -> list[str]:
+    with websockets.sync.client.connect(url, compression=None, max_size=None) as ws:
+        ws.recv()  # metadata
+        out = []
+        for message in messages:
+            ws.send(message)
+            out.append(ws.recv())  # a second request on the same connection proves it stayed open
+        return out
+
+
+def _obs(**overrides):
+    obs = yam_policy.make_yam_example(np.random.default_rng(0))
+    obs.update(overrides)
+    return obs
+
+
+def test_bad_requests_get_one_clear_sentence(url):
+    """Issue 14.9: each of these used to be an internal error or a misleading reply."""
+    zero_image = _obs()
+    zero_image["images"]["cam_high"] = np.zeros((0, 0, 3), np.uint8)
+    replies = _replies(
+        url,
+        [
+            msgpack_numpy.packb(zero_image),
+            msgpack_numpy.packb({}),
+            msgpack_numpy.packb(_obs(state=np.float32(0.5))),
+            b"\xc1",
+        ],
+    )
+    assert all(isinstance(r, str) and r.startswith(_server.BAD_REQUEST_PREFIX) for r in replies), replies
+    zero, empty, scalar, garbage = replies
+    assert "'images/cam_high'" in zero and "(0, 0, 3)" in zero
+    assert "adv_ind" not in empty and "empty" in empty
+    assert "scalar" in scalar and "float32 vector" not in scalar
+    assert not garbage.rstrip(".").endswith("()") and "msgpack_numpy.packb" in garbage
