@@ -428,10 +428,8 @@ def run(args: Args) -> dict:
         overwrite=args.overwrite,
     )
     result["dataset"] = str(root)
-    if dataset.num_frames != result["frames"]:
-        raise RuntimeError(
-            f"The dataset at {root} holds {dataset.num_frames} frames, {result['frames']} were recorded."
-        )
+    if len(dataset) != result["frames"]:
+        raise RuntimeError(f"The dataset at {root} holds {len(dataset)} frames, {result['frames']} were recorded.")
     if args.summary_json:
         atomic.write_text(args.summary_json, json.dumps(result, indent=2) + "\n")
     return result

@@ -1,0 +1,222 @@
+"""Collection and closed-loop evaluation in simulation through a real served policy on 127.0.0.1.
+
+One dummy-size `sim_pi06` policy (random weights, so a poor policy the operator must correct) is served by the
+real websocket server for the whole module (one compile). A recording wrapper on the server side keeps the
+`adv_ind` of every request, so the tests can see what actually travelled over the socket.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import threading
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from openpi.datasets import lerobot
+from openpi.datasets import recap_columns
+from openpi.policies import policy_config
+from openpi.serving import websocket_policy_server as wps
+from openpi.sim import dataset as sim_dataset
+from openpi.sim import metrics
+from openpi.sim import operator as _operator
+from openpi.training import config as _config
+from openpi_client import base_policy
+
+SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import collect_rollouts  # noqa: E402
+import eval_policy  # noqa: E402
+
+
+class RecordingPolicy(base_policy.BasePolicy):
+    """Server side: the real policy, plus the indicator each request carried (None when it had none)."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.adv_inds: list[str | None] = []
+        self._lock = threading.Lock()
+
+    def infer(self, obs: dict) -> dict:
+        with self._lock:
+            self.adv_inds.append(obs.get("adv_ind"))
+        return self.policy.infer(obs)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_spm_model):
+    policy = policy_config.create_dummy_policy(
+        _config.get_config("sim_pi06"), tokenizer_path=tiny_spm_model, sample_kwargs={"num_steps": 2}
+    )
+    recording = RecordingPolicy(policy)
+    server = wps.WebsocketPolicyServer(recording, port=0, metadata=policy.metadata)
+    with server.start_in_thread() as srv:
+        yield recording, srv.port
+
+
+class LoggingOperator(_operator.Operator):
+    """The collection's operator, logging its own decision at every step of every episode (independent record)."""
+
+    log: ClassVar[list[list[int]]] = []
+
+    def reset(self) -> None:
+        super().reset()
+        if hasattr(self, "_started"):
+            LoggingOperator.log.append([])
+        self._started = True
+
+    def filter(self, env, proposed_action):
+        action, intervened = super().filter(env, proposed_action)
+        LoggingOperator.log[-1].append(int(intervened))
+        return action, intervened
+
+
+def _per_episode(ds, name: str) -> list[np.ndarray]:
+    values = np.asarray(ds.column(name)).reshape(len(ds), -1)[:, 0]
+    return [values[ep.from_index : ep.to_index] for ep in ds.episodes]
+
+
+def test_collection_through_the_served_policy_records_the_operators_takeovers(served, tmp_path, monkeypatch):
+    recording, port = served
+    recording.adv_inds.clear()
+    LoggingOperator.log = []
+
+    def make_operator(args):
+        # One per episode; the runtime resets it at the episode start, which opens the episode's log.
+        return LoggingOperator(args.stall_steps, args.min_progress, args.handback_steps)
+
+    monkeypatch.setattr(collect_rollouts, "make_operator", make_operator)
+    root = tmp_path / "rollouts"
+    args = collect_rollouts.Args(
+        agent="policy",
+        port=port,
+        tasks=("press_red", "press_blue"),
+        episodes_per_task=2,
+        seed=7,
+        adv_ind="positive",
+        output_dir=str(root),
+        summary_json=str(tmp_path / "summary.json"),
+    )
+    result = collect_rollouts.run(args)
+
+    ds = lerobot.LeRobotDataset.open(root)
+    recap_columns.validate_recap_columns(ds)
+    assert ds.num_episodes == 4 and len(ds) == result["frames"]
+    assert [ds.tasks[i] for i in range(len(ds.tasks))] == ["press the red button", "press the blue button"]
+    seeds = [int(s[0]) for s in _per_episode(ds, sim_dataset.SEED)]
+    assert seeds == [7, 8, 7, 8]
+    # Each episode's intervention column is exactly the operator's own per-step decisions.
+    logged = LoggingOperator.log
+    recorded = _per_episode(ds, "intervention")
+    assert [list(map(int, r)) for r in recorded] == logged
+    flags = np.concatenate(recorded)
+    assert 0 < flags.sum() < len(flags), "a random policy should be both corrected and left alone"
+    # Human frames are the noise-free expert's (flagged clean); the random policy's frames are not.
+    np.testing.assert_array_equal(np.concatenate(_per_episode(ds, sim_dataset.CLEAN_ACTION)), flags)
+    # Every request carried the indicator; the broker asked about once per replanning period.
+    assert recording.adv_inds and set(recording.adv_inds) == {"positive"}
+    assert len(recording.adv_inds) >= (len(flags) - flags.sum()) / args.replan_steps
+    summary = result["summary"]
+    assert summary["overall"]["episodes"] == 4
+    assert summary["overall"]["human_step_fraction"] == pytest.approx(flags.sum() / len(flags))
+    assert (tmp_path / "summary.json").is_file()
+    # The same seeds again refuse to overwrite the dataset unless asked.
+    with pytest.raises(collect_rollouts.CollectError, match="already exists; pass --overwrite"):
+        collect_rollouts.run(args)
+
+
+def test_expert_demonstrations_are_all_human_and_successful(tmp_path, capsys):
+    root = tmp_path / "demos"
+    collect_rollouts.main(["--episodes-per-task", "2", "--quality", "1.0", "--output-dir", str(root)])
+    out = capsys.readouterr().out
+    assert "press_green" in out and "100.0% (6/6)" in out
+    ds = lerobot.LeRobotDataset.open(root)
+    recap_columns.validate_recap_columns(ds)
+    assert ds.num_episodes == 6
+    assert np.all(ds.column("intervention") == 1) and np.all(ds.column(sim_dataset.CLEAN_ACTION) == 1)
+    successes = _per_episode(ds, sim_dataset.SUCCESS)
+    assert all(s[-1] == 1 and s[:-1].sum() == 0 for s in successes)
+    assert np.asarray(ds.get(0)["observation.images.top"]).size == 32 * 32 * 3
+
+
+def test_evaluation_against_the_served_policy(served, tmp_path):
+    recording, port = served
+    recording.adv_inds.clear()
+    out = tmp_path / "eval"
+    result = eval_policy.evaluate(
+        port=port,
+        tasks=("press_green", "press_blue"),
+        episodes_per_task=3,
+        num_clients=2,
+        adv_ind="negative",
+        operator=True,
+        output_dir=str(out),
+    )
+    summary = result["summary"]
+    assert set(summary["tasks"]) == {"press_green", "press_blue"}
+    for task, stats in summary["tasks"].items():
+        episodes = [e for e in result["episodes"] if e["task"] == task]
+        assert [e["seed"] for e in episodes] == [1_000_000, 1_000_001, 1_000_002]
+        successes = sum(e["success"] for e in episodes)
+        assert stats["successes"] == successes and stats["episodes"] == 3
+        assert stats["ci95"] == list(metrics.wilson_interval(successes, 3))
+        assert stats["interventions_per_episode"] == pytest.approx(sum(e["interventions"] for e in episodes) / 3)
+    # A random policy stalls: the operator takes over in evaluation too.
+    assert summary["overall"]["interventions_per_episode"] > 0
+    assert set(recording.adv_inds) == {"negative"}
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["summary"] == summary and saved["args"]["adv_ind"] == "negative"
+    assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluation_without_indicator_sends_none(served, tmp_path):
+    recording, port = served
+    recording.adv_inds.clear()
+    result = eval_policy.evaluate(port=port, tasks=("press_red",), episodes_per_task=1, num_clients=1)
+    assert result["summary"]["overall"]["episodes"] == 1
+    assert recording.adv_inds and set(recording.adv_inds) == {None}
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        (collect_rollouts, ["--tasks", "press_rd"], "did you mean 'press_red'"),
+        (collect_rollouts, ["--agent", "robot"], "invalid choice 'robot' for argument '--agent'"),
+        (collect_rollouts, ["--episodes-per-task", "0"], "--episodes-per-task must be at least 1"),
+        (eval_policy, ["--bogus", "1"], "Unrecognized options: --bogus"),
+        (eval_policy, ["--checkpoint-dir", "x"], "add --serve-config"),
+        (eval_policy, ["--serve-config", "sim_pi06_infer"], "exactly one of --checkpoint-dir"),
+    ],
+)
+def test_cli_user_errors_are_one_line_with_status_2(script, argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        script.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("script", [collect_rollouts, eval_policy])
+def test_help_exits_0(script, capsys):
+    with pytest.raises(SystemExit) as info:
+        script.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--episodes-per-task" in out and "--adv-ind" in out and "--seed" in out
+
+
+def test_unknown_task_in_a_real_process_is_one_line_with_status_2(tmp_path):
+    bad = subprocess.run(
+        [sys.executable, str(SCRIPTS / "eval_policy.py"), "--tasks", "press_purple", "--port", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("error: The 'tabletop' env has no task 'press_purple'")
+    assert len(bad.stderr.strip().splitlines()) == 1
