@@ -167,8 +167,13 @@ def _as_norm_stats(stats: Any) -> _normalize.NormStats:
 
 
 def normalize_array(x: np.ndarray, stats: Any, *, use_quantiles: bool) -> np.ndarray:
-    """z-score or quantile normalisation (see `openpi.shared.normalize`); padded dims pass through."""
-    return _normalize.normalize(np.asarray(x, np.float32), _as_norm_stats(stats), use_quantiles=use_quantiles)
+    """z-score or quantile normalisation (see `openpi.shared.normalize`); padded dims pass through.
+
+    The result is float64, as in openpi (float32 data minus float64 stats): the pi0.5 prompt bins this value,
+    and rounding it to float32 first moves states near a bin edge into the next bin. `PadStatesAndActions`
+    casts to float32 for the model after tokenisation.
+    """
+    return _normalize.normalize(np.asarray(x, np.float64), _as_norm_stats(stats), use_quantiles=use_quantiles)
 
 
 def unnormalize_array(x: np.ndarray, stats: Any, *, use_quantiles: bool) -> np.ndarray:
@@ -328,14 +333,16 @@ def _pad_last(x: np.ndarray, dim: int, name: str) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class PadStatesAndActions:
-    """Zero-pads state and actions to the model's action_dim (after tokenisation, which sees the real dims)."""
+    """Zero-pads state and actions to the model's action_dim (after tokenisation, which sees the real dims), as
+    the float32 the model computes in."""
 
     model_action_dim: int
 
     def __call__(self, data: DataDict) -> DataDict:
-        data = {**data, "state": _pad_last(data["state"], self.model_action_dim, "state")}
+        state = _pad_last(data["state"], self.model_action_dim, "state").astype(np.float32)
+        data = {**data, "state": state}
         if "actions" in data:
-            data["actions"] = _pad_last(data["actions"], self.model_action_dim, "actions")
+            data["actions"] = _pad_last(data["actions"], self.model_action_dim, "actions").astype(np.float32)
         return data
 
 
@@ -406,7 +413,7 @@ class TokenizePrompt:
         data.pop("sample_id", None)
         kwargs: dict[str, Any] = {}
         if self.discrete_state_input:
-            kwargs["state"] = np.asarray(data["state"], dtype=np.float32)
+            kwargs["state"] = np.asarray(data["state"])  # binned at its own precision (float64 after Normalize)
         if self.use_advantage:
             kwargs["advantage"] = advantage
         tokens, mask = self.tokenizer.tokenize(prompt, **kwargs)

@@ -173,3 +173,20 @@ def test_resize_with_pad_refuses_empty_images():
     """Issue 14.9: a (0, 0, 3) image used to raise ZeroDivisionError."""
     with pytest.raises(_t.TransformError, match="empty"):
         _t.resize_with_pad(np.zeros((0, 0, 3), np.uint8), 224, 224)
+
+
+def test_state_bins_use_the_float64_normalised_value(tiny_spm_model):
+    """Issue 14.12: openpi bins the float64 normalised state; a float32 cast first moves edge values one bin up."""
+    tok, tokenize = _tokenize(tiny_spm_model)
+    edge = -1 + 192 / 128  # 0.5, the lower edge of bin 192
+    state = np.array([edge - 1e-12, 0.0])  # float64: bin 191; as float32 it would round to the edge, bin 192
+    out = tokenize({"prompt": "x", "state": state, "adv_ind": "none"})
+    assert "State: 191 128;" in tok.decode(out["tokenized_prompt"][out["tokenized_prompt_mask"]])
+    # Normalize hands the tokenizer the float64 normalised value, as openpi (float32 data minus float64 stats).
+    stats = {"state": {"mean": np.zeros(2), "std": np.full(2, 3.0), "q01": -np.ones(2), "q99": np.ones(2)}}
+    x = np.array([1.5, -0.7], np.float32)
+    normed = _t.Normalize(stats)({"state": x})["state"]
+    np.testing.assert_array_equal(normed, (x - np.zeros(2)) / (np.full(2, 3.0) + 1e-6))
+    assert normed.dtype == np.float64
+    # After tokenisation the model still gets float32.
+    assert _t.PadStatesAndActions(4)({"state": normed})["state"].dtype == np.float32

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import dataclasses
 import math
 from typing import Any
+from typing import Literal
 
 from flax import struct
 import jax
@@ -192,16 +193,86 @@ def _warp(image, rng, *, crop_scale: float, max_degrees: float):
     return jax.vmap(channel, in_axes=2, out_axes=2)(image)
 
 
-def _color_jitter(image, rng, *, brightness=0.3, contrast=0.4, saturation=0.5):
-    """Random brightness, contrast and saturation on one [H, W, 3] image in [0, 1]."""
+@dataclasses.dataclass(frozen=True)
+class ColorJitter:
+    """Train-time colour augmentation of one image, applied with probability `p`.
+
+    `space="hsv_openpi"` reproduces the distribution of openpi's `augmax.ColorJitter(brightness=0.3, contrast=0.4,
+    saturation=0.5)` (hue 0.1 and p 0.5 are augmax's defaults): in HSV, brightness b ~ U(-0.3, 0.3) and
+    contrast c ~ U(-0.4, 0.4) reshape the value channel with augmax's curves, the hue turns by U(-0.1, 0.1) of a
+    full circle, and saturation is left as it is (augmax computes that adjustment but discards the result, so
+    openpi checkpoints never saw it). `space="rgb"` is this repository's earlier jitter: brightness, contrast and
+    saturation factors in RGB (1 +- strength), no hue.
+    """
+
+    brightness: float = 0.3
+    contrast: float = 0.4
+    saturation: float = 0.5
+    hue: float = 0.1
+    p: float = 0.5
+    space: Literal["hsv_openpi", "rgb"] = "hsv_openpi"
+
+    def __call__(self, image, rng):
+        """[H, W, 3] in [0, 1] -> [H, W, 3] in [0, 1]."""
+        apply_rng, rng = jax.random.split(rng)
+        jittered = _hsv_jitter(image, rng, self) if self.space == "hsv_openpi" else _rgb_jitter(image, rng, self)
+        if self.p >= 1.0:
+            return jittered
+        return jnp.where(jax.random.bernoulli(apply_rng, self.p), jittered, image)
+
+
+# openpi's distribution: what users fine-tuning from pi05_base expect (the default).
+OPENPI_COLOR_JITTER = ColorJitter()
+# This repository's jitter before it matched openpi: on every image, RGB factors, no hue term.
+RGB_ALWAYS_COLOR_JITTER = ColorJitter(hue=0.0, p=1.0, space="rgb")
+
+
+def _rgb_jitter(image, rng, cfg: ColorJitter):
     b_rng, c_rng, s_rng = jax.random.split(rng, 3)
-    image = image * jax.random.uniform(b_rng, (), minval=1 - brightness, maxval=1 + brightness)
+    image = image * jax.random.uniform(b_rng, (), minval=1 - cfg.brightness, maxval=1 + cfg.brightness)
     gray = image @ jnp.array([0.299, 0.587, 0.114], image.dtype)
     mean = jnp.mean(gray)
-    image = (image - mean) * jax.random.uniform(c_rng, (), minval=1 - contrast, maxval=1 + contrast) + mean
+    image = (image - mean) * jax.random.uniform(c_rng, (), minval=1 - cfg.contrast, maxval=1 + cfg.contrast) + mean
     gray = (image @ jnp.array([0.299, 0.587, 0.114], image.dtype))[..., None]
-    image = (image - gray) * jax.random.uniform(s_rng, (), minval=1 - saturation, maxval=1 + saturation) + gray
+    image = (image - gray) * jax.random.uniform(s_rng, (), minval=1 - cfg.saturation, maxval=1 + cfg.saturation) + gray
     return jnp.clip(image, 0.0, 1.0)
+
+
+def _rgb_to_hsv(image):
+    """[..., 3] RGB in [0, 1] -> hue (turns, [0, 1)), saturation, value; the textbook hexcone formulas."""
+    value = image.max(axis=-1)
+    spread = value - image.min(axis=-1)
+    top = image.argmax(axis=-1)
+    nxt = jnp.take_along_axis(image, ((top + 1) % 3)[..., None], axis=-1)[..., 0]
+    nxt2 = jnp.take_along_axis(image, ((top + 2) % 3)[..., None], axis=-1)[..., 0]
+    safe = jnp.where(spread > 0, spread, 1.0)
+    hue = jnp.where(spread > 0, (2 * top + (nxt - nxt2) / safe) / 6, 0.0)
+    saturation = jnp.where(value > 0, spread / jnp.where(value > 0, value, 1.0), 0.0)
+    return hue, saturation, value
+
+
+def _hsv_to_rgb(hue, saturation, value):
+    k = jnp.mod(jnp.array([5.0, 3.0, 1.0]) + hue[..., None] * 6, 6)
+    return value[..., None] * (1 - saturation[..., None] * jnp.clip(jnp.minimum(k, 4 - k), 0.0, 1.0))
+
+
+def _hsv_jitter(image, rng, cfg: ColorJitter):
+    b_rng, c_rng, h_rng = jax.random.split(rng, 3)
+    hue, saturation, value = _rgb_to_hsv(image)
+    b = jax.random.uniform(b_rng, (), minval=-cfg.brightness, maxval=cfg.brightness)
+    # Brightness: darken by scaling towards 0, or brighten by moving towards 1.
+    value = jnp.where(b < 0, value * (1 + b), value * (1 - b) + b)
+    c = jax.random.uniform(c_rng, (), minval=-cfg.contrast, maxval=cfg.contrast)
+    # Contrast: slope tan((c + 1) pi / 4) through (0.5, 0.5), bent at the ends so [0, 1] maps onto [0, 1].
+    slope = jnp.tan((c + 1) * (jnp.pi / 4))
+    knee = (slope - slope**2) / (2 * (1 - slope**2))
+    value = jnp.where(
+        value < knee,
+        value / slope,
+        jnp.where(value > 1 - knee, value / slope + 1 - 1 / slope, slope * (value - 0.5) + 0.5),
+    )
+    hue = hue + jax.random.uniform(h_rng, (), minval=-cfg.hue, maxval=cfg.hue)
+    return jnp.clip(_hsv_to_rgb(hue, saturation, value), 0.0, 1.0)
 
 
 def preprocess_observation(
@@ -211,11 +282,13 @@ def preprocess_observation(
     train: bool = False,
     image_keys: Sequence[str] = IMAGE_KEYS,
     image_resolution: tuple[int, int] = IMAGE_RESOLUTION,
+    color_jitter: ColorJitter = OPENPI_COLOR_JITTER,
 ) -> Observation:
     """Model-side image pipeline: uint8 -> [-1, 1], resize-with-pad, and (train only) augmentation.
 
     Augmentation follows openpi: non-wrist cameras get a 95 % random crop resized back and a +-5 degree rotation;
-    every camera gets colour jitter. Missing masks default to True. Cameras not in `image_keys` are dropped.
+    every camera gets `color_jitter` (openpi's by default: half the images, with a hue term). Missing masks
+    default to True. Cameras not in `image_keys` are dropped.
     """
     missing = [k for k in image_keys if k not in observation.images]
     if missing:
@@ -237,7 +310,7 @@ def preprocess_observation(
             if "wrist" not in key:
                 warp_rngs = jax.vmap(lambda r: jax.random.fold_in(r, 1))(rngs)
                 x = jax.vmap(lambda im, r: _warp(im, r, crop_scale=0.95, max_degrees=5.0))(x, warp_rngs)
-            x = jax.vmap(_color_jitter)(x, rngs)
+            x = jax.vmap(color_jitter)(x, rngs)
             image = x * 2.0 - 1.0
         images[key] = image
         mask = observation.image_masks.get(key)

@@ -1,3 +1,5 @@
+import colorsys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -105,3 +107,31 @@ def test_preprocess_missing_camera_is_a_user_error():
     obs = _model.Observation.from_dict(data)
     with pytest.raises(_model.ObservationError, match="base_0_rgb"):
         _model.preprocess_observation(None, obs)
+
+
+def _jitter_samples(n=256, color=(0.8, 0.3, 0.2), **kwargs):
+    """n wrist images (no geometric warp) of one constant colour after the train-time augmentation, in [0, 1]."""
+    image = np.broadcast_to(np.asarray(color, np.float32) * 2 - 1, (n, 4, 4, 3)).copy()
+    obs = _model.Observation(
+        images={"left_wrist_0_rgb": jnp.asarray(image)},
+        image_masks={"left_wrist_0_rgb": jnp.ones((n,), bool)},
+        state=jnp.zeros((n, 2)),
+    )
+    out = _model.preprocess_observation(
+        jax.random.key(0), obs, train=True, image_keys=("left_wrist_0_rgb",), image_resolution=(4, 4), **kwargs
+    )
+    return np.asarray(out.images["left_wrist_0_rgb"][:, 0, 0]) / 2 + 0.5  # one pixel per sample: [n, 3]
+
+
+def test_colour_jitter_matches_openpi_by_default():
+    """Issue 14.12: openpi's jitter (augmax) applies half the time and shifts the hue by up to +-0.1 turn."""
+    rgb = _jitter_samples()
+    unchanged = np.all(np.abs(rgb - [0.8, 0.3, 0.2]) < 1e-5, axis=-1)
+    assert 0.4 < unchanged.mean() < 0.6
+    hsv = np.stack([np.array(colorsys.rgb_to_hsv(*p)) for p in rgb[~unchanged]])
+    hue_shift = (hsv[:, 0] - colorsys.rgb_to_hsv(0.8, 0.3, 0.2)[0] + 0.5) % 1 - 0.5
+    assert np.abs(hue_shift).max() <= 0.1 + 1e-4 and np.abs(hue_shift).max() > 0.08  # up to +-0.1, used
+    assert np.all(rgb >= 0) and np.all(rgb <= 1)
+    # The previous behaviour stays available by name: always applied, RGB factors, no hue change.
+    legacy = _jitter_samples(color_jitter=_model.RGB_ALWAYS_COLOR_JITTER)
+    assert not np.any(np.all(np.abs(legacy - [0.8, 0.3, 0.2]) < 1e-5, axis=-1))
