@@ -40,28 +40,35 @@ ACTION_DIM = 4
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-    """What this module adds to a MetaWorld task: the instruction, the step limit and how progress is read.
+    """What this module adds to a MetaWorld task: the instruction, the step limit and how progress behaves.
 
-    ``max_steps`` is about twice the longest noise-free expert episode measured over 200 seeds, so the expert
+    ``max_steps`` is at least 1.6 times the longest noise-free expert episode over seeds 0-199, so the expert
     (and a policy or a noisy expert that dawdles) has room, while a failed episode ends long before MetaWorld's
     own 500-step horizon. ``reach_object`` says whether the hand must first get to the object (everything but
-    ``reach-v3``, where the hand itself is what must reach the goal); see `MetaWorldEnv.progress`.
+    ``reach-v3``, where the hand itself must reach the goal); see `MetaWorldEnv.progress`.
+
+    ``expert_stall_steps``: the noise-free expert's `progress` gains at least 1 cm over every window of this
+    many steps (measured over seeds 0-199). The expert's path is not straight (it rises over the drawer
+    before pushing it, slows down as it nears a target), so an operator whose stall window is shorter than
+    this at ``min_progress=0.01`` would take over from a perfect demonstrator.
     """
 
     prompt: str
     max_steps: int
+    expert_stall_steps: int
     reach_object: bool = True
 
 
-# Tasks whose scripted policy succeeds on every one of 200 seeds (measured with this module; see the test).
+# Tasks whose scripted policy reliably succeeds. Measured over seeds 0-199 (noise-free expert; longest episode in
+# brackets): 100 % for all but push-v3, 99.5 % (seed 52 flips the puck and needs 211 steps; otherwise <= 71).
 TASK_SPECS: dict[str, TaskSpec] = {
-    "reach-v3": TaskSpec("move the gripper to the goal", max_steps=150, reach_object=False),
-    "push-v3": TaskSpec("push the puck to the goal", max_steps=150),
-    "pick-place-v3": TaskSpec("pick up the puck and place it at the goal", max_steps=150),
-    "drawer-open-v3": TaskSpec("open the drawer", max_steps=200),
-    "drawer-close-v3": TaskSpec("close the drawer", max_steps=200),
-    "button-press-topdown-v3": TaskSpec("press the button down from above", max_steps=150),
-    "window-open-v3": TaskSpec("slide the window open", max_steps=200),
+    "reach-v3": TaskSpec("move the gripper to the goal", 150, expert_stall_steps=35, reach_object=False),  # [89]
+    "push-v3": TaskSpec("push the puck to the goal", 150, expert_stall_steps=20),  # [71]
+    "pick-place-v3": TaskSpec("pick up the puck and place it at the goal", 150, expert_stall_steps=6),  # [63]
+    "drawer-open-v3": TaskSpec("open the drawer", 200, expert_stall_steps=36),  # [92]
+    "drawer-close-v3": TaskSpec("close the drawer", 150, expert_stall_steps=57),  # [79]
+    "button-press-topdown-v3": TaskSpec("press the button down from above", 150, expert_stall_steps=5),  # [75]
+    "window-open-v3": TaskSpec("slide the window open", 200, expert_stall_steps=24),  # [96]
 }
 TASKS = tuple(TASK_SPECS)
 
