@@ -219,7 +219,7 @@ def plot(summary: dict, path: pathlib.Path, title: str) -> pathlib.Path:
     ax = fig.add_subplot()
     ax.bar(names, rates, yerr=[below, above], capsize=5, color="tab:blue", alpha=0.8)
     for i, (_, s) in enumerate(entries):
-        ax.text(i, 0.02, f"{s['successes']}/{s['episodes']}", ha="center", color="white")
+        ax.text(i + 0.05, 0.02, f"{s['successes']}/{s['episodes']}", ha="left", color="black")
     ax.set_ylim(0.0, 1.02)
     ax.set_ylabel("success rate (95% Wilson CI)")
     ax.set_title(title)
@@ -289,7 +289,11 @@ def run(args: Args) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out_dir / "eval.json", json.dumps(result, indent=2, default=str) + "\n")
         what = args.checkpoint_dir or args.serve_config or f"{host}:{port}"
-        plot(summary, out_dir / "eval.png", f"{args.env}: {what} (adv_ind={args.adv_ind or 'server default'})")
+        plot(
+            summary,
+            out_dir / "eval.png",
+            f"{args.env}: {what} (adv_ind={args.adv_ind or 'server default'}, cfg_beta={args.cfg_beta})",
+        )
     return result
 
 

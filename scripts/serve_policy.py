@@ -127,12 +127,35 @@ def create_policy(args: Args) -> _policy.Policy:
     )
 
 
+def _sim_example(data: _config.LeRobotSimDataConfig) -> dict | None:
+    """The first observation of the first registered sim env whose cameras and action size fit the config.
+
+    The config does not name its env, so the one that produces what its clients will send is looked up; an env
+    whose optional extra is missing is skipped (the first request then pays for compilation).
+    """
+    from openpi import sim
+
+    for env_name in sim.env_names():
+        try:
+            env = sim.make_env(env_name, sim.task_names(env_name)[0])
+        except sim.SimError:
+            continue
+        if env.action_dim == data.action_dim and set(data.cameras) <= set(env.cameras):
+            return env.reset(0)
+    return None
+
+
 def _warmup(policy: _policy.Policy, train_config: _config.TrainConfig) -> None:
-    if not isinstance(train_config.data, _config.LeRobotYamDataConfig):
+    example = None
+    if isinstance(train_config.data, _config.LeRobotYamDataConfig):
+        example = yam_policy.make_yam_example()
+    elif isinstance(train_config.data, _config.LeRobotSimDataConfig):
+        example = _sim_example(train_config.data)
+    if example is None:
         logger.info("No example observation for %s; the first request will compile the model.", train_config.name)
         return
     start = time.monotonic()
-    policy.infer(yam_policy.make_yam_example())
+    policy.infer(example)
     logger.info("Warm-up request done in %.1f s (includes compilation).", time.monotonic() - start)
 
 

@@ -220,3 +220,29 @@ def test_unknown_task_in_a_real_process_is_one_line_with_status_2(tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error: The 'tabletop' env has no task 'press_purple'")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_serve_policy_warms_sim_configs_up_with_an_env_observation(served, caplog):
+    import serve_policy
+
+    example = serve_policy._sim_example(_config.get_config("sim_pi06").data)
+    assert example is not None and example["images"]["top"].shape == (32, 32, 3) and example["prompt"]
+    recording, _ = served
+    caplog.set_level("INFO", logger="serve_policy")
+    serve_policy._warmup(recording.policy, _config.get_config("sim_pi06_infer"))
+    assert "Warm-up request done" in caplog.text
+
+
+@pytest.mark.slow
+def test_evaluation_starts_and_stops_its_own_server(tiny_spm_model, tmp_path):
+    """--serve-config: serve_policy.py runs as a subprocess on a free port, logs to server.log, and is stopped."""
+    result = eval_policy.evaluate(
+        serve_config="sim_pi06_infer",
+        dummy_weights=True,
+        tokenizer_path=str(tiny_spm_model),
+        tasks=("press_red",),
+        episodes_per_task=2,
+        output_dir=str(tmp_path),
+    )
+    assert result["summary"]["overall"]["episodes"] == 2 and result["server_metadata"]["config"] == "sim_pi06_infer"
+    assert "Warm-up request done" in (tmp_path / "server.log").read_text()
