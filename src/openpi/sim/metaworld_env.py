@@ -3,7 +3,7 @@
 Why: the embedded tabletop world is cheap but simple; MetaWorld (MIT, MuJoCo, a Sawyer arm) is a standard
 third-party benchmark with contact-rich tasks and a scripted policy per task, so the RECAP loop (collect with
 a scripted expert and operator, train, evaluate) can be checked on something nobody in this repo designed.
-Rendering MuJoCo images on a CPU runs at about 3 steps/s, far too slow for collection, so observations carry
+Rendering MuJoCo images on a CPU runs at about 3 steps/s (figure from the issue), far too slow for collection, so observations carry
 no images (``cameras = ()``) and the policy sees MetaWorld's 39-dim state.
 
 How the underlying env is built (read from the installed metaworld 3.1 source, not its docs):
@@ -42,15 +42,16 @@ ACTION_DIM = 4
 class TaskSpec:
     """What this module adds to a MetaWorld task: the instruction, the step limit and how progress behaves.
 
-    ``max_steps`` is at least 1.6 times the longest noise-free expert episode over seeds 0-199, so the expert
-    (and a policy or a noisy expert that dawdles) has room, while a failed episode ends long before MetaWorld's
-    own 500-step horizon. ``reach_object`` says whether the hand must first get to the object (everything but
-    ``reach-v3``, where the hand itself must reach the goal); see `MetaWorldEnv.progress`.
+    ``max_steps`` is at least 1.6 times the longest noise-free expert episode over seeds 0-199 (push-v3's
+    seed 52 excepted, see `TASK_SPECS`), so the expert (and a policy or a noisy expert that dawdles) has room,
+    while a failed episode ends long before MetaWorld's own 500-step horizon. ``reach_object`` says whether
+    the hand must first get to the object (everything but ``reach-v3``, where the hand itself must reach the
+    goal); see `MetaWorldEnv.progress`.
 
     ``expert_stall_steps``: the noise-free expert's `progress` gains at least 1 cm over every window of this
-    many steps (measured over seeds 0-199). The expert's path is not straight (it rises over the drawer
-    before pushing it, slows down as it nears a target), so an operator whose stall window is shorter than
-    this at ``min_progress=0.01`` would take over from a perfect demonstrator.
+    many steps (measured over seeds 0-199, push-v3's seed 52 excepted). The expert's path is not straight (it
+    rises over the drawer before pushing it, slows down as it nears a target), so an operator whose stall
+    window is shorter than this at ``min_progress=0.01`` would take over from a perfect demonstrator.
     """
 
     prompt: str
