@@ -34,6 +34,9 @@ class Args:
     """Inference batch (default 32 on CPU, 64 with --full)."""
     num_workers: int = 4
     lookahead: int = 10
+    params_from_host: bool = False
+    """Pass host (numpy) params into every inference call, as the labeller did before issue 14.11 (for comparison);
+    default: `relabel.make_values_fn`, which puts them on the device once."""
 
 
 def main(args: Args) -> dict:
@@ -59,13 +62,19 @@ def main(args: Args) -> dict:
         synthetic.write_dataset(
             data_root, synthetic.SyntheticConfig(num_episodes=episodes, image_size=image_size, max_length=40)
         )
-        params = jax.jit(model.init_params)(jax.random.key(0))
+        # As `value_train.load_value_checkpoint` returns them: numpy arrays on the host.
+        params = jax.device_get(jax.jit(model.init_params)(jax.random.key(0)))
+        predict = (
+            (lambda batch: value_train.predict_values(model, params, batch))
+            if args.params_from_host
+            else relabel.make_values_fn(model, params)
+        )
         data = dataclasses.replace(cfg.data, repo_id=str(data_root))
         factory = value_data.ValueItemFactory(data, model, None, str(tok), with_targets=False)
         calls: list[tuple[float, int]] = []
 
         def values_fn(batch):
-            out = np.asarray(value_train.predict_values(model, params, batch))
+            out = np.asarray(predict(batch))
             calls.append((time.perf_counter(), len(out)))
             return out
 
@@ -88,6 +97,7 @@ def main(args: Args) -> dict:
             "image_px": image_size,
             "cameras": len(data.cameras),
             "batch_size": batch_size,
+            "params": "host, every batch" if args.params_from_host else "on device once",
             "num_workers": args.num_workers,
             "frames_scored": res.stats["frames_total"],
             "dataset_frames": len(res.values),
