@@ -26,13 +26,13 @@ printed to stdout.
 import dataclasses
 import logging
 import pathlib
+import sys
 import time
 from typing import Annotated
 from typing import Literal
 
 import tyro
 
-from openpi.datasets import lerobot
 from openpi.recap import convert
 from openpi.recap import labels
 from openpi.shared import errors
@@ -62,8 +62,8 @@ class Args:
     c_fail: float | None = None
     """Failure penalty in steps (paper mode); default: the task's maximum episode length."""
     task_max_length_from: str | None = None
-    """An earlier RECAP dataset whose per-task longest episodes normalise value_label here too (paper mode), so a
-    new batch of rollouts is on the same value scale."""
+    """An earlier RECAP dataset whose recorded per-task normaliser and c_fail (its meta/recap.json) label this one
+    too (paper mode), so a new batch of rollouts is on the same value scale; a longer episode is refused."""
     overwrite_columns: bool = False
     """Recompute RECAP columns the dataset already has (in the new dataset only)."""
     overwrite: bool = False
@@ -77,15 +77,18 @@ def run(args: Args) -> convert.ConvertResult:
     if args.mode == "per_episode" and args.c_fail is not None:
         logger.warning("--c-fail is ignored in per_episode mode (failures are a flat -1 there)")
     reference = None
+    c_fail = args.c_fail
     if args.task_max_length_from is not None:
-        reference = convert.task_max_lengths(lerobot.LeRobotDataset.open(args.task_max_length_from))
+        # The normaliser (and c_fail) the reference's labels were made with, as recorded in its meta/recap.json.
+        scale = convert.reference_label_scale(args.task_max_length_from, args.c_fail)
+        reference, c_fail = dict(scale.task_normaliser), scale.c_fail
     config = convert.ConvertConfig(
         intervention_column=args.intervention_column,
         demos=args.demos,
         success_column=args.success_column,
         success_file=args.success_file,
         all_success=args.all_success,
-        labels=labels.LabelConfig(mode=args.mode, c_fail=args.c_fail),
+        labels=labels.LabelConfig(mode=args.mode, c_fail=c_fail),
         task_max_length=reference,
         overwrite_columns=args.overwrite_columns,
     )
@@ -106,7 +109,8 @@ def main(args: Args) -> None:
     try:
         result = run(args)
     except errors.UserError as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(convert.format_summary(result.summary))
 
 

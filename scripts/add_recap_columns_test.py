@@ -9,10 +9,10 @@ import add_recap_columns
 import numpy as np
 
 from openpi.datasets import lerobot
-from openpi.datasets import reader_test
 from openpi.datasets import recap_columns
 from openpi.recap import convert_test
 from openpi.recap import labels
+from openpi.recap import provenance
 
 SCRIPT = pathlib.Path(__file__).resolve().parent / "add_recap_columns.py"
 
@@ -42,7 +42,7 @@ def test_cli_converts_and_refuses(tmp_path):
     np.testing.assert_array_equal(out.column("value_label"), expected["value_label"])
     assert convert_test.tree_digest(tmp_path / "src") == before
 
-    # Errors: one line on stderr, exit code 1, no traceback, nothing written.
+    # Errors: one line on stderr, exit code 2, no traceback, nothing written.
     for args, message in [
         (["--output-dir", tmp_path / "dst", "--all-success"], "already exists"),
         (["--output-dir", tmp_path / "x", "--intervention-column", "human"], "no intervention column 'human'"),
@@ -50,7 +50,7 @@ def test_cli_converts_and_refuses(tmp_path):
         (["--output-dir", tmp_path / "x", "--all-success", "--success-column", "reward"], "given twice"),
     ]:
         result = cli(tmp_path / "src", *args)
-        assert result.returncode == 1, result.stderr
+        assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
         assert not (tmp_path / "x").exists()
@@ -76,26 +76,56 @@ def test_run_in_process(tmp_path):
     assert json.loads((tmp_path / "out" / "meta" / "info.json").read_text())["features"]["adv_ind"]["dtype"] == "string"
 
 
-def test_task_max_length_from_a_reference_dataset(tmp_path):
-    """The LeRobot-written fixture's "pick up the red cube" episodes run to 20 frames: that becomes the normaliser."""
-    reference = reader_test.fixture_path("v3.0_image")
+def test_task_max_length_from_reuses_the_recorded_normaliser(tmp_path):
+    """Issue 14.7: a new batch is labelled with the normaliser and c_fail the reference's labels actually used (its
+    meta/recap.json), not with the reference's longest episodes; a longer batch or an unrecorded reference is refused."""
+    ref_episodes = convert_test.rollouts(tmp_path / "ref_src")
+    add_recap_columns.run(
+        add_recap_columns.Args(
+            source=str(tmp_path / "ref_src"),
+            output_dir=tmp_path / "ref",
+            success_file=convert_test.write_outcomes(tmp_path / "ref.json", ref_episodes),
+            c_fail=7.0,
+        )
+    )
+    recorded = provenance.read(tmp_path / "ref")
+    assert recorded["label_scale"]["c_fail"] == 7.0
+    # The reference was labelled on a larger scale than its own episodes (e.g. an earlier iteration's): say 50.
+    recorded["label_scale"]["task_normaliser"] = {t: 50 for t in recorded["label_scale"]["task_normaliser"]}
+    provenance.write(tmp_path / "ref", {k: v for k, v in recorded.items() if k != "version"})
+
     episodes = convert_test.rollouts(tmp_path / "src")
     outcomes = convert_test.write_outcomes(tmp_path / "o.json", episodes)
     args = add_recap_columns.Args(
-        source=str(tmp_path / "src"),
-        output_dir=tmp_path / "out",
-        success_file=outcomes,
-        task_max_length_from=str(reference),
-    )
+        source=str(tmp_path / "src"), output_dir=tmp_path / "out", success_file=outcomes,
+        task_max_length_from=str(tmp_path / "ref"),
+    )  # fmt: skip
     result = add_recap_columns.run(args)
-    norms = {t.task: t.normaliser for t in result.summary.tasks}
-    assert norms["pick up the red cube"] == 20
-    red = [ep for ep in episodes if ep.task == "pick up the red cube"]
-    first = next(i for i, ep in enumerate(episodes) if ep.task == "pick up the red cube")
-    start = sum(ep.length for ep in episodes[:first])
-    value = result.dataset.column("value_label")[start : start + red[0].length]
-    steps_to_go = np.arange(red[0].length)[::-1]
-    if red[0].success:
-        np.testing.assert_allclose(value, -steps_to_go / 20, atol=1e-6)
-    else:
-        np.testing.assert_allclose(value, np.clip((-steps_to_go - 20) / 20, -1, 0), atol=1e-6)
+    assert {t.normaliser for t in result.summary.tasks} == {50}
+    lengths = np.asarray([ep.length for ep in episodes])
+    expected = labels.compute_columns(
+        episode_lengths=lengths,
+        success=np.asarray([ep.success for ep in episodes]),
+        tasks=[ep.task for ep in episodes],
+        intervention=np.concatenate([ep.frames["intervention"] for ep in episodes]),
+        config=labels.LabelConfig(c_fail=7.0),
+        task_max_length={ep.task: 50 for ep in episodes},
+    )
+    np.testing.assert_allclose(result.dataset.column("value_label"), expected["value_label"], atol=1e-6)
+    assert provenance.read_label_scale(tmp_path / "out") == provenance.LabelScale("paper", 7.0, {
+        ep.task: 50 for ep in episodes
+    })  # fmt: skip
+
+    for ref, extra, message in [
+        (tmp_path / "ref_src", [], "records no label scale"),  # labelled by another tool: scale unknown
+        (tmp_path / "ref", ["--c-fail", "9"], "differs from the reference's c_fail"),
+    ]:
+        out = cli(tmp_path / "src", "--output-dir", tmp_path / "x", "--success-file", outcomes,
+                  "--task-max-length-from", ref, *extra)  # fmt: skip
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    recorded["label_scale"]["task_normaliser"] = {t: 3 for t in recorded["label_scale"]["task_normaliser"]}
+    provenance.write(tmp_path / "ref", {k: v for k, v in recorded.items() if k != "version"})
+    out = cli(tmp_path / "src", "--output-dir", tmp_path / "x", "--success-file", outcomes,
+              "--task-max-length-from", tmp_path / "ref")  # fmt: skip
+    assert out.returncode == 2 and "--rescale-labels" in out.stderr, out.stderr
+    assert not (tmp_path / "x").exists()

@@ -29,6 +29,7 @@ import numpy as np
 from openpi.datasets import lerobot
 from openpi.datasets import recap_columns
 from openpi.recap import labels as labels_lib
+from openpi.recap import provenance
 from openpi.shared import errors
 
 # Columns whose last-frame value says whether an episode succeeded, tried in this order when the user names
@@ -57,9 +58,10 @@ class ConvertConfig:
         success_file: JSON or CSV file mapping episode_index -> success (see `load_success_file`).
         all_success: every episode succeeded (typical for demonstrations).
         labels: labelling mode (paper / per_episode) and failure penalty.
-        task_max_length: per-task length normaliser of an earlier dataset (see `task_max_lengths`), so that a
-            new batch of rollouts is labelled on the same value scale (paper mode). A task this dataset has
-            longer episodes of, or that the mapping lacks, uses its own longest episode instead.
+        task_max_length: per-task length normaliser of an earlier dataset (`reference_label_scale`), so that a
+            new batch of rollouts is labelled on the same value scale (paper mode). A task the mapping lacks uses
+            its own longest episode; an episode longer than its task's normaliser is refused (its labels would
+            not fit the scale: label the batch on its own scale and merge with rescaled labels instead).
         overwrite_columns: recompute RECAP columns the dataset already has (the source is still untouched).
     """
 
@@ -348,6 +350,32 @@ def episode_tasks(ds: lerobot.LeRobotDataset) -> list[str]:
     return out
 
 
+def reference_label_scale(root: str | os.PathLike, c_fail: float | None) -> provenance.LabelScale:
+    """The label scale recorded in an earlier RECAP dataset (its meta/recap.json), to label a new batch on it.
+
+    The normaliser that was actually used, not the reference's longest episodes (the two differ when the
+    reference itself was labelled on an older scale). `c_fail` (the new batch's, None = not given) must agree.
+    """
+    ds = lerobot.LeRobotDataset.open(root)
+    scale = provenance.read_label_scale(ds.root)
+    if scale is None:
+        raise provenance.ProvenanceError(
+            f"{ds.root} records no label scale (no {provenance.RECAP_META_PATH}), so the normaliser its labels used "
+            "is unknown; relabel it with scripts/add_recap_columns.py first, or drop --task-max-length-from."
+        )
+    if scale.mode != "paper":
+        raise provenance.ProvenanceError(
+            f"{ds.root} has {scale.mode} labels, which have no per-task normaliser; --task-max-length-from needs a "
+            "paper-mode reference."
+        )
+    if c_fail is not None and c_fail != scale.c_fail:
+        raise provenance.ProvenanceError(
+            f"--c-fail {c_fail:g} differs from the reference's c_fail ({scale.describe()}); drop --c-fail to use the "
+            "reference's, so both batches share one value scale."
+        )
+    return scale
+
+
 def task_max_lengths(ds: lerobot.LeRobotDataset) -> dict[str, int]:
     """The longest episode of each task: the paper-mode normaliser `ds` was (or would be) labelled with."""
     out: dict[str, int] = {}
@@ -371,8 +399,16 @@ def compute_recap_columns(
     lengths = np.asarray([ep.length for ep in ds.episodes], dtype=np.int64)
     normaliser = task_max_lengths(ds)
     for task, length in (config.task_max_length or {}).items():
-        if task in normaliser:
-            normaliser[task] = max(normaliser[task], _positive_length(task, length))
+        length = _positive_length(task, length)
+        if task in normaliser and config.labels.mode == "paper":
+            if normaliser[task] > length:
+                raise provenance.ProvenanceError(
+                    f"Task {task!r} has an episode of {normaliser[task]} frames in {ds.root}, longer than the "
+                    f"normaliser {length} of the reference labels, so its values would not fit that scale; label "
+                    "this batch on its own scale (drop --task-max-length-from) and merge the iterations with "
+                    "scripts/merge_datasets.py --rescale-labels."
+                )
+            normaliser[task] = length
     columns = labels_lib.compute_columns(
         episode_lengths=lengths,
         success=success,
@@ -476,6 +512,9 @@ def add_recap_columns(
         ds, dst_root, columns, features_update=features, link_videos=link_videos, overwrite=overwrite
     )
     recap_columns.validate_recap_columns(out)
+    normaliser = {t.task: t.normaliser for t in summary.tasks} if config.labels.mode == "paper" else {}
+    scale = provenance.LabelScale(mode=config.labels.mode, c_fail=config.labels.c_fail, task_normaliser=normaliser)
+    provenance.write(out.root, {"label_scale": scale.to_json(), "converted_from": str(ds.root)})
     return ConvertResult(dataset=out, summary=dataclasses.replace(summary, root=out.root))
 
 

@@ -15,6 +15,7 @@ from openpi.datasets import recap_columns
 from openpi.datasets import synthetic
 from openpi.recap import convert
 from openpi.recap import labels
+from openpi.recap import provenance
 from openpi.shared import errors
 
 CONFIG = synthetic.SyntheticConfig(num_episodes=8, image_size=16, max_length=16)
@@ -367,8 +368,8 @@ def test_task_max_length_puts_a_new_batch_on_an_old_scale(tmp_path):
         own[ep.task] = max(own.get(ep.task, 0), ep.length)
     assert convert.task_max_lengths(lerobot.LeRobotDataset.open(tmp_path / "src")) == own
     red, green, blue = synthetic.TASKS
-    # red: an earlier batch had longer episodes; green: shorter (own length wins); blue: absent; extra task ignored.
-    reference = {red: 40, green: 3, "wipe the table": 25}
+    # red: an earlier batch had longer episodes; green, blue: absent (own length); extra task ignored.
+    reference = {red: 40, "wipe the table": 25}
     outcomes = write_outcomes(tmp_path / "o.json", episodes)
     config = convert.ConvertConfig(success_file=outcomes, task_max_length=reference)
     result = convert.add_recap_columns(tmp_path / "src", tmp_path / "dst", config)
@@ -386,3 +387,9 @@ def test_task_max_length_puts_a_new_batch_on_an_old_scale(tmp_path):
 
     with pytest.raises(errors.ConfigError, match=r"gives task 'pick up the red cube' the length 0"):
         convert.compute_recap_columns(result.dataset, dataclasses.replace(config, task_max_length={red: 0}))
+    # Issue 14.7: a batch longer than the reference's normaliser is refused, not silently put on a larger scale.
+    with pytest.raises(errors.UserError, match=r"longer than the normaliser 3 of the reference"):
+        convert.compute_recap_columns(result.dataset, dataclasses.replace(config, task_max_length={green: 3}))
+    # The label scale is recorded with the labels.
+    scale = provenance.read_label_scale(tmp_path / "dst")
+    assert scale == provenance.LabelScale("paper", None, {red: 40, green: own[green], blue: own[blue]})

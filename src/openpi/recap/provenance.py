@@ -1,0 +1,180 @@
+"""`meta/recap.json`: where a dataset's RECAP labels came from, written beside LeRobot's own meta files.
+
+Paper-mode labels are only comparable on one scale: `value_label = clip(G_t / L_task, -1, 0)` depends on the
+per-task normaliser `L_task` and on the failure penalty `c_fail`, and the relabeller's advantages are sums of
+those `reward_label`s. Nothing in the parquet columns says which `L_task` was used, so two datasets labelled on
+different scales merge without complaint and train a value model on targets that disagree. Every dataset that
+`add_recap_columns`, the relabeller or `merge_datasets` writes therefore records:
+
+    {"version": 1,
+     "label_scale": {"mode": "paper", "c_fail": null, "task_normaliser": {"<task>": 240, ...}},
+     "relabel": {"value_checkpoint": {...}, "source": {...}, "lookahead": 50, "top_percent": 30.0,
+                 "failure_reward": -1.0, "thresholds": {"<task>": -0.012}, "adv_col": "adv_ind"},   # relabel only
+     "sources": [{"root": ..., "fingerprint": ..., "label_scale": ..., "relabel": ...}, ...]}           # merge only
+
+`c_fail: null` means "the task's normaliser" (`labels.LabelConfig`); `label_scale: null` means unknown (the
+labels were made by a tool that did not record it). Readers use it: the converter reuses a reference dataset's
+normaliser, merge refuses datasets on different scales (or rescales them on request), and the relabel cache key
+holds the source's content fingerprint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import dataclasses
+import hashlib
+import json
+import pathlib
+from typing import Any
+
+from openpi.shared import atomic
+from openpi.shared import errors
+
+RECAP_META_PATH = "meta/recap.json"
+SCHEMA_VERSION = 1
+# Video files are fingerprinted by size plus their first and last MiB: hashing whole videos of a large dataset
+# would take minutes, and a re-encode or a different recording changes both ends and usually the size.
+_VIDEO_SAMPLE_BYTES = 1 << 20
+
+
+class ProvenanceError(errors.UserError, ValueError):
+    """A dataset's recorded label provenance is missing, unreadable or contradicts what is asked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelScale:
+    """What a value label means: the labelling mode, the failure penalty and (paper mode) the per-task normaliser."""
+
+    mode: str
+    c_fail: float | None
+    task_normaliser: Mapping[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "c_fail": self.c_fail,
+            "task_normaliser": {k: int(v) for k, v in sorted(self.task_normaliser.items())},
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any, source: str) -> LabelScale | None:
+        if raw is None:
+            return None
+        try:
+            return cls(
+                mode=str(raw["mode"]),
+                c_fail=None if raw.get("c_fail") is None else float(raw["c_fail"]),
+                task_normaliser={str(k): int(v) for k, v in (raw.get("task_normaliser") or {}).items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ProvenanceError(
+                f"{source} has a malformed label_scale ({e!r}); restore the file or relabel the dataset."
+            ) from e
+
+    def describe(self) -> str:
+        c_fail = "the task normaliser" if self.c_fail is None else f"{self.c_fail:g} steps"
+        if self.mode != "paper":
+            return f"{self.mode} labels"
+        return f"paper labels, c_fail {c_fail}, normalisers {dict(sorted(self.task_normaliser.items()))}"
+
+
+def meta_path(root: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(root) / RECAP_META_PATH
+
+
+def read(root: str | pathlib.Path) -> dict[str, Any] | None:
+    """The dataset's recap.json as a dict, or None when it has none."""
+    path = meta_path(root)
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ProvenanceError(f"{path} is unreadable ({e}); restore it or relabel the dataset.") from e
+    if not isinstance(raw, dict) or raw.get("version") != SCHEMA_VERSION:
+        raise ProvenanceError(
+            f"{path} is not a version-{SCHEMA_VERSION} RECAP provenance file; relabel the dataset with this version."
+        )
+    return raw
+
+
+def read_label_scale(root: str | pathlib.Path) -> LabelScale | None:
+    """The recorded label scale, or None when the dataset has no recap.json or records the scale as unknown."""
+    raw = read(root)
+    return None if raw is None else LabelScale.from_json(raw.get("label_scale"), str(meta_path(root)))
+
+
+def write(root: str | pathlib.Path, meta: Mapping[str, Any]) -> pathlib.Path:
+    """Writes `meta` (plus the schema version) to `<root>/meta/recap.json` atomically."""
+    body = {"version": SCHEMA_VERSION, **meta}
+    return atomic.write_text(meta_path(root), json.dumps(body, indent=2, sort_keys=True) + "\n")
+
+
+def dataset_fingerprint(root: str | pathlib.Path) -> str:
+    """sha256 over a dataset's content: every data and meta file in full (except recap.json), videos sampled.
+
+    The same frames exported again give the same fingerprint wherever they live; changed frames, episodes,
+    columns or videos give another one.
+    """
+    root = pathlib.Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel == RECAP_META_PATH or any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        size = path.stat().st_size
+        digest.update(f"{rel}|{size}|".encode())
+        with open(path, "rb") as f:
+            if rel.startswith("videos/") and size > 2 * _VIDEO_SAMPLE_BYTES:
+                digest.update(f.read(_VIDEO_SAMPLE_BYTES))
+                f.seek(size - _VIDEO_SAMPLE_BYTES)
+                digest.update(f.read())
+            else:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def value_checkpoint_fingerprint(run_dir: pathlib.Path, step_dir: pathlib.Path) -> dict[str, Any]:
+    """Which value weights labelled a dataset: the step's files in full plus the run's frozen-backbone checksum."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in step_dir.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(step_dir).as_posix().encode())
+        digest.update(path.read_bytes())
+    frozen = run_dir / "frozen_params.json"
+    frozen_sha = json.loads(frozen.read_text()).get("sha256") if frozen.is_file() else None
+    return {"run": str(run_dir), "step": step_dir.name, "step_sha256": digest.hexdigest(), "frozen_sha256": frozen_sha}
+
+
+def check_same_scale(scales: Mapping[str, LabelScale | None]) -> LabelScale | None:
+    """The one label scale shared by datasets (root -> scale), or a `ProvenanceError` naming the first mismatch.
+
+    Paper-mode normalisers must agree on every task the datasets share; a task only one of them has keeps its own.
+    """
+    items = list(scales.items())
+    unknown = [root for root, scale in items if scale is None]
+    if unknown:
+        raise ProvenanceError(
+            f"The label scale of {unknown[0]} is unknown (no label_scale in meta/recap.json), so its value labels "
+            "cannot be checked against the others; relabel it with scripts/add_recap_columns.py, or merge with "
+            "--rescale-labels to recompute every dataset's labels on one scale."
+        )
+    if not items:
+        return None
+    first_root, first = items[0]
+    normaliser = dict(first.task_normaliser)
+    for root, scale in items[1:]:
+        if (scale.mode, scale.c_fail) != (first.mode, first.c_fail):
+            raise ProvenanceError(
+                f"{root} has {scale.describe()} but {first_root} has {first.describe()}; relabel them in one mode "
+                "and with one c_fail (scripts/add_recap_columns.py --overwrite-columns) before merging."
+            )
+        for task, length in scale.task_normaliser.items():
+            if task in normaliser and normaliser[task] != length:
+                raise ProvenanceError(
+                    f"Task {task!r} is normalised by {length} frames in {root} but by {normaliser[task]} in "
+                    f"{first_root}, so their value labels are on different scales; merge with --rescale-labels to "
+                    "recompute them on one scale (the longer normaliser)."
+                )
+            normaliser.setdefault(task, length)
+    return LabelScale(mode=first.mode, c_fail=first.c_fail, task_normaliser=normaliser)
