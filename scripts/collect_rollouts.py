@@ -23,9 +23,7 @@ Seeds: episode i of every task starts from `--seed + i`. Evaluation (`scripts/ev
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from collections.abc import Sequence
-import concurrent.futures
 import contextlib
 import dataclasses
 import io
@@ -33,7 +31,6 @@ import json
 import logging
 import pathlib
 import sys
-import threading
 import time
 from typing import Literal
 
@@ -42,7 +39,6 @@ import tyro
 
 from openpi.shared import atomic
 from openpi.shared import errors
-from openpi.sim import base
 from openpi.sim import dataset as sim_dataset
 from openpi.sim import expert as _expert
 from openpi.sim import metrics
@@ -50,11 +46,7 @@ from openpi.sim import operator as _operator
 from openpi.sim import registry
 from openpi.sim import rollout
 from openpi.training import config as _config
-from openpi_client import action_chunk_broker
-from openpi_client import base_policy
 from openpi_client import websocket_client_policy as wcp
-from openpi_client.runtime import agent as _agent
-from openpi_client.runtime.agents import policy_agent
 
 logger = logging.getLogger("collect_rollouts")
 
@@ -130,28 +122,6 @@ def resolve_tasks(env_name: str, tasks: Sequence[str]) -> list[str]:
     return list(tasks)
 
 
-def make_env(env_name: str, task: str, image_size: int) -> base.SimEnv:
-    """An env for `task`; envs with cameras render at `image_size` pixels (state-only envs have no such knob)."""
-    env = registry.make_env(env_name, task)
-    if env.cameras and getattr(env, "image_size", image_size) != image_size:
-        env = registry.make_env(env_name, task, image_size=image_size)
-    return env
-
-
-class AdvIndPolicy(base_policy.BasePolicy):
-    """Adds the advantage indicator to every request, as a pi0.6 robot client asking for `positive` does."""
-
-    def __init__(self, policy: base_policy.BasePolicy, adv_ind: str):
-        self.policy = policy
-        self.adv_ind = adv_ind
-
-    def infer(self, obs: dict) -> dict:
-        return self.policy.infer({**obs, "adv_ind": self.adv_ind})
-
-    def reset(self) -> None:
-        self.policy.reset()
-
-
 def connect(host: str, port: int, api_key: str | None, timeout_s: float) -> wcp.WebsocketClientPolicy:
     """A websocket client of the policy server; no server in time is a one-sentence error."""
     try:
@@ -160,122 +130,10 @@ def connect(host: str, port: int, api_key: str | None, timeout_s: float) -> wcp.
         raise CollectError(f"Cannot reach the policy server at {host}:{port}: {exc}") from None
 
 
-def policy_agent_over(
-    client: base_policy.BasePolicy, action_dim: int, replan_steps: int, adv_ind: str | None
-) -> rollout.PolicyStepAgent:
-    """The robot client's agent: PolicyAgent over an ActionChunkBroker over the (indicator-adding) client."""
-    inner = client if adv_ind is None else AdvIndPolicy(client, adv_ind)
-    broker = action_chunk_broker.ActionChunkBroker(inner, action_horizon=replan_steps)
-    return rollout.PolicyStepAgent(policy_agent.PolicyAgent(broker), action_dim)
-
-
 def make_operator(args) -> _operator.Operator:
     return _operator.Operator(
         stall_steps=args.stall_steps, min_progress=args.min_progress, handback_steps=args.handback_steps
     )
-
-
-def episode_result(episode: rollout.Episode) -> metrics.EpisodeResult:
-    return metrics.EpisodeResult(
-        task=episode.task,
-        seed=episode.seed,
-        success=episode.success,
-        steps=episode.length,
-        interventions=episode.takeovers,
-        human_steps=episode.human_steps,
-    )
-
-
-class Progress:
-    """A progress line on stderr (episodes done, episodes/s, ETA), at most every `interval_s` seconds."""
-
-    def __init__(self, total: int, label: str, interval_s: float = 2.0):
-        self.total = total
-        self.label = label
-        self.interval_s = interval_s
-        self.done = 0
-        self.start = time.monotonic()
-        self._last = -float("inf")
-        self._lock = threading.Lock()
-
-    def line(self) -> str:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        return (
-            f"{self.label}: {self.done}/{self.total} episodes, {rate:.2f} episodes/s, "
-            f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
-        )
-
-    def update(self, n: int = 1) -> None:
-        with self._lock:
-            self.done += n
-            now = time.monotonic()
-            if self.done == self.total or now - self._last >= self.interval_s:
-                self._last = now
-                print(self.line(), file=sys.stderr, flush=True)
-
-
-Job = tuple[str, int]  # (task, seed)
-
-
-def run_jobs(
-    jobs: Sequence[Job],
-    *,
-    env_name: str,
-    image_size: int,
-    make_agent: Callable[[rollout.SimEnvironment, object], _agent.Agent],
-    make_worker_state: Callable[[], object] = lambda: None,
-    close_worker_state: Callable[[object], None] = lambda state: None,
-    num_workers: int = 1,
-    keep_frames: bool = True,
-    progress: Progress | None = None,
-) -> list[rollout.Episode]:
-    """Runs one episode per (task, seed) job through the client runtime; returns them in job order.
-
-    Each worker thread has its own envs and its own `make_worker_state()` (e.g. a websocket connection), and
-    builds the agent for an episode with `make_agent(environment, state)`. Every episode depends only on its
-    seed (env, expert and operator are reset from it), so the result does not depend on which worker ran it.
-    A failing episode stops the other workers after their current episode and its error is raised.
-    """
-    if num_workers < 1:
-        raise CollectError(f"The number of parallel clients must be at least 1, got {num_workers}.")
-    results: dict[int, rollout.Episode] = {}
-    next_job = iter(range(len(jobs)))
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def worker() -> None:
-        state = make_worker_state()
-        envs: dict[str, base.SimEnv] = {}
-        try:
-            while not stop.is_set():
-                with lock:
-                    index = next(next_job, None)
-                if index is None:
-                    return
-                task, seed = jobs[index]
-                if task not in envs:
-                    envs[task] = make_env(env_name, task, image_size)
-                (episode,) = rollout.run_episodes(
-                    envs[task], [seed], lambda environment: make_agent(environment, state), keep_frames=keep_frames
-                )
-                with lock:
-                    results[index] = episode
-                if progress is not None:
-                    progress.update()
-        except BaseException:
-            stop.set()
-            raise
-        finally:
-            close_worker_state(state)
-
-    workers = min(num_workers, len(jobs)) or 1
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sim-client") as pool:
-        futures = [pool.submit(worker) for _ in range(workers)]
-        for future in futures:
-            future.result()  # re-raises the first failure (the others stopped after their episode)
-    return [results[i] for i in range(len(jobs))]
 
 
 def server_error_message(exc: BaseException) -> str | None:
@@ -335,7 +193,7 @@ def collect(args: Args) -> tuple[list[rollout.Episode], dict]:
             client.close()
 
         def base_agent(environment, client):
-            return policy_agent_over(client, environment.env.action_dim, args.replan_steps, args.adv_ind)
+            return rollout.policy_agent_over(client, environment.env.action_dim, args.replan_steps, args.adv_ind)
 
     else:
 
@@ -353,8 +211,8 @@ def collect(args: Args) -> tuple[list[rollout.Episode], dict]:
         agent = base_agent(environment, state)
         return rollout.CorrectedAgent(environment, agent, make_operator(args)) if corrected else agent
 
-    progress = Progress(len(jobs), "collect")
-    episodes = run_jobs(
+    progress = rollout.Progress(len(jobs), "collect")
+    episodes = rollout.run_jobs(
         jobs,
         env_name=args.env,
         image_size=args.image_size,
@@ -368,7 +226,7 @@ def collect(args: Args) -> tuple[list[rollout.Episode], dict]:
 
 def summarize(episodes: Sequence[rollout.Episode], tasks: Sequence[str], args: Args, elapsed_s: float) -> dict:
     """Per-task and overall: episodes, success (Wilson CI), mean length, human-frame fraction, takeovers/episode."""
-    summary = metrics.summarize(episode_result(ep) for ep in episodes)
+    summary = metrics.summarize(rollout.episode_result(ep) for ep in episodes)
 
     def mean_length(eps):
         return float(np.mean([ep.length for ep in eps]))
@@ -419,7 +277,7 @@ def run(args: Args) -> dict:
     check_args(args)
     root = output_root(args)  # before collecting: an existing dataset must not cost a whole run first
     episodes, result = collect(args)
-    env = make_env(args.env, episodes[0].task, args.image_size)
+    env = rollout.make_env(args.env, episodes[0].task, args.image_size)
     dataset = sim_dataset.write_dataset(
         root,
         episodes,

@@ -199,7 +199,7 @@ def check_args(args: Args) -> None:
 
 
 def _episode_record(episode: rollout.Episode) -> dict:
-    return {**dataclasses.asdict(common.episode_result(episode)), "outcome": episode.outcome}
+    return {**dataclasses.asdict(rollout.episode_result(episode)), "outcome": episode.outcome}
 
 
 def plot(summary: dict, path: pathlib.Path, title: str) -> pathlib.Path:
@@ -238,12 +238,12 @@ def _run_episodes(args: Args, host: str, port: int) -> tuple[list[rollout.Episod
         metadata = dict(probe.get_server_metadata())
 
     def make_agent(environment, client):
-        agent = common.policy_agent_over(client, environment.env.action_dim, args.replan_steps, args.adv_ind)
+        agent = rollout.policy_agent_over(client, environment.env.action_dim, args.replan_steps, args.adv_ind)
         if args.operator:
             return rollout.CorrectedAgent(environment, agent, common.make_operator(args))
         return agent
 
-    episodes = common.run_jobs(
+    episodes = rollout.run_jobs(
         jobs,
         env_name=args.env,
         image_size=args.image_size,
@@ -252,7 +252,7 @@ def _run_episodes(args: Args, host: str, port: int) -> tuple[list[rollout.Episod
         close_worker_state=lambda client: client.close(),
         num_workers=args.num_clients,
         keep_frames=False,
-        progress=common.Progress(len(jobs), "eval"),
+        progress=rollout.Progress(len(jobs), "eval"),
     )
     return episodes, metadata
 
@@ -277,7 +277,7 @@ def run(args: Args) -> dict:
     finally:
         if server is not None:
             server.stop()
-    summary = metrics.summarize(common.episode_result(ep) for ep in episodes)
+    summary = metrics.summarize(rollout.episode_result(ep) for ep in episodes)
     result = {
         "summary": summary,
         "args": dataclasses.asdict(args),

@@ -16,18 +16,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Sequence
+import concurrent.futures
 import dataclasses
+import sys
+import threading
+import time
 from typing import Any
 
 import numpy as np
+
+from openpi.sim import base
+from openpi.sim import expert as _expert
+from openpi.sim import metrics
+from openpi.sim import operator as _operator
+from openpi.sim import registry as _registry
+from openpi_client import action_chunk_broker
+from openpi_client import base_policy
 from openpi_client.runtime import agent as _agent
 from openpi_client.runtime import environment as _environment
 from openpi_client.runtime import runtime as _runtime
 from openpi_client.runtime import subscriber as _subscriber
-
-from openpi.sim import base
-from openpi.sim import expert as _expert
-from openpi.sim import operator as _operator
+from openpi_client.runtime.agents import policy_agent
 
 
 class SimEnvironment(_environment.Environment):
@@ -88,16 +97,22 @@ class PolicyStepAgent(_agent.Agent):
 
 
 class ExpertAgent(_agent.Agent):
-    """The scripted expert at a given quality; its frames are human frames (a demonstration)."""
+    """The scripted expert at a given quality.
 
-    def __init__(self, env: SimEnvironment, expert: _expert.ScriptedExpert):
+    As a demonstrator (`human=True`) its frames are human frames. With `human=False` it stands in for a mediocre
+    autonomous policy (a low-quality expert makes the slow successes and failures a first policy makes), whose
+    frames are autonomous and which the operator may correct.
+    """
+
+    def __init__(self, env: SimEnvironment, expert: _expert.ScriptedExpert, *, human: bool = True):
         self.environment = env
         self.expert = expert
+        self.human = human
 
     def get_action(self, observation: dict) -> dict:
         del observation  # the expert reads the simulator's privileged state
         action, clean = self.expert.act(self.environment.env)
-        return {"actions": action, "intervention": 1, "clean": int(clean)}
+        return {"actions": action, "intervention": int(self.human), "clean": int(clean)}
 
     def reset(self) -> None:
         self.expert.reset(self.environment.seed)
@@ -232,3 +247,140 @@ def run_episodes(
     )
     runtime.run()
     return recorder.episodes
+
+
+# ------------------------------------------------------------------------------------------ clients and workers
+
+
+def make_env(env_name: str, task: str, image_size: int) -> base.SimEnv:
+    """An env for `task`; envs with cameras render at `image_size` pixels (state-only envs have no such knob)."""
+    env = _registry.make_env(env_name, task)
+    if env.cameras and getattr(env, "image_size", image_size) != image_size:
+        env = _registry.make_env(env_name, task, image_size=image_size)
+    return env
+
+
+class AdvIndPolicy(base_policy.BasePolicy):
+    """Adds the advantage indicator to every request, as a pi0.6 robot client asking for `positive` does."""
+
+    def __init__(self, policy: base_policy.BasePolicy, adv_ind: str):
+        self.policy = policy
+        self.adv_ind = adv_ind
+
+    def infer(self, obs: dict) -> dict:
+        return self.policy.infer({**obs, "adv_ind": self.adv_ind})
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+
+def policy_agent_over(
+    client: base_policy.BasePolicy, action_dim: int, replan_steps: int, adv_ind: str | None
+) -> PolicyStepAgent:
+    """The robot client's agent: PolicyAgent over an ActionChunkBroker over the (indicator-adding) client."""
+    inner = client if adv_ind is None else AdvIndPolicy(client, adv_ind)
+    broker = action_chunk_broker.ActionChunkBroker(inner, action_horizon=replan_steps)
+    return PolicyStepAgent(policy_agent.PolicyAgent(broker), action_dim)
+
+
+def episode_result(episode: Episode) -> metrics.EpisodeResult:
+    return metrics.EpisodeResult(
+        task=episode.task,
+        seed=episode.seed,
+        success=episode.success,
+        steps=episode.length,
+        interventions=episode.takeovers,
+        human_steps=episode.human_steps,
+    )
+
+
+class Progress:
+    """A progress line on stderr (episodes done, episodes/s, ETA), at most every `interval_s` seconds."""
+
+    def __init__(self, total: int, label: str, interval_s: float = 2.0):
+        self.total = total
+        self.label = label
+        self.interval_s = interval_s
+        self.done = 0
+        self.start = time.monotonic()
+        self._last = -float("inf")
+        self._lock = threading.Lock()
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        return (
+            f"{self.label}: {self.done}/{self.total} episodes, {rate:.2f} episodes/s, "
+            f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
+        )
+
+    def update(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+            now = time.monotonic()
+            if self.done == self.total or now - self._last >= self.interval_s:
+                self._last = now
+                print(self.line(), file=sys.stderr, flush=True)
+
+
+Job = tuple[str, int]  # (task, seed)
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    *,
+    env_name: str,
+    image_size: int,
+    make_agent: Callable[[SimEnvironment, object], _agent.Agent],
+    make_worker_state: Callable[[], object] = lambda: None,
+    close_worker_state: Callable[[object], None] = lambda state: None,
+    num_workers: int = 1,
+    keep_frames: bool = True,
+    progress: Progress | None = None,
+) -> list[Episode]:
+    """Runs one episode per (task, seed) job through the client runtime; returns them in job order.
+
+    Each worker thread has its own envs and its own `make_worker_state()` (e.g. a websocket connection), and
+    builds the agent for an episode with `make_agent(environment, state)`. Every episode depends only on its
+    seed (env, expert and operator are reset from it), so the result does not depend on which worker ran it.
+    A failing episode stops the other workers after their current episode and its error is raised.
+    """
+    if num_workers < 1:
+        raise base.SimError(f"The number of parallel clients must be at least 1, got {num_workers}.")
+    results: dict[int, Episode] = {}
+    next_job = iter(range(len(jobs)))
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker() -> None:
+        state = make_worker_state()
+        envs: dict[str, base.SimEnv] = {}
+        try:
+            while not stop.is_set():
+                with lock:
+                    index = next(next_job, None)
+                if index is None:
+                    return
+                task, seed = jobs[index]
+                if task not in envs:
+                    envs[task] = make_env(env_name, task, image_size)
+                (episode,) = run_episodes(
+                    envs[task], [seed], lambda environment: make_agent(environment, state), keep_frames=keep_frames
+                )
+                with lock:
+                    results[index] = episode
+                if progress is not None:
+                    progress.update()
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            close_worker_state(state)
+
+    workers = min(num_workers, len(jobs)) or 1
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="sim-client") as pool:
+        futures = [pool.submit(worker) for _ in range(workers)]
+        for future in futures:
+            future.result()  # re-raises the first failure (the others stopped after their episode)
+    return [results[i] for i in range(len(jobs))]

@@ -278,17 +278,21 @@ class LeRobotSimDataConfig(DataConfigFactory):
     """The env's action dimension (model outputs are cut back to it)."""
     use_advantage: bool = True
     """Read the adv_ind column (pi0.6 configs)."""
+    # Read by scripts/compute_norm_stats.py: the columns and (no) delta actions, as for the YAM data config.
+    state_key: str = "observation.state"
+    action_key: str = "action"
+    delta_action_mask: tuple[bool, ...] | None = None
 
     def create(self, assets_dirs, model_config, *, tokenizer_path=None, indicator_dropout=0.0, seed=0) -> DataConfig:
         if self.repo_id is None:
             raise errors.ConfigError("LeRobotSimDataConfig.repo_id is not set; pass --data.repo-id=<dataset root>.")
         structure: dict[str, Any] = {
             "images": {camera: sim_policy.dataset_camera(camera) for camera in self.cameras},
-            "state": "observation.state",
-            "actions": "action",
+            "state": self.state_key,
+            "actions": self.action_key,
             "prompt": "prompt",
         }
-        columns = ["observation.state", "action"]
+        columns = [self.state_key, self.action_key]
         if self.use_advantage:
             structure["adv_ind"] = "adv_ind"
             columns.append("adv_ind")

@@ -14,6 +14,7 @@ import sys
 import tyro
 
 from openpi.models import value_model as _value_model
+from openpi.policies import sim_policy
 from openpi.policies import yam_policy
 from openpi.shared import errors
 from openpi.shared import registry as _registry
@@ -22,6 +23,16 @@ from openpi.training import optimizer as _optimizer
 
 # Placeholders for what lives on the user's cluster; override with --data_dir.
 YAM_VIAL_VALUE_REPO_ID = _config.YAM_VIAL_REPO_ID
+
+
+ROBOTS = ("yam", "sim")
+
+
+def robot_inputs(robot: str, model: _value_model.ValueModelConfig):
+    """The robot input transform named by `ValueDataConfig.robot` (the policy data configs use the same ones)."""
+    if robot == "sim":
+        return sim_policy.SimInputs(tuple(model.cameras))
+    return yam_policy.YamInputs()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +58,17 @@ class ValueDataConfig:
     split_seed: int = 0
     # Train-time image augmentation (openpi's crop/rotate/colour jitter).
     augment: bool = True
+    # The robot transform that turns repacked frames into model inputs, as in the policy's data config:
+    # "yam" (ALOHA layout, 14-dim state) or "sim" (openpi.sim datasets: camera names top/wrist, a small state).
+    robot: str = "yam"
 
     def __post_init__(self):
         if not 0.0 <= self.val_fraction < 1.0:
             raise errors.ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}.")
         if not self.cameras:
             raise errors.ConfigError("ValueDataConfig.cameras is empty; list at least the head camera.")
+        if self.robot not in ROBOTS:
+            raise errors.ConfigError(f"ValueDataConfig.robot {self.robot!r} is not one of {ROBOTS}.")
 
     @property
     def camera_columns(self) -> dict[str, str]:
@@ -173,6 +189,28 @@ def _configs() -> list[ValueTrainConfig]:
             val_max_frames=256,
             lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=3e-3, decay_steps=300, decay_lr=1e-4),
             **toy,
+        ),
+        # The simulated tabletop (openpi.sim): one 32 px camera, SigLIP mu/8, the dummy Gemma3.
+        ValueTrainConfig(
+            name="value_sim",
+            exp_name="sim",
+            model=dataclasses.replace(
+                _TINY_MODEL, siglip_variant="mu/8", image_resolution=(32, 32), cameras=("base_0_rgb",)
+            ),
+            data=ValueDataConfig(
+                repo_id=_config.SIM_DATASET,
+                cameras=(("top", "observation.images.top"),),
+                robot="sim",
+                augment=False,
+                val_fraction=0.1,
+            ),
+            num_train_steps=400,
+            log_interval=50,
+            save_interval=400,
+            val_interval=200,
+            val_max_frames=512,
+            lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=3e-3, decay_steps=400, decay_lr=1e-4),
+            **{k: v for k, v in toy.items() if k != "model"},
         ),
         # The community setup: SigLIP So400m/14 + Gemma3-270M, three YAM cameras, backbones frozen.
         ValueTrainConfig(

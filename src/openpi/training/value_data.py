@@ -20,10 +20,10 @@ from openpi import transforms as _transforms
 from openpi.datasets import recap_columns
 from openpi.models import tokenizer as _tokenizer
 from openpi.models import value_model as _value_model
-from openpi.policies import yam_policy
 from openpi.shared import errors
 from openpi.shared import normalize as _normalize
 from openpi.training import data_loader as _data_loader
+from openpi.training import value_config as _value_config
 
 VALUE_KEY = "value"
 
@@ -122,7 +122,7 @@ class ValueItemFactory:
         return _transforms.compose(
             [
                 _transforms.RepackTransform(structure),
-                yam_policy.YamInputs(),
+                _value_config.robot_inputs(self.data.robot, self.model),
                 _transforms.Normalize(self.norm_stats, use_quantiles=True),
                 _transforms.InjectDefaultPrompt(self.data.default_prompt),
                 _transforms.ResizeImages(*self.model.image_resolution),

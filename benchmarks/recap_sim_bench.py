@@ -1,0 +1,89 @@
+"""The RECAP-vs-BC experiment in simulation, one command (see `openpi.sim.experiment` for what it does).
+
+    uv run benchmarks/recap_sim_bench.py                    # the full budget on the embedded tabletop task
+    uv run benchmarks/recap_sim_bench.py --budget toy       # the same pipeline at toy size (minutes)
+    uv run benchmarks/recap_sim_bench.py --env metaworld    # MetaWorld v3 from state (uv sync --extra sim)
+
+Writes `<out>/results.json`, `<out>/table.txt`, `<out>/success_vs_iteration.png` and every dataset, checkpoint and
+relabelling report on the way; the full run also copies the results to `benchmarks/results/recap_sim_bench.json`
+(with the machine) and the PNG beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import shutil
+import sys
+from typing import Literal
+
+import tyro
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    budget: Literal["full", "toy"] = "full"
+    """full: the published experiment (<= 60 min on 2 CPU cores); toy: the plumbing at toy size."""
+    env: Literal["tabletop", "metaworld"] = "tabletop"
+    out: pathlib.Path = pathlib.Path("./sim_output/recap_sim_bench")
+    """Everything the run writes (replaced on every run)."""
+    seed: int = 0
+    """Training/collection seed (evaluation seeds are fixed and disjoint from it)."""
+    save_results: bool | None = None
+    """Copy the results into benchmarks/results/ (default: only for the full budget)."""
+
+
+def _prepare_tokenizers(data_home: pathlib.Path) -> None:
+    """Tiny SentencePiece models at the real tokenizers' places under the run's own $OPENPI_DATA_HOME."""
+    from openpi.shared import testing
+    from openpi.training import config as _config
+
+    for rel, extra in (
+        ("big_vision/paligemma_tokenizer.model", ()),
+        ("gemma3/tokenizer.model", testing.GEMMA3_SYMBOLS),
+    ):
+        path = data_home / rel
+        if not path.is_file():
+            testing.train_tiny_sentencepiece(path, vocab_size=_config.SIM_TOKENIZER_VOCAB, extra_symbols=extra)
+
+
+def main(args: Args) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from openpi.sim import experiment
+
+    out = args.out.expanduser().absolute()
+    experiment.clean_outputs(out)
+    data_home = out / "openpi_data_home"
+    os.environ["OPENPI_DATA_HOME"] = str(data_home)
+    _prepare_tokenizers(data_home)
+    budget = experiment.BUDGETS[args.budget]
+    env_configs = {"tabletop": ("sim_pi06", "sim_pi05"), "metaworld": ("sim_pi06_metaworld", "sim_pi05_metaworld")}
+    policy_config, bc_config = env_configs[args.env]
+    config = experiment.ExperimentConfig(
+        out_dir=out, env=args.env, budget=budget, seed=args.seed, policy_config=policy_config, bc_config=bc_config,
+        value_config="value_sim" if args.env == "tabletop" else "value_sim_metaworld",
+    )  # fmt: skip
+    results = experiment.run(config)
+    print(experiment.table(results))
+    print(json.dumps({"labels": results["labels"], "value": results["value"], "total_s": results["total_s"]}, indent=2))
+    save = args.save_results if args.save_results is not None else args.budget == "full"
+    if save:
+        import run_all
+
+        results["machine"] = run_all.machine_description()
+        name = "recap_sim_bench" if args.env == "tabletop" else f"recap_sim_bench_{args.env}"
+        (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+        shutil.copyfile(out / "success_vs_iteration.png", RESULTS / f"{name}.png")
+        print(f"Wrote {RESULTS / f'{name}.json'}")
+    return results
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    main(tyro.cli(Args))

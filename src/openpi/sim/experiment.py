@@ -1,0 +1,531 @@
+"""The measured RECAP experiment in simulation: BC vs filtered BC vs RECAP (and CFG), over three RECAP iterations.
+
+One fixed seed and budget (`Budget`) decide everything:
+
+1. **Initial data** (iteration 0): clean expert demonstrations (human frames) plus autonomous rollouts of a mediocre
+   policy (the scripted expert at low quality) that the operator corrects when it stalls or is about to press a
+   wrong button. Written as a LeRobot v3.0 dataset with the five RECAP columns (`openpi.sim.dataset`).
+2. **Arms**, each trained from the same initial weights with the same number of steps:
+   - `bc`: pi0.5 on all frames;
+   - `filtered_bc`: pi0.5 on successful episodes plus the human frames of failed ones (the strong simple baseline);
+   - `recap`: pi0.6 stages 3-6: value model on `value_label` -> relabel `adv_ind` -> pi0.6 on the relabelled data,
+     served with `positive`; `recap_cfg1.5` / `recap_cfg2.5`: the same checkpoint served with guidance.
+3. **Iterations 2 and 3**: serve the latest RECAP policy, collect new rollouts with corrections through the
+   websocket client (the real path), merge with all earlier data, and redo value model -> relabel -> pi0.6 from the
+   initial weights (as the paper does), then evaluate.
+
+Every evaluation is closed-loop against a served policy (`openpi.serving` over 127.0.0.1 + `openpi_client`), on
+evaluation seeds disjoint from every training seed. The simulator also grades the labels: among the autonomous
+frames the relabeller calls positive, how many applied a noise-free expert action, and the value model's Spearman
+correlation with the true return on held-out episodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import logging
+import pathlib
+import shutil
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from openpi.sim import dataset as _dataset
+from openpi.sim import expert as _expert
+from openpi.sim import metrics as _metrics
+from openpi.sim import operator as _operator
+from openpi.sim import registry as _registry
+from openpi.sim import rollout as _rollout
+
+logger = logging.getLogger(__name__)
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+# Seed ranges: collection seeds count up from 0 per iteration block; evaluation and held-out seeds never overlap them.
+COLLECT_SEED_BLOCK = 100_000
+HELDOUT_SEED = 500_000
+EVAL_SEED = 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much of everything; `full` is the published experiment, `toy` proves the plumbing in a few minutes."""
+
+    demos_per_task: int = 10
+    autonomous_per_task: int = 40
+    collect_per_task: int = 30
+    heldout_per_task: int = 10
+    eval_per_task: int = 67
+    policy_steps: int = 1000
+    value_steps: int = 400
+    batch_size: int = 32
+    iterations: int = 3
+    mediocre_quality: float = 0.3
+    lookahead: int = 10
+    top_percent: float = 30.0
+    cfg_betas: tuple[float, ...] = (1.5, 2.5)
+    replan_steps: int = 5
+    num_clients: int = 2
+
+
+BUDGETS = {
+    "full": Budget(),
+    "toy": Budget(
+        demos_per_task=2,
+        autonomous_per_task=3,
+        collect_per_task=1,
+        heldout_per_task=1,
+        eval_per_task=2,
+        policy_steps=2,
+        value_steps=2,
+        batch_size=8,
+        iterations=2,
+        cfg_betas=(1.5,),
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    out_dir: pathlib.Path
+    env: str = "tabletop"
+    budget: Budget = dataclasses.field(default_factory=Budget)
+    seed: int = 0
+    tasks: tuple[str, ...] | None = None
+    policy_config: str = "sim_pi06"
+    bc_config: str = "sim_pi05"
+    value_config: str = "value_sim"
+    image_size: int = 32
+
+
+def _script(name: str) -> Any:
+    """A module of `scripts/` (the policy trainer and the norm-stats tool still live there, as in openpi)."""
+    module_name = f"_openpi_script_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Clock:
+    """Wall time per stage, for the report."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = time.monotonic()
+        logger.info("=== %s", name)
+        try:
+            yield
+        finally:
+            self.stages[name] = round(time.monotonic() - start, 1)
+            logger.info("=== %s done in %.1f s", name, self.stages[name])
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def _envs(config: ExperimentConfig) -> dict[str, Any]:
+    tasks = config.tasks or tuple(_registry.task_names(config.env))
+    return {task: _rollout.make_env(config.env, task, config.image_size) for task in tasks}
+
+
+def _seeds(block: int, task_i: int, n: int) -> list[int]:
+    return [block + task_i * 10_000 + i for i in range(n)]
+
+
+def collect_expert(envs, *, block: int, per_task: int, quality: float, human: bool, operator: bool, seed: int):
+    """Episodes of the scripted expert per task (demonstrations, or the mediocre autonomous policy + operator)."""
+    episodes = []
+    for i, (_, env) in enumerate(envs.items()):
+
+        def agent(environment, i=i):
+            # noise_scale=0: between its hesitations and wrong-way segments the mediocre policy acts exactly as the
+            # expert, so every frame is either clean or not (what the label diagnostics measure).
+            expert = _expert.ScriptedExpert(quality, seed=seed + i, noise_scale=0.0)
+            inner = _rollout.ExpertAgent(environment, expert, human=human)
+            return _rollout.CorrectedAgent(environment, inner, _operator.Operator()) if operator else inner
+
+        episodes += _rollout.run_episodes(env, _seeds(block, i, per_task), agent)
+    return episodes
+
+
+def _served_episodes(config: ExperimentConfig, port: int, jobs, *, operator: bool, adv_ind: str | None, label: str,
+                     keep_frames: bool) -> list[_rollout.Episode]:  # fmt: skip
+    """Episodes of the served policy (one websocket client per worker), optionally corrected by the operator."""
+    from openpi_client import websocket_client_policy
+
+    budget = config.budget
+
+    def make_agent(environment, client):
+        agent = _rollout.policy_agent_over(client, environment.env.action_dim, budget.replan_steps, adv_ind)
+        return _rollout.CorrectedAgent(environment, agent, _operator.Operator()) if operator else agent
+
+    return _rollout.run_jobs(
+        jobs,
+        env_name=config.env,
+        image_size=config.image_size,
+        make_agent=make_agent,
+        make_worker_state=lambda: websocket_client_policy.WebsocketClientPolicy("127.0.0.1", port),
+        close_worker_state=lambda client: client.close(),
+        num_workers=budget.num_clients,
+        keep_frames=keep_frames,
+        progress=_rollout.Progress(len(jobs), label),
+    )
+
+
+def collect_policy(config: ExperimentConfig, envs, port: int, *, block: int) -> list[_rollout.Episode]:
+    """Autonomous rollouts of the served policy (conditioned on `positive`), corrected by the operator."""
+    jobs = [(task, seed) for i, task in enumerate(envs) for seed in _seeds(block, i, config.budget.collect_per_task)]
+    return _served_episodes(config, port, jobs, operator=True, adv_ind="positive", label="collect", keep_frames=True)
+
+
+def filtered_for_bc(episodes: list[_rollout.Episode]) -> list[_rollout.Episode]:
+    """Successful episodes whole, and from failed ones only their human segments (each as its own episode)."""
+    out = []
+    for ep in episodes:
+        if ep.success:
+            out.append(ep)
+            continue
+        flags = np.asarray(ep.intervention, bool)
+        start = None
+        for t in range(len(flags) + 1):
+            inside = t < len(flags) and flags[t]
+            if inside and start is None:
+                start = t
+            elif not inside and start is not None:
+                out.append(_slice(ep, start, t))
+                start = None
+    return out
+
+
+def _slice(ep: _rollout.Episode, start: int, stop: int) -> _rollout.Episode:
+    # A correction ends with the operator handing back, not with a failure: keep it as a short successful segment
+    # only for BC's purposes (filtered BC ignores outcomes beyond the selection).
+    return dataclasses.replace(
+        ep,
+        images={k: v[start:stop] for k, v in ep.images.items()},
+        states=ep.states[start:stop],
+        actions=ep.actions[start:stop],
+        intervention=ep.intervention[start:stop],
+        clean=ep.clean[start:stop],
+        success=True,
+    )
+
+
+def _write(root: pathlib.Path, episodes, env, image_size: int | None) -> pathlib.Path:
+    _dataset.write_dataset(root, episodes, env, image_size=image_size, overwrite=True)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def _latest_step(run_dir: pathlib.Path) -> pathlib.Path:
+    steps = sorted((p for p in run_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    if not steps:
+        raise FileNotFoundError(f"No checkpoint step in {run_dir}.")
+    return steps[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """A trained arm: the exact TrainConfig it was trained with (serving rebuilds its pipeline) and its last step."""
+
+    config: Any
+    step_dir: pathlib.Path
+
+
+def train_policy(config: ExperimentConfig, name: str, config_name: str, data_root: pathlib.Path) -> Trained:
+    """Norm stats + training of one arm through the project's trainer."""
+    from openpi.training import config as _config
+    from openpi.training import optimizer as _optimizer
+
+    budget = config.budget
+    base = _config.get_config(config_name)
+    assets = config.out_dir / "assets" / name
+    data = dataclasses.replace(base.data, repo_id=str(data_root), assets=_config.AssetsConfig(asset_id=name))
+    steps = budget.policy_steps
+    train_config = dataclasses.replace(
+        base,
+        exp_name=name,
+        data=data,
+        assets_base_dir=str(assets),
+        checkpoint_base_dir=str(config.out_dir / "checkpoints"),
+        num_train_steps=steps,
+        save_interval=steps,
+        log_interval=max(1, steps // 10),
+        batch_size=budget.batch_size,
+        seed=config.seed,
+        overwrite=True,
+        lr_schedule=dataclasses.replace(
+            base.lr_schedule, warmup_steps=min(base.lr_schedule.warmup_steps, max(1, steps // 10)), decay_steps=steps
+        )
+        if isinstance(base.lr_schedule, _optimizer.CosineDecaySchedule)
+        else base.lr_schedule,
+    )
+    norm = _script("compute_norm_stats")
+    norm.run(norm.Args(target=config_name, repo_id=str(data_root), assets_base_dir=assets, asset_id=name,
+                       output_dir=train_config.assets_dirs / name))  # fmt: skip
+    _script("train").train(train_config, progress=True)
+    return Trained(train_config, _latest_step(train_config.checkpoint_dir))
+
+
+def train_value(config: ExperimentConfig, name: str, data_root: pathlib.Path) -> pathlib.Path:
+    from openpi.training import value_config as _value_config
+    from openpi.training import value_train
+
+    budget = config.budget
+    base = _value_config.get_config(config.value_config)
+    steps = budget.value_steps
+    value_cfg = dataclasses.replace(
+        base,
+        exp_name=name,
+        data=dataclasses.replace(base.data, repo_id=str(data_root)),
+        checkpoint_dir_override=str(config.out_dir / "checkpoints" / "value" / name),
+        num_train_steps=steps,
+        save_interval=steps,
+        val_interval=steps,
+        log_interval=max(1, steps // 10),
+        batch_size=budget.batch_size,
+        seed=config.seed,
+        overwrite=True,
+        lr_schedule=dataclasses.replace(
+            base.lr_schedule, warmup_steps=min(base.lr_schedule.warmup_steps, max(1, steps // 10)), decay_steps=steps
+        ),
+    )
+    value_train.train(value_cfg)
+    return value_cfg.checkpoint_dir
+
+
+def relabel(config: ExperimentConfig, value_ckpt: pathlib.Path, src: pathlib.Path, dst: pathlib.Path):
+    from openpi.recap import relabel as _relabel
+
+    return _relabel.relabel(
+        _relabel.RelabelConfig(
+            data_dir=str(src),
+            checkpoint_dir=str(value_ckpt),
+            output_dir=str(dst),
+            overwrite=True,
+            lookahead=config.budget.lookahead,
+            top_percent=config.budget.top_percent,
+            batch_size=config.budget.batch_size,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------------ diagnostics
+
+
+def label_diagnostics(relabelled: pathlib.Path) -> dict[str, Any]:
+    """Among autonomous frames: how often a positive (vs negative) label sits on a noise-free expert action."""
+    from openpi.datasets import lerobot
+
+    ds = lerobot.LeRobotDataset.open(relabelled)
+    human = np.asarray(ds.column("intervention")).reshape(-1) == 1
+    clean = np.asarray(ds.column(_dataset.CLEAN_ACTION)).reshape(-1) == 1
+    labels = np.asarray(ds.column("adv_ind")).reshape(-1)
+    auto = ~human
+    pos = auto & (labels == "positive")
+    neg = auto & (labels == "negative")
+
+    def frac(mask):
+        return float(clean[mask].mean()) if mask.any() else None
+
+    return {
+        "autonomous_frames": int(auto.sum()),
+        "positive_frames": int(pos.sum()),
+        "clean_fraction_of_positive": frac(pos),
+        "clean_fraction_of_negative": frac(neg),
+        "clean_fraction_of_autonomous": frac(auto),
+    }
+
+
+def value_spearman(config: ExperimentConfig, value_ckpt: pathlib.Path, heldout: pathlib.Path) -> dict[str, Any]:
+    """Spearman of the value model's predictions against the true return (`value_label`) on held-out episodes,
+    and against -(steps to go) on the successful ones."""
+    from openpi.datasets import lerobot
+    from openpi.recap import relabel as _relabel
+    from openpi.training import value_train
+
+    ds = lerobot.LeRobotDataset.open(heldout)
+    cfg = _relabel.RelabelConfig(data_dir=str(heldout), checkpoint_dir=str(value_ckpt), output_dir=str(heldout) + "_x")
+    factory, values_fn, key = _relabel.load_model(cfg, ds)
+    cols = _relabel.read_columns(ds)
+    frames = np.arange(ds.num_frames)
+    cache = _relabel.ValueCache(config.out_dir / "cache" / f"heldout_{value_ckpt.name}", key)
+    values, _ = _relabel.infer_values(
+        factory, values_fn, cols, frames, cache, batch_size=config.budget.batch_size, progress=False
+    )
+    target = np.asarray(ds.column("value_label"), np.float32).reshape(-1)
+    success = np.asarray(ds.column(_dataset.SUCCESS)).reshape(-1)
+    steps_to_go, in_success = np.zeros(ds.num_frames), np.zeros(ds.num_frames, bool)
+    for start, stop in cols.bounds:
+        steps_to_go[start:stop] = np.arange(stop - start, 0, -1)
+        in_success[start:stop] = success[stop - 1] == 1
+    out = {"frames": int(ds.num_frames), "spearman_vs_return": value_train.spearman(values, target)}
+    if in_success.sum() > 2:
+        out["spearman_vs_neg_steps_to_go_successes"] = value_train.spearman(
+            values[in_success], -steps_to_go[in_success]
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+@contextlib.contextmanager
+def serve(trained: Trained, *, cfg_beta: float | None = None):
+    """The checkpoint served by the project's websocket server on 127.0.0.1 (a free port), as a context."""
+    from openpi.policies import policy_config
+    from openpi.serving import websocket_policy_server
+
+    policy = policy_config.create_trained_policy(trained.config, trained.step_dir, cfg_beta=cfg_beta)
+    server = websocket_policy_server.WebsocketPolicyServer(policy, host="127.0.0.1", port=0, metadata=policy.metadata)
+    with server.start_in_thread() as running:
+        yield running.port
+
+
+def evaluate(config: ExperimentConfig, envs, port: int, *, adv_ind: str | None) -> dict[str, Any]:
+    """Closed-loop success per task on the evaluation seeds, through the websocket client (no operator)."""
+    jobs = [(task, seed) for i, task in enumerate(envs) for seed in _seeds(EVAL_SEED, i, config.budget.eval_per_task)]
+    episodes = _served_episodes(config, port, jobs, operator=False, adv_ind=adv_ind, label="eval", keep_frames=False)
+    return _metrics.summarize(_rollout.episode_result(ep) for ep in episodes)
+
+
+# ------------------------------------------------------------------------------------------------ the experiment
+
+
+def run(config: ExperimentConfig) -> dict[str, Any]:
+    """Runs the whole experiment under `config.out_dir`; returns (and writes) the results."""
+    budget = config.budget
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    clock = _Clock()
+    envs = _envs(config)
+    first = next(iter(envs.values()))
+    image_size = config.image_size if first.cameras else None
+    data = out / "data"
+    results: dict[str, Any] = {"budget": dataclasses.asdict(budget), "env": config.env, "tasks": list(envs),
+                               "seed": config.seed, "arms": {}, "labels": {}, "value": {}, "data": {}}  # fmt: skip
+    start = time.monotonic()
+
+    with clock.stage("collect initial data"):
+        demos = collect_expert(envs, block=0, per_task=budget.demos_per_task, quality=1.0, human=True,
+                               operator=False, seed=config.seed)  # fmt: skip
+        rollouts = collect_expert(envs, block=COLLECT_SEED_BLOCK, per_task=budget.autonomous_per_task,
+                                  quality=budget.mediocre_quality, human=False, operator=True, seed=config.seed + 100)  # fmt: skip
+        heldout = collect_expert(envs, block=HELDOUT_SEED, per_task=budget.heldout_per_task,
+                                 quality=budget.mediocre_quality, human=False, operator=False, seed=config.seed + 200)  # fmt: skip
+        all_episodes = demos + rollouts
+        it0 = _write(data / "it0", all_episodes, first, image_size)
+        filtered = _write(data / "it0_filtered", filtered_for_bc(all_episodes), first, image_size)
+        heldout_root = _write(data / "heldout", heldout, first, image_size)
+        results["data"]["it0"] = _episode_stats(all_episodes)
+
+    def evaluate_arm(arm: str, iteration: int, trained: Trained, *, adv_ind=None, cfg_beta=None):
+        with clock.stage(f"evaluate {arm} (iteration {iteration})"), serve(trained,
+                                                                             cfg_beta=cfg_beta) as port:  # fmt: skip
+            summary = evaluate(config, envs, port, adv_ind=adv_ind)
+        results["arms"].setdefault(arm, {})[str(iteration)] = summary
+        overall = summary["overall"]
+        logger.info("%s it%d: success %.3f %s", arm, iteration, overall["success_rate"], overall["ci95"])
+
+    with clock.stage("train bc"):
+        bc = train_policy(config, "bc", config.bc_config, it0)
+    evaluate_arm("bc", 1, bc)
+    with clock.stage("train filtered_bc"):
+        fbc = train_policy(config, "filtered_bc", config.bc_config, filtered)
+    evaluate_arm("filtered_bc", 1, fbc)
+
+    merged_episodes = list(all_episodes)
+    merged = it0
+    recap: Trained | None = None  # the latest RECAP policy, served to collect the next iteration's rollouts
+    for iteration in range(1, budget.iterations + 1):
+        if iteration > 1:
+            with clock.stage(f"collect iteration {iteration}"), serve(recap) as port:
+                new = collect_policy(config, envs, port, block=COLLECT_SEED_BLOCK * iteration)
+            results["data"][f"it{iteration - 1}_collected"] = _episode_stats(new)
+            merged_episodes += new
+            merged = _write(data / f"merged_it{iteration}", merged_episodes, first, image_size)
+        with clock.stage(f"value model (iteration {iteration})"):
+            value_ckpt = train_value(config, f"it{iteration}", merged)
+            results["value"][str(iteration)] = value_spearman(config, value_ckpt, heldout_root)
+        with clock.stage(f"relabel (iteration {iteration})"):
+            relabelled = data / f"relabelled_it{iteration}"
+            relabel(config, value_ckpt, merged, relabelled)
+            results["labels"][str(iteration)] = label_diagnostics(relabelled)
+        with clock.stage(f"train recap (iteration {iteration})"):
+            recap = train_policy(config, f"recap_it{iteration}", config.policy_config, relabelled)
+        evaluate_arm("recap", iteration, recap, adv_ind="positive")
+        if iteration == 1:
+            for beta in budget.cfg_betas:
+                evaluate_arm(f"recap_cfg{beta}", 1, recap, adv_ind="positive", cfg_beta=beta)
+
+    results["stages_s"] = clock.stages
+    results["total_s"] = round(time.monotonic() - start, 1)
+    _write_outputs(out, results)
+    return results
+
+
+def _episode_stats(episodes: list[_rollout.Episode]) -> dict[str, Any]:
+    return {
+        "episodes": len(episodes),
+        "frames": int(sum(ep.length for ep in episodes)),
+        "success_rate": float(np.mean([ep.success for ep in episodes])),
+        "human_frame_fraction": float(
+            sum(ep.human_steps for ep in episodes) / max(1, sum(ep.length for ep in episodes))
+        ),
+        "clean_frame_fraction": float(
+            sum(sum(ep.clean) for ep in episodes) / max(1, sum(ep.length for ep in episodes))
+        ),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    """One row per arm and iteration: success with its Wilson 95 % interval, mean steps to success."""
+    rows = [f"{'arm':<16} {'iter':>4} {'episodes':>8} {'success':>8} {'95% CI':>15} {'steps':>6}"]
+    rows.append("-" * len(rows[0]))
+    for arm, by_iter in results["arms"].items():
+        for iteration, summary in by_iter.items():
+            o = summary["overall"]
+            low, high = o["ci95"]
+            ci = f"[{low:.3f}, {high:.3f}]"
+            steps = "-" if o["mean_steps_to_success"] is None else f"{o['mean_steps_to_success']:.1f}"
+            rows.append(f"{arm:<16} {iteration:>4} {o['episodes']:>8} {o['success_rate']:>8.3f} {ci:>15} {steps:>6}")
+    return "\n".join(rows)
+
+
+def _write_outputs(out: pathlib.Path, results: dict[str, Any]) -> None:
+    from openpi.shared import atomic
+
+    atomic.write_text(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
+    series = {
+        arm: [(int(it), summary) for it, summary in sorted(by_iter.items(), key=lambda kv: int(kv[0]))]
+        for arm, by_iter in results["arms"].items()
+    }
+    _metrics.plot_success(series, out / "success_vs_iteration.png", f"RECAP in simulation ({results['env']})")
+    (out / "table.txt").write_text(table(results) + "\n")
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, pathlib.Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def clean_outputs(out: pathlib.Path) -> None:
+    """Removes an earlier run's directory (the experiment always starts from scratch)."""
+    if out.exists():
+        shutil.rmtree(out)
