@@ -25,6 +25,7 @@ import zipfile
 import numpy as np
 
 from openpi.recap import advantage as _adv
+from openpi.recap import provenance
 from openpi.recap import report as _report
 from openpi.shared import atomic
 from openpi.shared import errors
@@ -32,7 +33,7 @@ from openpi.shared import errors
 # batch of value-model inputs -> values [B]
 ValuesFn = Callable[[dict[str, Any]], Any]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the key holds the source dataset's content fingerprint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,6 +340,7 @@ def load_model(config: RelabelConfig, ds: Any) -> tuple[Callable[[], Any], Value
             f"Value checkpoint {ckpt} does not exist; pass the --checkpoint_dir written by scripts/train_value.py."
         )
     model, params = value_train.load_value_checkpoint(ckpt, use_ema=config.use_ema, step=config.step)
+    run_dir, step_dir = value_train._locate(ckpt, config.step)
     inputs = value_train.load_value_inputs(ckpt, step=config.step)
     trained = [col for _, col in inputs.data.cameras]
     if config.cameras is not None and list(config.cameras) != trained:
@@ -363,6 +365,7 @@ def load_model(config: RelabelConfig, ds: Any) -> tuple[Callable[[], Any], Value
         "version": CACHE_VERSION,
         "checkpoint": str(ckpt.resolve()),
         "checkpoint_files": _checkpoint_fingerprint(ckpt.resolve()),
+        "value_checkpoint": provenance.value_checkpoint_fingerprint(run_dir, step_dir),
         "use_ema": config.use_ema,
         "step": config.step,
         "tokenizer": inputs.tokenizer,
@@ -378,6 +381,42 @@ def _remove_stale_staging(target: pathlib.Path) -> None:
     for stale in target.parent.glob(f".{target.name}.tmp-*"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def _write_provenance(
+    config: RelabelConfig,
+    ds: Any,
+    target: pathlib.Path,
+    key: dict[str, Any],
+    source_fingerprint: str,
+    result: _adv.AdvantageResult,
+) -> None:
+    """meta/recap.json of the relabelled dataset: the source's label scale carried over, plus how `adv_ind` was made."""
+    source_meta = provenance.read(ds.root) or {}
+    scale = source_meta.get("label_scale")
+    if scale is None:
+        print(
+            f"warning: {ds.root} records no label scale (no {provenance.RECAP_META_PATH}); the relabelled dataset "
+            "records it as unknown, and merging it needs --rescale-labels.",
+            file=sys.stderr,
+        )
+    tasks = dict(ds.tasks)
+    provenance.write(
+        target,
+        {
+            "label_scale": scale,
+            "relabel": {
+                "value_checkpoint": key.get("value_checkpoint"),
+                "source": {"root": str(ds.root), "fingerprint": source_fingerprint},
+                "lookahead": config.lookahead,
+                "top_percent": config.top_percent,
+                "failure_reward": config.failure_reward,
+                "thresholds": {tasks.get(t, str(t)): eps for t, eps in sorted(result.thresholds.items())},
+                "adv_col": config.adv_col,
+                "use_ema": config.use_ema,
+            },
+        },
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -413,7 +452,10 @@ def relabel(
         )
     adv_cfg = config.advantage_config()
     item_factory, values_fn, key = model if model is not None else load_model(config, ds)
-    key = {**key, "dataset": _dataset_fingerprint(ds), "human_col": config.human_col}
+    # The source's content, not only its shape: a dataset re-exported at the same path with other frames must not
+    # reuse the values cached for the old ones.
+    source_fingerprint = provenance.dataset_fingerprint(ds.root)
+    key = {**key, "dataset": _dataset_fingerprint(ds), "source": source_fingerprint, "human_col": config.human_col}
     needed = _adv.frames_needing_values(autonomous, cols.bounds, adv_cfg.lookahead)
     cache = ValueCache(config.resolved_cache_dir(), key)
     t0 = time.monotonic()
@@ -446,6 +488,7 @@ def relabel(
         lerobot.copy_with_columns(
             ds, target, {config.adv_col: labels}, {config.adv_col: spec}, overwrite=config.overwrite
         )
+    _write_provenance(config, ds, target, key, source_fingerprint, result)
     report = _report.write_report(
         config.resolved_report_dir(),
         result=result,

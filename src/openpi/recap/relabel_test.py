@@ -59,10 +59,8 @@ def setup(tmp_path_factory, gemma3_spm_model) -> tuple[pathlib.Path, pathlib.Pat
 
 def _config(setup, out: pathlib.Path, **kw) -> relabel.RelabelConfig:
     root, run, tokenizer = setup
-    defaults = {"batch_size": 4, "lookahead": 3, "num_workers": 0, "progress": False, **kw}
-    return relabel.RelabelConfig(
-        data_dir=str(root), checkpoint_dir=str(run), output_dir=str(out), tokenizer_path=str(tokenizer), **defaults
-    )
+    fields = {"data_dir": str(root), "batch_size": 4, "lookahead": 3, "num_workers": 0, "progress": False, **kw}
+    return relabel.RelabelConfig(checkpoint_dir=str(run), output_dir=str(out), tokenizer_path=str(tokenizer), **fields)
 
 
 def test_value_params_stay_on_the_device(setup, tmp_path):
@@ -77,3 +75,38 @@ def test_value_params_stay_on_the_device(setup, tmp_path):
     with jax.transfer_guard_host_to_device("disallow"):  # implicit copies (numpy params into jit) are refused
         for _ in range(2):
             np.testing.assert_array_equal(values_fn(batch), expected)
+
+
+def test_relabel_records_provenance_and_keys_the_cache_on_content(setup, tmp_path):
+    """Issue 14.7: the output's meta/recap.json says how adv_ind was made; the value cache is keyed on the source's
+    content, so a dataset re-exported at the same path with other frames does not reuse stale values."""
+    import shutil
+
+    from openpi.recap import provenance
+
+    root, _, _ = setup
+    src = tmp_path / "src"
+    shutil.copytree(root, src)
+    scale = provenance.LabelScale("paper", None, {"pick up the vial": 16})
+    provenance.write(src, {"label_scale": scale.to_json()})
+    first = relabel.relabel(_config(setup, tmp_path / "out", data_dir=str(src)))
+    meta = provenance.read(tmp_path / "out")
+    assert provenance.LabelScale.from_json(meta["label_scale"], "out") == scale
+    info = meta["relabel"]
+    assert info["lookahead"] == 3 and info["top_percent"] == 30.0 and info["adv_col"] == "adv_ind"
+    assert info["source"]["fingerprint"] == provenance.dataset_fingerprint(src)
+    assert info["value_checkpoint"]["step"] == "1" and len(info["value_checkpoint"]["step_sha256"]) == 64
+    ds = lerobot.LeRobotDataset.open(src)
+    assert set(info["thresholds"]) == {ds.tasks[t] for t in first.result.thresholds}
+
+    # Same path, same shape, other frames (a re-export): nothing may come from the cache.
+    state = np.asarray(ds.column("observation.state"))
+    shutil.rmtree(tmp_path / "other", ignore_errors=True)
+    lerobot.copy_with_columns(ds, tmp_path / "other", {"observation.state": state[::-1].copy()})
+    shutil.rmtree(src)
+    (tmp_path / "other").rename(src)
+    again = relabel.relabel(_config(setup, tmp_path / "out", data_dir=str(src), overwrite=True))
+    assert again.stats["frames_cached"] == 0 and again.stats["frames_computed"] == first.stats["frames_computed"]
+    # Unchanged content: the cache serves everything.
+    third = relabel.relabel(_config(setup, tmp_path / "out", data_dir=str(src), overwrite=True))
+    assert third.stats["frames_cached"] == third.stats["frames_total"]
