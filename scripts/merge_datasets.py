@@ -5,11 +5,19 @@
 
 Episodes are renumbered in order, tasks unified by their text; videos are hard-linked (or copied), never
 re-encoded. Datasets whose fps, robot type or features differ are refused with the feature named.
+
+RECAP iterations: datasets with value labels must be on one label scale (their meta/recap.json); otherwise the
+merge is refused, or `--rescale-labels` recomputes reward_label/value_label on one scale (per task, the longest
+normaliser). The merged dataset's meta/recap.json records the scale and its sources.
+
+    uv run scripts/merge_datasets.py /data/iter1_recap /data/iter2_recap /data/iter3_recap \
+        --output-dir /data/all_recap --rescale-labels
 """
 
 import dataclasses
 import logging
 import pathlib
+import sys
 import time
 
 import tyro
@@ -32,6 +40,12 @@ class Args:
     """Replace an existing dataset at output_dir (atomically)."""
     copy_videos: bool = False
     """Copy video files instead of hard-linking them."""
+    rescale_labels: bool = False
+    """Recompute reward_label and value_label of the merged dataset on one label scale (per task, the longest
+    normaliser of the sources), instead of refusing sources labelled on different scales."""
+    allow_unrecorded_label_scale: bool = False
+    """Merge labelled datasets that do not record their label scale (no meta/recap.json) as they are; the merged
+    dataset then records its scale as unknown."""
 
 
 def run(args: Args) -> pathlib.Path:
@@ -42,6 +56,8 @@ def run(args: Args) -> pathlib.Path:
         version=args.version,
         overwrite=args.overwrite,
         link_videos=not args.copy_videos,
+        rescale_labels=args.rescale_labels,
+        allow_unrecorded_label_scale=args.allow_unrecorded_label_scale,
     )
     logger.info(
         "merged %d datasets into %s: %d episodes, %d frames, %d tasks in %.1fs",
@@ -59,7 +75,8 @@ def main(args: Args) -> None:
     try:
         path = run(args)
     except errors.UserError as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(path)
 
 

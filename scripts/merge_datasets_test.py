@@ -35,7 +35,7 @@ def test_cli_merges_and_refuses(tmp_path):
         text=True,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith("error: Cannot merge") and "'observation.state'" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "ac").exists()
 

@@ -67,8 +67,20 @@ def merge_datasets(
     version: str = info_lib.V30,
     overwrite: bool = False,
     link_videos: bool = True,
+    rescale_labels: bool = False,
+    allow_unrecorded_label_scale: bool = False,
 ) -> reader.LeRobotDataset:
-    """Merges `sources` into a new dataset at `dst` (atomic: staged in a hidden sibling, then renamed)."""
+    """Merges `sources` into a new dataset at `dst` (atomic: staged in a hidden sibling, then renamed).
+
+    Datasets with RECAP value labels must be on one label scale (their meta/recap.json, see
+    `openpi.recap.provenance`), or the merge is refused; `rescale_labels` instead recomputes `reward_label` and
+    `value_label` of the merged dataset on one scale (per task, the longest normaliser). Labels whose scale a
+    source does not record are refused too, unless `allow_unrecorded_label_scale` (merged as they are, the scale
+    recorded as unknown). The merged dataset's meta/recap.json records the scale and every source (root, content
+    fingerprint, its own provenance).
+    """
+    from openpi.recap import provenance  # RECAP-specific; imported here so the dataset layer stays importable alone
+
     if not sources:
         raise errors.ConfigError("merge_datasets needs at least one source dataset.")
     if version not in info_lib.SUPPORTED_VERSIONS:
@@ -89,6 +101,9 @@ def merge_datasets(
                     "files would need re-encoding), so pass version='v3.0'."
                 )
 
+    scale = provenance.merged_label_scale(
+        datasets, rescale=rescale_labels, allow_unrecorded=allow_unrecorded_label_scale
+    )
     features = copy.deepcopy(datasets[0].features)
     schema = parquet_schema.schema(features, version)
     staging = writer._staging_dir(dst_root)
@@ -108,11 +123,32 @@ def merge_datasets(
         )
         tasks = {index: task for task, index in state.tasks.items()}
         writer.write_meta(staging, info, tasks, state.records)
+        sources_meta = [
+            {
+                "root": str(ds.root),
+                "fingerprint": provenance.dataset_fingerprint(ds.root),
+                **{k: v for k, v in (provenance.read(ds.root) or {}).items() if k != "version"},
+            }
+            for ds in datasets
+        ]
+        provenance.write(
+            staging,
+            {
+                "label_scale": None if scale is None else scale.to_json(),
+                "labels_rescaled": bool(rescale_labels and scale is not None),
+                "sources": sources_meta,
+            },
+        )
         writer.publish_dir(staging, dst_root, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return reader.LeRobotDataset.open(dst_root)
+    merged = reader.LeRobotDataset.open(dst_root)
+    if rescale_labels and scale is not None:
+        from openpi.datasets import rewrite as _rewrite
+
+        merged = _rewrite.copy_with_columns(merged, None, provenance.rescaled_columns(merged, scale), in_place=True)
+    return merged
 
 
 class _MergeState:

@@ -37,7 +37,7 @@ def tiny(root, tasks, *, fps=5, state_dim=3, version="v3.0", start=0.0):
 def test_merge_video_fixtures_v30_and_v21(tmp_path):
     a = lerobot.LeRobotDataset.open(reader_test.fixture_path("v3.0_video"))
     b = lerobot.LeRobotDataset.open(reader_test.fixture_path("v2.1_video"))
-    out = merge.merge_datasets([a, b], tmp_path / "merged")
+    out = merge.merge_datasets([a, b], tmp_path / "merged", allow_unrecorded_label_scale=True)
     assert (out.version, out.num_episodes, out.num_frames, out.fps, out.robot_type) == ("v3.0", 6, 96, 10, "yam")
     assert out.tasks == a.tasks
     assert [e.episode_index for e in out.episodes] == list(range(6))
@@ -112,7 +112,7 @@ def test_refusals_name_the_problem(tmp_path):
 def test_merge_v20_with_v21_into_v21(tmp_path):
     v20 = lerobot.LeRobotDataset.open(reader_test.make_v20(tmp_path / "v20"))
     v21 = lerobot.LeRobotDataset.open(reader_test.fixture_path("v2.1_video"))
-    out = merge.merge_datasets([v20, v21], tmp_path / "m", version="v2.1")
+    out = merge.merge_datasets([v20, v21], tmp_path / "m", version="v2.1", allow_unrecorded_label_scale=True)
     assert out.version == "v2.1" and out.num_episodes == 6
     np.testing.assert_array_equal(out[60]["observation.images.head_camera"], v21[12]["observation.images.head_camera"])
     want = np.concatenate([v20.column("action"), v21.column("action")]).astype(np.float64)

@@ -156,8 +156,9 @@ def check_same_scale(scales: Mapping[str, LabelScale | None]) -> LabelScale | No
     if unknown:
         raise ProvenanceError(
             f"The label scale of {unknown[0]} is unknown (no label_scale in meta/recap.json), so its value labels "
-            "cannot be checked against the others; relabel it with scripts/add_recap_columns.py, or merge with "
-            "--rescale-labels to recompute every dataset's labels on one scale."
+            "cannot be checked against the others; relabel it with scripts/add_recap_columns.py, merge with "
+            "--rescale-labels to recompute every dataset's labels on one scale, or pass "
+            "--allow-unrecorded-label-scale to merge the labels as they are (the result records its scale as unknown)."
         )
     if not items:
         return None
@@ -178,3 +179,84 @@ def check_same_scale(scales: Mapping[str, LabelScale | None]) -> LabelScale | No
                 )
             normaliser.setdefault(task, length)
     return LabelScale(mode=first.mode, c_fail=first.c_fail, task_normaliser=normaliser)
+
+
+LABEL_COLUMNS = ("reward_label", "value_label", "value_lable")
+
+
+def has_labels(ds: Any) -> bool:
+    """Whether a dataset carries RECAP value labels (whose scale then matters when merging)."""
+    return any(ds.has_column(c) for c in LABEL_COLUMNS[:2])
+
+
+def merged_label_scale(datasets: Any, *, rescale: bool, allow_unrecorded: bool = False) -> LabelScale | None:
+    """The label scale of the merge of `datasets` (None when none carries labels, or, with `allow_unrecorded`,
+    when some labelled dataset does not record its scale: then nothing can be checked and none is claimed).
+
+    Without `rescale` the datasets must already share one scale (`check_same_scale`). With it, labels are to be
+    recomputed (`rescaled_columns`) on a common scale: each task normalised by the longest of its recorded
+    normalisers and of its episodes in any dataset. The mode and c_fail must still agree among the datasets
+    that record them (rescaling changes the normaliser only); unrecorded ones take those values.
+    """
+    labelled = [ds for ds in datasets if has_labels(ds)]
+    if not labelled:
+        return None
+    scales = {str(ds.root): read_label_scale(ds.root) for ds in labelled}
+    if not rescale:
+        if allow_unrecorded and any(s is None for s in scales.values()):
+            return None
+        return check_same_scale(scales)
+    known = [s for s in scales.values() if s is not None]
+    modes = {(s.mode, s.c_fail) for s in known}
+    if len(modes) > 1:
+        raise ProvenanceError(
+            f"The datasets were labelled in different modes or with different c_fail ({sorted(modes, key=str)}); "
+            "--rescale-labels only unifies the normaliser: relabel them in one mode first "
+            "(scripts/add_recap_columns.py --overwrite-columns)."
+        )
+    mode, c_fail = modes.pop() if modes else ("paper", None)
+    normaliser: dict[str, int] = {}
+    if mode == "paper":
+        from openpi.recap import convert
+
+        for scale in known:
+            for task, length in scale.task_normaliser.items():
+                normaliser[task] = max(normaliser.get(task, 0), int(length))
+        for ds in datasets:
+            for task, length in convert.task_max_lengths(ds).items():
+                normaliser[task] = max(normaliser.get(task, 0), int(length))
+    return LabelScale(mode=mode, c_fail=c_fail, task_normaliser=normaliser)
+
+
+def rescaled_columns(ds: Any, scale: LabelScale) -> dict[str, Any]:
+    """`reward_label` and `value_label` of `ds` recomputed on `scale` from the facts its RECAP columns hold.
+
+    The facts are the episode outcomes (`reward` is 1 on the last frame of a success), the `intervention` flags
+    and each episode's task; `adv_ind` is left as it is (its thresholds are per task and relative).
+    """
+    import numpy as np
+
+    from openpi.recap import convert
+    from openpi.recap import labels
+
+    for column in ("reward", "intervention"):
+        if not ds.has_column(column):
+            raise ProvenanceError(
+                f"{ds.root} has no {column!r} column, so its labels cannot be recomputed on one scale; add the RECAP "
+                "columns with scripts/add_recap_columns.py first."
+            )
+    reward = np.asarray(ds.column("reward"), np.float64).reshape(ds.num_frames, -1)[:, 0]
+    success = np.asarray([reward[ep.to_index - 1] > 0 for ep in ds.episodes], bool)
+    intervention = np.asarray(ds.column("intervention")).reshape(ds.num_frames, -1)[:, 0].astype(np.int64)
+    columns = labels.compute_columns(
+        episode_lengths=np.asarray([ep.length for ep in ds.episodes], np.int64),
+        success=success,
+        tasks=convert.episode_tasks(ds),
+        intervention=intervention,
+        config=labels.LabelConfig(mode=scale.mode, c_fail=scale.c_fail),
+        task_max_length=dict(scale.task_normaliser) if scale.mode == "paper" else None,
+    )
+    out = {name: columns[name] for name in ("reward_label", "value_label")}
+    if ds.has_column("value_lable"):  # the community's misspelt legacy copy must not keep the old scale
+        out["value_lable"] = columns["value_label"]
+    return out

@@ -1,0 +1,87 @@
+"""meta/recap.json end to end: three RECAP iterations with different episode lengths merge onto one label scale."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from openpi.datasets import lerobot
+from openpi.datasets import merge
+from openpi.recap import convert
+from openpi.recap import labels
+from openpi.recap import provenance
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[3] / "scripts" / "merge_datasets.py"
+TASK = "pick up the vial"
+
+
+def _iteration(tmp: pathlib.Path, name: str, lengths: list[int], successes: list[bool]) -> pathlib.Path:
+    """Raw rollouts (state, intervention, success) of one iteration, converted with its own label scale."""
+    spec = {"dtype": "float32", "shape": [2], "names": None}
+    features = {
+        "observation.state": spec,
+        "intervention": {"dtype": "int64", "shape": [1], "names": None},
+        "success": {"dtype": "bool", "shape": [1], "names": None},
+    }
+    writer = lerobot.LeRobotDatasetWriter.create(tmp / f"{name}_raw", fps=10, features=features, use_videos=False)
+    rng = np.random.default_rng(len(lengths))
+    with writer:
+        for length, ok in zip(lengths, successes, strict=True):
+            flags = (np.arange(length) >= length // 2).astype(np.int64) if not ok else np.zeros(length, np.int64)
+            done = np.arange(length) == length - 1
+            frames = {"observation.state": rng.normal(size=(length, 2)), "intervention": flags, "success": done & ok}
+            writer.add_episode(frames, TASK)
+        writer.finalize()
+    out = tmp / name
+    convert.add_recap_columns(tmp / f"{name}_raw", out, convert.ConvertConfig(success_column="success"))
+    return out
+
+
+def test_three_iterations_keep_one_label_scale(tmp_path):
+    """Issue 14.7: iterations normalised by 12, 20 and 30 frames are refused as they are, and rescaled on request."""
+    runs = [
+        ([12, 9], [True, False]),
+        ([20, 14, 7], [False, True, True]),
+        ([30, 11], [True, False]),
+    ]
+    iterations = [_iteration(tmp_path, f"iter{i + 1}", *run) for i, run in enumerate(runs)]
+    assert [provenance.read_label_scale(p).task_normaliser[TASK] for p in iterations] == [12, 20, 30]
+
+    with pytest.raises(provenance.ProvenanceError, match=r"normalised by 20 frames .* but by 12"):
+        merge.merge_datasets(iterations, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+    merged = merge.merge_datasets(iterations, tmp_path / "all", rescale_labels=True)
+    lengths = [length for run, _ in runs for length in run]
+    expected = labels.compute_columns(
+        episode_lengths=np.asarray(lengths),
+        success=np.asarray([ok for _, oks in runs for ok in oks]),
+        tasks=[TASK] * len(lengths),
+        intervention=np.concatenate([lerobot.LeRobotDataset.open(p).column("intervention") for p in iterations]),
+        task_max_length={TASK: 30},
+    )
+    for column in ("value_label", "reward_label"):
+        np.testing.assert_allclose(merged.column(column), expected[column], atol=1e-6)
+    meta = provenance.read(tmp_path / "all")
+    assert meta["label_scale"] == {"mode": "paper", "c_fail": None, "task_normaliser": {TASK: 30}}
+    assert meta["labels_rescaled"] and [s["root"] for s in meta["sources"]] == [str(p) for p in iterations]
+    assert meta["sources"][1]["label_scale"]["task_normaliser"] == {TASK: 20}
+    assert meta["sources"][0]["fingerprint"] == provenance.dataset_fingerprint(iterations[0])
+
+    # A later iteration merged with that result is checked against the recorded (rescaled) scale.
+    again = merge.merge_datasets([tmp_path / "all", iterations[2]], tmp_path / "again")
+    assert provenance.read_label_scale(again.root).task_normaliser == {TASK: 30}
+
+    # The CLI: one sentence, exit 2, no traceback.
+    cmd = [sys.executable, str(SCRIPT), *map(str, iterations), "--output-dir", str(tmp_path / "cli")]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and result.stderr.startswith("error: Task") and "--rescale-labels" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = subprocess.run([*cmd, "--rescale-labels"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "cli" / "meta" / "recap.json").read_text())["label_scale"]["task_normaliser"] == {
+        TASK: 30
+    }
