@@ -19,6 +19,7 @@ import logging
 import pathlib
 import sys
 import time
+from typing import Literal
 
 import tyro
 
@@ -43,6 +44,9 @@ class Args:
     rescale_labels: bool = False
     """Recompute reward_label and value_label of the merged dataset on one label scale (per task, the longest
     normaliser of the sources), instead of refusing sources labelled on different scales."""
+    convert_cameras: Literal["video", "image"] | None = None
+    """Store every camera alike first: "image" decodes videos to image mode, "video" encodes images (and re-encodes
+    other codecs) to the first video dataset's codec. Without it, mixed storage or codecs are refused."""
     allow_unrecorded_label_scale: bool = False
     """Merge labelled datasets that do not record their label scale (no meta/recap.json) as they are; the merged
     dataset then records its scale as unknown."""
@@ -58,6 +62,7 @@ def run(args: Args) -> pathlib.Path:
         link_videos=not args.copy_videos,
         rescale_labels=args.rescale_labels,
         allow_unrecorded_label_scale=args.allow_unrecorded_label_scale,
+        convert_cameras=args.convert_cameras,
     )
     logger.info(
         "merged %d datasets into %s: %d episodes, %d frames, %d tasks in %.1fs",

@@ -32,17 +32,30 @@ from openpi.datasets import rewrite
 from openpi.datasets import writer
 from openpi.shared import errors
 
+# The encoder that writes each codec LeRobot records in info.json (`video.codec`).
+_ENCODERS = {"av1": "libsvtav1", "h264": "libx264", "hevc": "libx265"}
+_CONVERT_HINT = (
+    "pass convert_cameras='image' (--convert-cameras image: decode every video to image mode) or 'video' (encode "
+    "images, and re-encode other codecs, to the first video dataset's codec)"
+)
 
-def check_compatible(datasets: Sequence[reader.LeRobotDataset]) -> None:
-    """Refuses datasets whose fps, robot type or features (names, dtypes, shapes) differ, naming the first."""
+
+def _codec(feature: dict[str, Any]) -> str | None:
+    return (feature.get("info") or {}).get("video.codec")
+
+
+def check_compatible(datasets: Sequence[reader.LeRobotDataset], *, cameras: bool = True) -> None:
+    """Refuses datasets whose fps, robot type or features (names, dtypes, shapes, video codecs) differ, naming the
+    first difference with the datasets in the order given. `cameras=False` skips the camera storage and codec
+    checks (for a merge that converts the cameras first)."""
     first = datasets[0]
     for other in datasets[1:]:
-        where = f"{other.root} and {first.root}"
+        where = f"{first.root} and {other.root}"
         if other.fps != first.fps:
-            raise errors.DatasetError(f"Cannot merge {where}: fps {other.fps} != {first.fps}; resample one of them.")
+            raise errors.DatasetError(f"Cannot merge {where}: fps {first.fps} != {other.fps}; resample one of them.")
         if other.robot_type != first.robot_type:
             raise errors.DatasetError(
-                f"Cannot merge {where}: robot_type {other.robot_type!r} != {first.robot_type!r}; merge data of one "
+                f"Cannot merge {where}: robot_type {first.robot_type!r} != {other.robot_type!r}; merge data of one "
                 "robot only."
             )
         for name in dict.fromkeys([*first.features, *other.features]):
@@ -53,10 +66,20 @@ def check_compatible(datasets: Sequence[reader.LeRobotDataset]) -> None:
                     f"Cannot merge {where}: feature {name!r} is missing from {missing_in}; add it there "
                     "(copy_with_columns) or drop it from the others."
                 )
+            storage = {a["dtype"], b["dtype"]} == set(info_lib.CAMERA_DTYPES)
+            if storage and not cameras:
+                continue
             if a["dtype"] != b["dtype"] or list(a["shape"]) != list(b["shape"]):
+                hint = _CONVERT_HINT if storage else "convert one so they match"
                 raise errors.DatasetError(
-                    f"Cannot merge {where}: feature {name!r} is {b['dtype']} {list(b['shape'])} in {other.root} but "
-                    f"{a['dtype']} {list(a['shape'])} in {first.root}; convert one so they match."
+                    f"Cannot merge {where}: feature {name!r} is {a['dtype']} {list(a['shape'])} in {first.root} but "
+                    f"{b['dtype']} {list(b['shape'])} in {other.root}; {hint}."
+                )
+            if cameras and a["dtype"] == "video" and None not in (_codec(a), _codec(b)) and _codec(a) != _codec(b):
+                # info.json holds one codec per camera: merging would record the first one for every file.
+                raise errors.DatasetError(
+                    f"Cannot merge {where}: camera {name!r} is encoded as {_codec(b)} in {other.root} but as "
+                    f"{_codec(a)} in {first.root}, and info.json records one codec per camera; {_CONVERT_HINT}."
                 )
 
 
@@ -69,6 +92,7 @@ def merge_datasets(
     link_videos: bool = True,
     rescale_labels: bool = False,
     allow_unrecorded_label_scale: bool = False,
+    convert_cameras: str | None = None,
 ) -> reader.LeRobotDataset:
     """Merges `sources` into a new dataset at `dst` (atomic: staged in a hidden sibling, then renamed).
 
@@ -78,6 +102,10 @@ def merge_datasets(
     source does not record are refused too, unless `allow_unrecorded_label_scale` (merged as they are, the scale
     recorded as unknown). The merged dataset's meta/recap.json records the scale and every source (root, content
     fingerprint, its own provenance).
+
+    Cameras must be stored alike (all video with one codec per camera, or all image); `convert_cameras="image"`
+    decodes every video source to image mode first, `"video"` encodes image sources and re-encodes other codecs
+    to the first video source's codec (lossy, like any encode).
     """
     from openpi.recap import provenance  # RECAP-specific; imported here so the dataset layer stays importable alone
 
@@ -85,8 +113,10 @@ def merge_datasets(
         raise errors.ConfigError("merge_datasets needs at least one source dataset.")
     if version not in info_lib.SUPPORTED_VERSIONS:
         raise errors.ConfigError(f"version must be one of {info_lib.SUPPORTED_VERSIONS}, got {version!r}.")
+    if convert_cameras not in (None, "video", "image"):
+        raise errors.ConfigError(f"convert_cameras must be None, 'video' or 'image', got {convert_cameras!r}.")
     datasets = [s if isinstance(s, reader.LeRobotDataset) else reader.LeRobotDataset.open(s) for s in sources]
-    check_compatible(datasets)
+    check_compatible(datasets, cameras=convert_cameras is None)
     dst_root = pathlib.Path(dst).expanduser().absolute()
     for ds in datasets:
         if dst_root.resolve() == ds.root.resolve() or ds.root.resolve() in dst_root.resolve().parents:
@@ -104,11 +134,15 @@ def merge_datasets(
     scale = provenance.merged_label_scale(
         datasets, rescale=rescale_labels, allow_unrecorded=allow_unrecorded_label_scale
     )
-    features = copy.deepcopy(datasets[0].features)
-    schema = parquet_schema.schema(features, version)
+    originals = datasets
     staging = writer._staging_dir(dst_root)
     staging.mkdir(parents=True)
     try:
+        if convert_cameras is not None:
+            datasets = _convert_cameras(datasets, staging.parent / f"{staging.name}-cameras", convert_cameras)
+            check_compatible(datasets)
+        features = copy.deepcopy(datasets[0].features)
+        schema = parquet_schema.schema(features, version)
         state = _MergeState(staging, version, features, schema, link_videos)
         for ds in datasets:
             state.add(ds)
@@ -129,7 +163,7 @@ def merge_datasets(
                 "fingerprint": provenance.dataset_fingerprint(ds.root),
                 **{k: v for k, v in (provenance.read(ds.root) or {}).items() if k != "version"},
             }
-            for ds in datasets
+            for ds in originals
         ]
         provenance.write(
             staging,
@@ -143,12 +177,62 @@ def merge_datasets(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(staging.parent / f"{staging.name}-cameras", ignore_errors=True)
     merged = reader.LeRobotDataset.open(dst_root)
     if rescale_labels and scale is not None:
-        from openpi.datasets import rewrite as _rewrite
-
-        merged = _rewrite.copy_with_columns(merged, None, provenance.rescaled_columns(merged, scale), in_place=True)
+        merged = rewrite.copy_with_columns(merged, None, provenance.rescaled_columns(merged, scale), in_place=True)
     return merged
+
+
+def _convert_cameras(
+    datasets: Sequence[reader.LeRobotDataset], workdir: pathlib.Path, target: str
+) -> list[reader.LeRobotDataset]:
+    """`datasets` with every camera stored as `target` ("video": the first video source's codec; "image"); sources
+    already stored that way are used as they are, the others rewritten frame by frame under `workdir`."""
+    from openpi.datasets import video as video_lib
+
+    codec = None
+    if target == "video":
+        codec = next((_codec(ds.features[k]) for ds in datasets for k in ds.video_keys), None) or "av1"
+        if codec not in _ENCODERS:
+            raise errors.DatasetError(
+                f"Cannot re-encode to {codec!r} (this writer encodes {sorted(_ENCODERS)}); pass convert_cameras='image'."
+            )
+    out = []
+    for n, ds in enumerate(datasets):
+        if target == "image":
+            ready = not ds.video_keys
+        else:
+            ready = not ds.image_keys and all(_codec(ds.features[k]) in (None, codec) for k in ds.video_keys)
+        if ready:
+            out.append(ds)
+            continue
+        encoding = video_lib.VideoEncoding(codec=_ENCODERS[codec]) if codec else video_lib.VideoEncoding()
+        out.append(_rewrite_cameras(ds, workdir / str(n), use_videos=target == "video", encoding=encoding))
+    return out
+
+
+def _rewrite_cameras(
+    ds: reader.LeRobotDataset, dst: pathlib.Path, *, use_videos: bool, encoding
+) -> reader.LeRobotDataset:
+    """A copy of `ds` with its cameras decoded and written as video (`encoding`) or image; other columns as they are."""
+    features = {k: v for k, v in ds.features.items() if k not in info_lib.DEFAULT_FEATURES}
+    version = ds.version if ds.version in (info_lib.V21, info_lib.V30) else info_lib.V21
+    task_index = ds.column("task_index")
+    with writer.LeRobotDatasetWriter.create(
+        dst, fps=ds.fps, features=features, robot_type=ds.robot_type, version=version, use_videos=use_videos,
+        video_encoding=encoding,
+    ) as sink:  # fmt: skip
+        for ep in ds.episodes:
+            frames: dict[str, Any] = {}
+            for key in features:
+                if key in ds.camera_keys:
+                    frames[key] = np.stack([ds.get(i, keys=[key])[key] for i in range(ep.from_index, ep.to_index)])
+                else:
+                    frames[key] = ds.column(key)[ep.from_index : ep.to_index]
+            sink.add_episode(frames, [ds.tasks[int(t)] for t in task_index[ep.from_index : ep.to_index]])
+        return sink.finalize()
 
 
 class _MergeState:

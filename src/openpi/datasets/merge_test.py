@@ -87,13 +87,13 @@ def test_tasks_are_unified_by_text(tmp_path, version):
 def test_refusals_name_the_problem(tmp_path):
     a = tiny(tmp_path / "a", ["x"])
     with pytest.raises(
-        errors.DatasetError, match=r"feature 'observation.state' is float32 \[4\] in .* but float32 \[3\]"
+        errors.DatasetError, match=r"feature 'observation.state' is float32 \[3\] in .*a but float32 \[4\] in .*b;"
     ):
         merge.merge_datasets([a, tiny(tmp_path / "b", ["x"], state_dim=4)], tmp_path / "m")
-    with pytest.raises(errors.DatasetError, match="fps 7 != 5"):
+    with pytest.raises(errors.DatasetError, match="fps 5 != 7"):
         merge.merge_datasets([a, tiny(tmp_path / "c", ["x"], fps=7)], tmp_path / "m")
     fixture = lerobot.LeRobotDataset.open(reader_test.fixture_path("v3.0_video"))
-    with pytest.raises(errors.DatasetError, match="robot_type None != 'yam'"):
+    with pytest.raises(errors.DatasetError, match="robot_type 'yam' != None"):
         merge.merge_datasets([fixture, tiny(tmp_path / "d", ["x"], fps=10)], tmp_path / "m")
     extra = lerobot.copy_with_columns(fixture, tmp_path / "extra", {"extra": np.zeros(48, np.float32)})
     with pytest.raises(errors.DatasetError, match=r"feature 'extra' is missing from .*v3.0_video; add it"):
@@ -118,3 +118,67 @@ def test_merge_v20_with_v21_into_v21(tmp_path):
     want = np.concatenate([v20.column("action"), v21.column("action")]).astype(np.float64)
     np.testing.assert_allclose(out.stats["action"]["mean"], want.mean(0), rtol=1e-9)
     np.testing.assert_allclose(out.stats["action"]["std"], want.std(0), rtol=1e-6)
+
+
+def _cams(root, *, use_videos=True, codec="libsvtav1", shade=0):
+    """Two 3-frame episodes of a 16x16 camera (flat colours survive lossy codecs) plus a state column."""
+    from openpi.datasets import video
+
+    features = {
+        "observation.state": {"dtype": "float32", "shape": [2], "names": None},
+        "cam": {"dtype": "video" if use_videos else "image", "shape": [16, 16, 3], "names": None},
+    }
+    writer = lerobot.LeRobotDatasetWriter.create(
+        root, fps=5, features=features, use_videos=use_videos, video_encoding=video.VideoEncoding(codec=codec)
+    )
+    for e in range(2):
+        writer.add_episode(
+            {
+                "observation.state": np.full((3, 2), e, np.float32),
+                "cam": np.full((3, 16, 16, 3), 40 * e + shade + 30, np.uint8),
+            },
+            "t",
+        )
+    return writer.finalize()
+
+
+def _stream_codecs(root):
+    import av
+
+    out = set()
+    for path in sorted(root.glob("videos/**/*.mp4")):
+        with av.open(str(path)) as container:
+            out.add(container.streams.video[0].codec_context.name)
+    return out
+
+
+def test_codecs_and_camera_storage_must_match_or_be_converted(tmp_path):
+    """Issue 14.10: an H.264 + AV1 merge must not record AV1 for every file; video + image names them in order,
+    and `convert_cameras` decodes to image mode or encodes to the first video source's codec on request."""
+    av1 = _cams(tmp_path / "av1")
+    h264 = _cams(tmp_path / "h264", codec="libx264", shade=100)
+    images = _cams(tmp_path / "images", use_videos=False, shade=50)
+
+    with pytest.raises(errors.DatasetError, match=r"'cam' is encoded as h264 in .*h264 but as av1 in .*av1"):
+        merge.merge_datasets([av1, h264], tmp_path / "m")
+    with pytest.raises(errors.DatasetError) as info:
+        merge.merge_datasets([av1, images], tmp_path / "m")
+    message = str(info.value)
+    assert message.startswith(f"Cannot merge {av1.root} and {images.root}: feature 'cam' is video")
+    assert f"image [16, 16, 3] in {images.root}" in message and "convert_cameras" in message
+    assert not (tmp_path / "m").exists()
+
+    as_video = merge.merge_datasets([av1, h264, images], tmp_path / "video", convert_cameras="video")
+    assert as_video.features["cam"]["dtype"] == "video" and as_video.features["cam"]["info"]["video.codec"] == "av1"
+    codecs = _stream_codecs(as_video.root)
+    assert codecs and not any("264" in c for c in codecs), codecs  # every file really is AV1 now
+    assert as_video.num_episodes == 6
+    shades = [int(as_video.get(i)["cam"].mean().round()) for i in range(0, as_video.num_frames, 3)]
+    assert np.allclose(shades, [30, 70, 130, 170, 80, 120], atol=3)
+
+    as_image = merge.merge_datasets([av1, h264, images], tmp_path / "image", convert_cameras="image")
+    assert as_image.features["cam"]["dtype"] == "image" and not list(as_image.root.glob("videos/**/*.mp4"))
+    for i in range(as_image.num_frames):
+        source = [av1, h264, images][i // 6]
+        np.testing.assert_array_equal(as_image.get(i)["cam"], source.get(i % 6)["cam"])
+        np.testing.assert_array_equal(as_image.get(i)["observation.state"], source.get(i % 6)["observation.state"])
