@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import logging
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -292,7 +293,8 @@ def main(args: Args) -> None:
     try:
         path = run(args)
     except errors.UserError as e:
-        raise SystemExit(f"error: {e}") from None
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(path)
 
 

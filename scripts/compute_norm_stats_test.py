@@ -89,7 +89,7 @@ def test_cli_writes_default_assets_dir(tmp_path: pathlib.Path):
     bad = subprocess.run(
         [sys.executable, str(script), "no_such_config_or_dataset"], cwd=tmp_path, capture_output=True, text=True
     )
-    assert bad.returncode != 0
+    assert bad.returncode == 2
     assert "neither a dataset on disk" in bad.stderr
     assert "Traceback" not in bad.stderr
 
