@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import pathlib
 import shutil
 import sys
@@ -35,22 +34,8 @@ class Args:
     """Everything the run writes (replaced on every run)."""
     seed: int = 0
     """Training/collection seed (evaluation seeds are fixed and disjoint from it)."""
-    save_results: bool | None = None
-    """Copy the results into benchmarks/results/ (default: only for the full budget)."""
-
-
-def _prepare_tokenizers(data_home: pathlib.Path) -> None:
-    """Tiny SentencePiece models at the real tokenizers' places under the run's own $OPENPI_DATA_HOME."""
-    from openpi.shared import testing
-    from openpi.training import config as _config
-
-    for rel, extra in (
-        ("big_vision/paligemma_tokenizer.model", ()),
-        ("gemma3/tokenizer.model", testing.GEMMA3_SYMBOLS),
-    ):
-        path = data_home / rel
-        if not path.is_file():
-            testing.train_tiny_sentencepiece(path, vocab_size=_config.SIM_TOKENIZER_VOCAB, extra_symbols=extra)
+    save_results: bool = True
+    """Copy the results of a full-budget run into benchmarks/results/ (toy runs are never saved there)."""
 
 
 def main(args: Args) -> dict:
@@ -59,21 +44,11 @@ def main(args: Args) -> dict:
 
     out = args.out.expanduser().absolute()
     experiment.clean_outputs(out)
-    data_home = out / "openpi_data_home"
-    os.environ["OPENPI_DATA_HOME"] = str(data_home)
-    _prepare_tokenizers(data_home)
-    budget = experiment.BUDGETS[args.budget]
-    env_configs = {"tabletop": ("sim_pi06", "sim_pi05"), "metaworld": ("sim_pi06_metaworld", "sim_pi05_metaworld")}
-    policy_config, bc_config = env_configs[args.env]
-    config = experiment.ExperimentConfig(
-        out_dir=out, env=args.env, budget=budget, seed=args.seed, policy_config=policy_config, bc_config=bc_config,
-        value_config="value_sim" if args.env == "tabletop" else "value_sim_metaworld",
-    )  # fmt: skip
+    config = experiment.config_for_env(args.env, out, experiment.BUDGETS[args.budget], args.seed)
     results = experiment.run(config)
     print(experiment.table(results))
     print(json.dumps({"labels": results["labels"], "value": results["value"], "total_s": results["total_s"]}, indent=2))
-    save = args.save_results if args.save_results is not None else args.budget == "full"
-    if save:
+    if args.save_results and args.budget == "full":
         import run_all
 
         results["machine"] = run_all.machine_description()

@@ -134,19 +134,6 @@ def _latest_step_dir(run_dir: pathlib.Path) -> pathlib.Path:
     return steps[-1][1]
 
 
-def _prepare_tokenizers(data_home: pathlib.Path) -> None:
-    """The real PaliGemma / Gemma3 SentencePiece models cannot be downloaded here: train tiny real ones in
-    their real places under this demo's own $OPENPI_DATA_HOME, so the real loading code runs unchanged."""
-    from openpi.shared import testing
-
-    paligemma = data_home / "big_vision" / "paligemma_tokenizer.model"
-    if not paligemma.exists():
-        testing.train_tiny_sentencepiece(paligemma)
-    gemma3 = data_home / "gemma3" / "tokenizer.model"
-    if not gemma3.exists():
-        testing.train_tiny_sentencepiece(gemma3, extra_symbols=testing.GEMMA3_SYMBOLS)
-
-
 def _query_server(port: int, requests: int, prompt: str) -> dict:
     from openpi.policies import yam_policy
     from openpi_client import websocket_client_policy
@@ -178,7 +165,9 @@ def main(args: Args) -> None:
     data_home = out / "openpi_data"
     env = dict(os.environ, OPENPI_DATA_HOME=str(data_home), PYTHONUNBUFFERED="1", WANDB_MODE="disabled")
     os.environ["OPENPI_DATA_HOME"] = str(data_home)
-    _prepare_tokenizers(data_home)
+    from openpi.shared import testing
+
+    testing.install_toy_tokenizers(data_home)
 
     dataset = out / "data" / "yam_synthetic"
     relabelled = out / "data" / "yam_synthetic_recap"

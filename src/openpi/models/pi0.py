@@ -209,7 +209,11 @@ class Pi0:
     def _preprocess(self, rng, observation: _model.Observation, *, train: bool) -> _model.Observation:
         c = self.config
         return _model.preprocess_observation(
-            rng, observation, train=train, image_keys=c.image_keys, image_resolution=c.image_resolution
+            rng,
+            observation,
+            train=train and c.augment_images,
+            image_keys=c.image_keys,
+            image_resolution=c.image_resolution,
         )
 
     def _check(self, observation: _model.Observation, actions=None) -> None:

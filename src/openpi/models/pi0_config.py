@@ -56,6 +56,9 @@ class Pi0Config(_model.BaseModelConfig):
     image_keys: tuple[str, ...] = _model.IMAGE_KEYS
     image_resolution: tuple[int, int] = _model.IMAGE_RESOLUTION
     vocab_size: int = gemma.PALIGEMMA_VOCAB_SIZE
+    # Train-time image augmentation (openpi's crop, rotation and colour jitter). The simulated tasks turn it off:
+    # there the button's colour is the instruction and its pixel position is the target.
+    augment_images: bool = True
 
     def __post_init__(self):
         if self.pistar and not self.pi05:

@@ -16,6 +16,8 @@ from openpi.policies import aloha_policy
 
 # Simulator camera -> model camera slot.
 CAMERA_MAP = {"top": "base_0_rgb", "wrist": "left_wrist_0_rgb"}
+# Side of the masked black image a state-only pipeline puts in each camera slot (resized by the model transforms).
+STATE_ONLY_IMAGE_SIZE = 8
 
 
 def dataset_camera(camera: str) -> str:
@@ -29,6 +31,9 @@ class SimInputs:
 
     # The model's camera slots, in order (Pi0Config.image_keys); () for state-only models.
     model_cameras: tuple[str, ...] = ("base_0_rgb",)
+    # For a model that has camera slots fed from a state-only env (the value model must have a camera): every
+    # slot gets a black image with mask False. Explicit, so that a camera lost on the way is still an error.
+    state_only: bool = False
 
     def __call__(self, data: dict) -> dict:
         if "state" not in data:
@@ -41,7 +46,15 @@ class SimInputs:
             )
         by_slot = {CAMERA_MAP[name]: aloha_policy.to_hwc_uint8(img, name) for name, img in images.items()}
         out_images, out_masks = {}, {}
-        if self.model_cameras:
+        if self.state_only and by_slot:
+            raise transforms.TransformError(
+                f"This pipeline is state-only but the observation has cameras {sorted(images)}; use a camera config."
+            )
+        if self.state_only:
+            blank = np.zeros((STATE_ONLY_IMAGE_SIZE, STATE_ONLY_IMAGE_SIZE, 3), np.uint8)
+            for slot in self.model_cameras:
+                out_images[slot], out_masks[slot] = blank, np.False_
+        elif self.model_cameras:
             if not by_slot:
                 raise transforms.TransformError(
                     f"The model reads cameras {list(self.model_cameras)} but the observation has no images."

@@ -156,3 +156,18 @@ def write_paligemma_npz(path: str | os.PathLike, params: Mapping[str, Any]) -> p
     buf = io.BytesIO()
     np.savez(buf, **flat)
     return write_bytes_atomic(path, buf.getvalue())
+
+
+def install_toy_tokenizers(data_home: str | os.PathLike) -> None:
+    """Tiny real PaliGemma and Gemma3 SentencePiece models at their real places under `data_home`.
+
+    The real tokenizers cannot be downloaded here; the demo and the simulated experiment point
+    $OPENPI_DATA_HOME at `data_home`, so the real loading code runs unchanged. Existing files are kept.
+    """
+    data_home = pathlib.Path(data_home)
+    paligemma = data_home / "big_vision" / "paligemma_tokenizer.model"
+    if not paligemma.exists():
+        train_tiny_sentencepiece(paligemma)
+    gemma3 = data_home / "gemma3" / "tokenizer.model"
+    if not gemma3.exists():
+        train_tiny_sentencepiece(gemma3, extra_symbols=GEMMA3_SYMBOLS)

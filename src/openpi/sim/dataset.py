@@ -7,12 +7,13 @@ one labelling code (`openpi.recap.labels.compute_columns`). The simulator also k
 each applied action was the noise-free expert's (`sim.clean_action`), which the experiment uses to check what
 the relabeller calls positive.
 
-Value labels use the env's step limit as each task's length normaliser (paper mode), and `c_fail` defaults to it
-too: every iteration of the loop is labelled on the same scale, whatever its longest episode happens to be.
+Value labels use each task's step limit as its length normaliser (paper mode), and `c_fail` defaults to it too:
+every iteration of the loop is labelled on the same scale, whatever its longest episode happens to be.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from collections.abc import Sequence
 import os
 import pathlib
@@ -74,6 +75,7 @@ def write_dataset(
     image_size: int | None = None,
     use_videos: bool = False,
     labels: labels_lib.LabelConfig | None = None,
+    task_max_steps: Mapping[str, int] | None = None,
     overwrite: bool = False,
 ) -> lerobot.LeRobotDataset:
     """Writes `episodes` (all recorded in tasks of `env`'s kind) as a LeRobot v3.0 dataset; returns it opened.
@@ -86,8 +88,10 @@ def write_dataset(
     missing = [i for i, ep in enumerate(episodes) if len(ep.states) != ep.length]
     if missing:
         raise base.SimError(f"Episodes {missing[:5]} were recorded without frames (keep_frames=False).")
-    normaliser = {ep.prompt: int(env.max_steps) for ep in episodes}
-    columns = recap_labels(episodes, normaliser, labels or labels_lib.LabelConfig(c_fail=float(env.max_steps)))
+    # Each task's step limit is its normaliser (and, by the labels' default, its failure penalty); tasks of one
+    # env may have different limits (MetaWorld), so they come per prompt when given.
+    normaliser = {ep.prompt: int((task_max_steps or {}).get(ep.prompt, env.max_steps)) for ep in episodes}
+    columns = recap_labels(episodes, normaliser, labels or labels_lib.LabelConfig())
     writer = lerobot.LeRobotDatasetWriter.create(
         pathlib.Path(root),
         fps=fps,

@@ -27,6 +27,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import os
 import pathlib
 import shutil
 import sys
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from openpi.sim import base as _base
 from openpi.sim import dataset as _dataset
 from openpi.sim import expert as _expert
 from openpi.sim import metrics as _metrics
@@ -64,7 +66,6 @@ class Budget:
     value_steps: int = 400
     batch_size: int = 32
     iterations: int = 3
-    mediocre_quality: float = 0.3
     lookahead: int = 10
     top_percent: float = 30.0
     cfg_betas: tuple[float, ...] = (1.5, 2.5)
@@ -95,11 +96,37 @@ class ExperimentConfig:
     env: str = "tabletop"
     budget: Budget = dataclasses.field(default_factory=Budget)
     seed: int = 0
+    # None: every task of the env.
     tasks: tuple[str, ...] | None = None
     policy_config: str = "sim_pi06"
     bc_config: str = "sim_pi05"
     value_config: str = "value_sim"
     image_size: int = 32
+    # Quality of the scripted expert that plays the mediocre first policy (lower = more wrong-way and hesitation).
+    mediocre_quality: float = 0.3
+
+
+def config_for_env(env: str, out_dir: pathlib.Path, budget: Budget, seed: int = 0) -> ExperimentConfig:
+    """The experiment's settings per env: configs, tasks, and a first policy that is mediocre in that env.
+
+    MetaWorld's expert degrades much faster with quality than the tabletop's (quality 0.4 fails almost every
+    task), so its mediocre policy is quality 0.7; its tasks are push-v3 plus two others whose expert is reliable.
+    """
+    if env == "tabletop":
+        return ExperimentConfig(out_dir=out_dir, env=env, budget=budget, seed=seed)
+    if env == "metaworld":
+        return ExperimentConfig(
+            out_dir=out_dir,
+            env=env,
+            budget=budget,
+            seed=seed,
+            tasks=("push-v3", "reach-v3", "drawer-close-v3"),
+            policy_config="sim_pi06_metaworld",
+            bc_config="sim_pi05_metaworld",
+            value_config="value_sim_metaworld",
+            mediocre_quality=0.7,
+        )
+    raise _base.SimError(f"No experiment settings for env {env!r}; use tabletop or metaworld.")
 
 
 def _script(name: str) -> Any:
@@ -153,7 +180,11 @@ def collect_expert(envs, *, block: int, per_task: int, quality: float, human: bo
             # expert, so every frame is either clean or not (what the label diagnostics measure).
             expert = _expert.ScriptedExpert(quality, seed=seed + i, noise_scale=0.0)
             inner = _rollout.ExpertAgent(environment, expert, human=human)
-            return _rollout.CorrectedAgent(environment, inner, _operator.Operator()) if operator else inner
+            return (
+                _rollout.CorrectedAgent(environment, inner, _operator.Operator.for_env(environment.env))
+                if operator
+                else inner
+            )
 
         episodes += _rollout.run_episodes(env, _seeds(block, i, per_task), agent)
     return episodes
@@ -168,7 +199,11 @@ def _served_episodes(config: ExperimentConfig, port: int, jobs, *, operator: boo
 
     def make_agent(environment, client):
         agent = _rollout.policy_agent_over(client, environment.env.action_dim, budget.replan_steps, adv_ind)
-        return _rollout.CorrectedAgent(environment, agent, _operator.Operator()) if operator else agent
+        return (
+            _rollout.CorrectedAgent(environment, agent, _operator.Operator.for_env(environment.env))
+            if operator
+            else agent
+        )
 
     return _rollout.run_jobs(
         jobs,
@@ -222,8 +257,10 @@ def _slice(ep: _rollout.Episode, start: int, stop: int) -> _rollout.Episode:
     )
 
 
-def _write(root: pathlib.Path, episodes, env, image_size: int | None) -> pathlib.Path:
-    _dataset.write_dataset(root, episodes, env, image_size=image_size, overwrite=True)
+def _write(root: pathlib.Path, episodes, envs: dict[str, Any], image_size: int | None) -> pathlib.Path:
+    env = next(iter(envs.values()))
+    limits = {e.prompt: e.max_steps for e in envs.values()}
+    _dataset.write_dataset(root, episodes, env, image_size=image_size, task_max_steps=limits, overwrite=True)
     return root
 
 
@@ -407,9 +444,21 @@ def evaluate(config: ExperimentConfig, envs, port: int, *, adv_ind: str | None) 
 
 def run(config: ExperimentConfig) -> dict[str, Any]:
     """Runs the whole experiment under `config.out_dir`; returns (and writes) the results."""
+    import jax
+
+    from openpi.shared import testing
+
     budget = config.budget
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
+    # The real tokenizers cannot be downloaded: tiny real ones at their real places under the run's own data home.
+    data_home = out / "openpi_data_home"
+    os.environ["OPENPI_DATA_HOME"] = str(data_home)
+    testing.install_toy_tokenizers(data_home)
+    # Arms share shapes (BC and filtered BC, every RECAP iteration, every value model): compile each once, as
+    # scripts/train.py does across runs; JAX_COMPILATION_CACHE_DIR overrides the place.
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path("~/.cache/jax").expanduser()))
     clock = _Clock()
     envs = _envs(config)
     first = next(iter(envs.values()))
@@ -423,13 +472,13 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         demos = collect_expert(envs, block=0, per_task=budget.demos_per_task, quality=1.0, human=True,
                                operator=False, seed=config.seed)  # fmt: skip
         rollouts = collect_expert(envs, block=COLLECT_SEED_BLOCK, per_task=budget.autonomous_per_task,
-                                  quality=budget.mediocre_quality, human=False, operator=True, seed=config.seed + 100)  # fmt: skip
+                                  quality=config.mediocre_quality, human=False, operator=True, seed=config.seed + 100)  # fmt: skip
         heldout = collect_expert(envs, block=HELDOUT_SEED, per_task=budget.heldout_per_task,
-                                 quality=budget.mediocre_quality, human=False, operator=False, seed=config.seed + 200)  # fmt: skip
+                                 quality=config.mediocre_quality, human=False, operator=False, seed=config.seed + 200)  # fmt: skip
         all_episodes = demos + rollouts
-        it0 = _write(data / "it0", all_episodes, first, image_size)
-        filtered = _write(data / "it0_filtered", filtered_for_bc(all_episodes), first, image_size)
-        heldout_root = _write(data / "heldout", heldout, first, image_size)
+        it0 = _write(data / "it0", all_episodes, envs, image_size)
+        filtered = _write(data / "it0_filtered", filtered_for_bc(all_episodes), envs, image_size)
+        heldout_root = _write(data / "heldout", heldout, envs, image_size)
         results["data"]["it0"] = _episode_stats(all_episodes)
 
     def evaluate_arm(arm: str, iteration: int, trained: Trained, *, adv_ind=None, cfg_beta=None):
@@ -456,7 +505,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
                 new = collect_policy(config, envs, port, block=COLLECT_SEED_BLOCK * iteration)
             results["data"][f"it{iteration - 1}_collected"] = _episode_stats(new)
             merged_episodes += new
-            merged = _write(data / f"merged_it{iteration}", merged_episodes, first, image_size)
+            merged = _write(data / f"merged_it{iteration}", merged_episodes, envs, image_size)
         with clock.stage(f"value model (iteration {iteration})"):
             value_ckpt = train_value(config, f"it{iteration}", merged)
             results["value"][str(iteration)] = value_spearman(config, value_ckpt, heldout_root)

@@ -104,6 +104,9 @@ class MetaWorldEnv:
         self.prompt = spec.prompt
         self.max_steps = max_steps
         self._reach_object = spec.reach_object
+        # The operator's stall rule in this task's units (`Operator.for_env`): 1 cm of progress over a window longer
+        # than the noise-free expert ever needs, so it never takes over from a perfect demonstrator.
+        self.operator_settings = {"stall_steps": spec.expert_stall_steps + 5, "min_progress": 0.01}
 
         env = env_dict.ALL_V3_ENVIRONMENTS[task]()
         # Goal-observable, as MetaWorld's own MT1 does: the cached observation space decides whether the goal

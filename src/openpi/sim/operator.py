@@ -50,6 +50,12 @@ class Operator:
         self.handback_steps = handback_steps
         self.reset()
 
+    @classmethod
+    def for_env(cls, env: base.SimEnv) -> "Operator":
+        """The operator with the env's own thresholds when it declares them (`env.operator_settings`: keyword
+        arguments of this class), else the defaults, which are in tabletop units."""
+        return cls(**dict(getattr(env, "operator_settings", None) or {}))
+
     def reset(self) -> None:
         """Forget the previous episode (call together with `env.reset`)."""
         self._window: collections.deque[float] = collections.deque(maxlen=self.stall_steps + 1)

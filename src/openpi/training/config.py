@@ -445,6 +445,7 @@ def _with_infer_twins(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
 # tokens), a 512-piece tokenizer (the 257k-row embedding would be >95 % of the parameters), short prompts and
 # chunks, no remat. A CPU train step at batch 32 takes tens of milliseconds (benchmarks/recap_sim_bench.py).
 SIM_DATASET = "./sim_output/data/tabletop"
+SIM_DATASET_METAWORLD = "./sim_output/data/metaworld"
 SIM_TOKENIZER_VOCAB = 512
 _SIM_MODEL = {
     "paligemma_variant": "dummy",
@@ -457,9 +458,13 @@ _SIM_MODEL = {
     "action_dim": 8,
     "action_horizon": 10,
     "remat": False,
+    "augment_images": False,
 }
 # MetaWorld from state observations: no camera at all.
 _SIM_STATE_ONLY = {**_SIM_MODEL, "image_keys": ()}
+# Prompt budgets (pi0.5; pi0.6 adds PISTAR_EXTRA_TOKENS): the tabletop prompt with its 3 state bins is ~30 tokens
+# with the 512-piece tokenizer, MetaWorld's 39 state bins ~170. Every unused slot still costs attention and MLP.
+_SIM_PROMPT_TOKENS = {"": 36, "_metaworld": 180}
 
 
 def _sim_configs() -> list[TrainConfig]:
@@ -479,21 +484,29 @@ def _sim_configs() -> list[TrainConfig]:
     out = []
     for suffix, model, data in (
         ("", _SIM_MODEL, LeRobotSimDataConfig(repo_id=SIM_DATASET)),
-        ("_metaworld", _SIM_STATE_ONLY, LeRobotSimDataConfig(repo_id=SIM_DATASET + "_metaworld", cameras=(), action_dim=4)),
+        ("_metaworld", _SIM_STATE_ONLY, LeRobotSimDataConfig(repo_id=SIM_DATASET_METAWORLD, cameras=(), action_dim=4)),
     ):
-        out.append(TrainConfig(
-            name=f"sim_pi05{suffix}",
-            model=pi0_config.Pi0Config(pi05=True, max_token_len=48, **model),
-            data=dataclasses.replace(data, use_advantage=False),
-            **common,
-        ))
-        out.extend(_with_infer_twins([TrainConfig(
-            name=f"sim_pi06{suffix}",
-            model=_pi06(max_token_len=48 + pi0_config.PISTAR_EXTRA_TOKENS, **model),
-            data=data,
-            indicator_dropout=0.3,
-            **common,
-        )]))
+        out.append(
+            TrainConfig(
+                name=f"sim_pi05{suffix}",
+                model=pi0_config.Pi0Config(pi05=True, max_token_len=_SIM_PROMPT_TOKENS[suffix], **model),
+                data=dataclasses.replace(data, use_advantage=False),
+                **common,
+            )
+        )
+        out.extend(
+            _with_infer_twins(
+                [
+                    TrainConfig(
+                        name=f"sim_pi06{suffix}",
+                        model=_pi06(max_token_len=_SIM_PROMPT_TOKENS[suffix] + pi0_config.PISTAR_EXTRA_TOKENS, **model),
+                        data=data,
+                        indicator_dropout=0.3,
+                        **common,
+                    )
+                ]
+            )
+        )
     return out
 
 

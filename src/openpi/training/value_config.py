@@ -28,10 +28,14 @@ YAM_VIAL_VALUE_REPO_ID = _config.YAM_VIAL_REPO_ID
 ROBOTS = ("yam", "sim")
 
 
-def robot_inputs(robot: str, model: _value_model.ValueModelConfig):
-    """The robot input transform named by `ValueDataConfig.robot` (the policy data configs use the same ones)."""
-    if robot == "sim":
-        return sim_policy.SimInputs(tuple(model.cameras))
+def robot_inputs(data: "ValueDataConfig", model: _value_model.ValueModelConfig):
+    """The robot input transform named by `data.robot` (the policy data configs use the same ones).
+
+    A sim dataset without cameras (MetaWorld from state) feeds the value model's camera slots masked black images:
+    the value model always has a vision tower, and the state reaches it through the `task_state` prompt.
+    """
+    if data.robot == "sim":
+        return sim_policy.SimInputs(tuple(model.cameras), state_only=not data.cameras)
     return yam_policy.YamInputs()
 
 
@@ -65,7 +69,7 @@ class ValueDataConfig:
     def __post_init__(self):
         if not 0.0 <= self.val_fraction < 1.0:
             raise errors.ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}.")
-        if not self.cameras:
+        if not self.cameras and self.robot != "sim":
             raise errors.ConfigError("ValueDataConfig.cameras is empty; list at least the head camera.")
         if self.robot not in ROBOTS:
             raise errors.ConfigError(f"ValueDataConfig.robot {self.robot!r} is not one of {ROBOTS}.")
@@ -203,6 +207,29 @@ def _configs() -> list[ValueTrainConfig]:
                 robot="sim",
                 augment=False,
                 val_fraction=0.1,
+            ),
+            num_train_steps=400,
+            log_interval=50,
+            save_interval=400,
+            val_interval=200,
+            val_max_frames=512,
+            lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=3e-3, decay_steps=400, decay_lr=1e-4),
+            **{k: v for k, v in toy.items() if k != "model"},
+        ),
+        # MetaWorld from state (openpi.sim.metaworld_env): no camera; the 39-dim state is in the prompt.
+        ValueTrainConfig(
+            name="value_sim_metaworld",
+            exp_name="sim_metaworld",
+            model=dataclasses.replace(
+                _TINY_MODEL,
+                siglip_variant="mu/8",
+                image_resolution=(8, 8),
+                cameras=("base_0_rgb",),
+                prompt_format="task_state",
+                max_token_len=192,
+            ),
+            data=ValueDataConfig(
+                repo_id=_config.SIM_DATASET_METAWORLD, cameras=(), robot="sim", augment=False, val_fraction=0.1
             ),
             num_train_steps=400,
             log_interval=50,

@@ -122,7 +122,7 @@ class ValueItemFactory:
         return _transforms.compose(
             [
                 _transforms.RepackTransform(structure),
-                _value_config.robot_inputs(self.data.robot, self.model),
+                _value_config.robot_inputs(self.data, self.model),
                 _transforms.Normalize(self.norm_stats, use_quantiles=True),
                 _transforms.InjectDefaultPrompt(self.data.default_prompt),
                 _transforms.ResizeImages(*self.model.image_resolution),

@@ -1,0 +1,64 @@
+"""The RECAP-vs-BC experiment end to end at toy budget: every arm trains, is served and evaluated, and the loop
+collects through the served RECAP policy, merges, relabels and retrains (openpi.sim.experiment)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+
+from openpi.datasets import lerobot
+from openpi.sim import experiment
+
+
+def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
+    budget = experiment.BUDGETS["toy"]
+    config = experiment.ExperimentConfig(out_dir=tmp_path / "run", budget=budget, tasks=("press_red", "press_blue"))
+    results = experiment.run(config)
+
+    # Every arm was evaluated on its own evaluation seeds, per task, with Wilson intervals.
+    expected = {"bc": ["1"], "filtered_bc": ["1"], "recap": ["1", "2"], "recap_cfg1.5": ["1"]}
+    assert {arm: sorted(by_iter) for arm, by_iter in results["arms"].items()} == expected
+    for by_iter in results["arms"].values():
+        for summary in by_iter.values():
+            overall = summary["overall"]
+            assert overall["episodes"] == 2 * budget.eval_per_task
+            assert 0.0 <= overall["ci95"][0] <= overall["success_rate"] <= overall["ci95"][1] <= 1.0
+            assert set(summary["tasks"]) == {"press_red", "press_blue"}
+
+    # Iteration 2 collected through the served policy and merged with everything before it.
+    it0 = lerobot.LeRobotDataset.open(tmp_path / "run" / "data" / "it0")
+    merged = lerobot.LeRobotDataset.open(tmp_path / "run" / "data" / "merged_it2")
+    collected = results["data"]["it1_collected"]["episodes"]
+    assert collected == 2 * budget.collect_per_task
+    assert merged.num_episodes == it0.num_episodes + collected
+
+    # The relabelled data carry both labels on autonomous frames and only `positive` on human frames.
+    relabelled = lerobot.LeRobotDataset.open(tmp_path / "run" / "data" / "relabelled_it2")
+    labels = np.asarray(relabelled.column("adv_ind")).reshape(-1)
+    human = np.asarray(relabelled.column("intervention")).reshape(-1) == 1
+    assert set(labels[human]) == {"positive"}
+    assert {"positive", "negative"} <= set(labels[~human])
+    diag = results["labels"]["2"]
+    assert diag["autonomous_frames"] == int((~human).sum())
+    assert 0.0 <= diag["clean_fraction_of_positive"] <= 1.0
+    assert -1.0 <= results["value"]["1"]["spearman_vs_return"] <= 1.0
+
+    # The outputs a person reads.
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["arms"].keys() == results["arms"].keys()
+    assert (tmp_path / "run" / "success_vs_iteration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "recap_cfg1.5" in (tmp_path / "run" / "table.txt").read_text()
+
+
+def test_filtered_bc_keeps_successes_and_the_corrections_of_failures():
+    ep = experiment._rollout.Episode(
+        task="t", prompt="p", seed=0, images={}, states=[np.zeros(2)] * 6, actions=[np.full(3, i, np.float32) for i in range(6)],
+        intervention=[0, 1, 1, 0, 1, 0], clean=[0, 1, 1, 0, 1, 0], success=False,
+    )  # fmt: skip
+    good = dataclasses.replace(ep, success=True)
+    out = experiment.filtered_for_bc([good, ep])
+    assert out[0] is good
+    assert [[int(a[0]) for a in e.actions] for e in out[1:]] == [[1, 2], [4]]
+    assert all(all(e.intervention) for e in out[1:])
