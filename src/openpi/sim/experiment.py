@@ -274,6 +274,13 @@ def _latest_step(run_dir: pathlib.Path) -> pathlib.Path:
     return steps[-1]
 
 
+def _schedule(schedule: Any, steps: int) -> Any:
+    """The config's cosine schedule stretched (or shrunk) to `steps`, warm-up at most a tenth of them."""
+    return dataclasses.replace(
+        schedule, warmup_steps=min(schedule.warmup_steps, max(1, steps // 10)), decay_steps=steps
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Trained:
     """A trained arm: the exact TrainConfig it was trained with (serving rebuilds its pipeline) and its last step."""
@@ -285,7 +292,6 @@ class Trained:
 def train_policy(config: ExperimentConfig, name: str, config_name: str, data_root: pathlib.Path) -> Trained:
     """Norm stats + training of one arm through the project's trainer."""
     from openpi.training import config as _config
-    from openpi.training import optimizer as _optimizer
 
     budget = config.budget
     base = _config.get_config(config_name)
@@ -304,11 +310,7 @@ def train_policy(config: ExperimentConfig, name: str, config_name: str, data_roo
         batch_size=budget.batch_size,
         seed=config.seed,
         overwrite=True,
-        lr_schedule=dataclasses.replace(
-            base.lr_schedule, warmup_steps=min(base.lr_schedule.warmup_steps, max(1, steps // 10)), decay_steps=steps
-        )
-        if isinstance(base.lr_schedule, _optimizer.CosineDecaySchedule)
-        else base.lr_schedule,
+        lr_schedule=_schedule(base.lr_schedule, steps),
     )
     norm = _script("compute_norm_stats")
     norm.run(norm.Args(target=config_name, repo_id=str(data_root), assets_base_dir=assets, asset_id=name,
@@ -336,9 +338,7 @@ def train_value(config: ExperimentConfig, name: str, data_root: pathlib.Path) ->
         batch_size=budget.batch_size,
         seed=config.seed,
         overwrite=True,
-        lr_schedule=dataclasses.replace(
-            base.lr_schedule, warmup_steps=min(base.lr_schedule.warmup_steps, max(1, steps // 10)), decay_steps=steps
-        ),
+        lr_schedule=_schedule(base.lr_schedule, steps),
     )
     value_train.train(value_cfg)
     return value_cfg.checkpoint_dir

@@ -155,6 +155,25 @@ _TINY_MODEL = _value_model.ValueModelConfig(
 )
 
 
+def _sim_value(
+    name: str, repo_id: str, *, cameras, model: _value_model.ValueModelConfig, toy: dict
+) -> ValueTrainConfig:
+    """A value model for an `openpi.sim` env: one camera slot (SigLIP mu/8), 400 steps on CPU."""
+    return ValueTrainConfig(
+        name=name,
+        exp_name=name.removeprefix("value_"),
+        model=dataclasses.replace(model, siglip_variant="mu/8", cameras=("base_0_rgb",)),
+        data=ValueDataConfig(repo_id=repo_id, cameras=cameras, robot="sim", augment=False, val_fraction=0.1),
+        num_train_steps=400,
+        log_interval=50,
+        save_interval=400,
+        val_interval=200,
+        val_max_frames=512,
+        lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=3e-3, decay_steps=400, decay_lr=1e-4),
+        **{k: v for k, v in toy.items() if k != "model"},
+    )
+
+
 def _configs() -> list[ValueTrainConfig]:
     toy = {
         "model": _TINY_MODEL,
@@ -195,49 +214,22 @@ def _configs() -> list[ValueTrainConfig]:
             **toy,
         ),
         # The simulated tabletop (openpi.sim): one 32 px camera, SigLIP mu/8, the dummy Gemma3.
-        ValueTrainConfig(
-            name="value_sim",
-            exp_name="sim",
-            model=dataclasses.replace(
-                _TINY_MODEL, siglip_variant="mu/8", image_resolution=(32, 32), cameras=("base_0_rgb",)
-            ),
-            data=ValueDataConfig(
-                repo_id=_config.SIM_DATASET,
-                cameras=(("top", "observation.images.top"),),
-                robot="sim",
-                augment=False,
-                val_fraction=0.1,
-            ),
-            num_train_steps=400,
-            log_interval=50,
-            save_interval=400,
-            val_interval=200,
-            val_max_frames=512,
-            lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=3e-3, decay_steps=400, decay_lr=1e-4),
-            **{k: v for k, v in toy.items() if k != "model"},
+        _sim_value(
+            "value_sim",
+            _config.SIM_DATASET,
+            cameras=(("top", "observation.images.top"),),
+            model=dataclasses.replace(_TINY_MODEL, image_resolution=(32, 32)),
+            toy=toy,
         ),
         # MetaWorld from state (openpi.sim.metaworld_env): no camera; the 39-dim state is in the prompt.
-        ValueTrainConfig(
-            name="value_sim_metaworld",
-            exp_name="sim_metaworld",
+        _sim_value(
+            "value_sim_metaworld",
+            _config.SIM_DATASET_METAWORLD,
+            cameras=(),
             model=dataclasses.replace(
-                _TINY_MODEL,
-                siglip_variant="mu/8",
-                image_resolution=(8, 8),
-                cameras=("base_0_rgb",),
-                prompt_format="task_state",
-                max_token_len=192,
+                _TINY_MODEL, image_resolution=(8, 8), prompt_format="task_state", max_token_len=192
             ),
-            data=ValueDataConfig(
-                repo_id=_config.SIM_DATASET_METAWORLD, cameras=(), robot="sim", augment=False, val_fraction=0.1
-            ),
-            num_train_steps=400,
-            log_interval=50,
-            save_interval=400,
-            val_interval=200,
-            val_max_frames=512,
-            lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=3e-3, decay_steps=400, decay_lr=1e-4),
-            **{k: v for k, v in toy.items() if k != "model"},
+            toy=toy,
         ),
         # The community setup: SigLIP So400m/14 + Gemma3-270M, three YAM cameras, backbones frozen.
         ValueTrainConfig(
