@@ -33,6 +33,9 @@ from openpi.datasets import info as info_lib
 from openpi.datasets import video as video_lib
 from openpi.shared import errors
 
+# Encoded image bytes (image-mode datasets) kept in memory per reader, as whole parquet row groups.
+IMAGE_CACHE_BYTES = 256 * 2**20
+
 
 @dataclasses.dataclass(frozen=True)
 class VideoSegment:
@@ -138,6 +141,7 @@ class LeRobotDataset:
         self._episode_starts = np.asarray([ep.from_index for ep in episodes], dtype=np.int64)
         self._decoder = decoder or video_lib.VideoDecoder()
         self._row_groups: collections.OrderedDict[tuple[str, int], pa.Table] = collections.OrderedDict()
+        self._row_group_bytes = 0
         self._row_group_bounds: dict[str, list[int]] = {}
         self._lock = threading.Lock()  # guards the small caches above for thread-pool loaders
         self.video_keys = info_lib.camera_keys(self.features, "video")
@@ -146,7 +150,9 @@ class LeRobotDataset:
     def __getstate__(self) -> dict[str, Any]:
         """Picklable for process workers: caches and locks are rebuilt on the other side."""
         state = self.__dict__.copy()
-        state.update(_lock=None, _row_groups=collections.OrderedDict(), _columns={}, _float_columns={})
+        state.update(
+            _lock=None, _row_groups=collections.OrderedDict(), _row_group_bytes=0, _columns={}, _float_columns={}
+        )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -383,7 +389,10 @@ class LeRobotDataset:
                 bounds.append(bounds[-1] + meta.row_group(g).num_rows)
             self._row_group_bounds[rel] = bounds
         group = bisect.bisect_right(bounds, row) - 1
-        table = self._row_groups.get((rel, group))
+        with self._lock:
+            table = self._row_groups.get((rel, group))
+            if table is not None:
+                self._row_groups.move_to_end((rel, group))
         if table is None:
             try:
                 table = _parquet_file(self.root / rel).read_row_group(group, columns=self.image_keys)
@@ -393,8 +402,12 @@ class LeRobotDataset:
                 ) from exc
             with self._lock:
                 self._row_groups[(rel, group)] = table
-                while len(self._row_groups) > 4:
-                    self._row_groups.popitem(last=False)
+                self._row_group_bytes += table.nbytes
+                # Least recently used out once over budget: random access (a shuffled training sampler) over a
+                # dataset whose encoded images fit the budget reads every row group once, not once per frame.
+                while self._row_group_bytes > IMAGE_CACHE_BYTES and len(self._row_groups) > 1:
+                    _, old = self._row_groups.popitem(last=False)
+                    self._row_group_bytes -= old.nbytes
         cell = table.column(key)[row - bounds[group]].as_py()
         data = cell.get("bytes") if isinstance(cell, dict) else None
         try:

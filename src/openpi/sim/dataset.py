@@ -24,6 +24,7 @@ from openpi.datasets import lerobot
 from openpi.datasets import recap_columns
 from openpi.policies import sim_policy
 from openpi.recap import labels as labels_lib
+from openpi.recap import provenance
 from openpi.sim import base
 from openpi.sim import rollout
 
@@ -91,7 +92,8 @@ def write_dataset(
     # Each task's step limit is its normaliser (and, by the labels' default, its failure penalty); tasks of one
     # env may have different limits (MetaWorld), so they come per prompt when given.
     normaliser = {ep.prompt: int((task_max_steps or {}).get(ep.prompt, env.max_steps)) for ep in episodes}
-    columns = recap_labels(episodes, normaliser, labels or labels_lib.LabelConfig())
+    labels = labels or labels_lib.LabelConfig()
+    columns = recap_labels(episodes, normaliser, labels)
     writer = lerobot.LeRobotDatasetWriter.create(
         pathlib.Path(root),
         fps=fps,
@@ -120,4 +122,7 @@ def write_dataset(
             start = end
         dataset = writer.finalize()
     recap_columns.validate_recap_columns(dataset)
+    # meta/recap.json: the label scale, so merging iterations and relabelling can check it (openpi.recap.provenance).
+    scale = provenance.LabelScale(mode=labels.mode, c_fail=labels.c_fail, task_normaliser=normaliser)
+    provenance.write(dataset.root, {"label_scale": scale.to_json(), "recorded_in": f"openpi.sim {env.env_name}"})
     return dataset
