@@ -7,6 +7,7 @@ from openpi.sim import operator
 from openpi.sim import tabletop
 
 BUTTONS = [[0.2, 0.2], [0.5, 0.5], [0.8, 0.8]]
+# The rule is tested in velocity control, where a zero move is idle and a move can leave the arena.
 IDLE = np.array([0.0, 0.0, -1.0], np.float32)
 
 
@@ -26,7 +27,7 @@ def test_never_intervenes_on_the_noise_free_expert():
 
 
 def test_takeover_on_stall_then_handback_after_exactly_k_steps():
-    env = tabletop.TabletopEnv("press_red", cameras=())
+    env = tabletop.TabletopEnv("press_red", cameras=(), action_mode="delta")
     env.reset(0, buttons=BUTTONS, gripper=[0.8, 0.2])
     op = operator.Operator(stall_steps=4, min_progress=0.02, handback_steps=3)
     flags = []
@@ -47,7 +48,7 @@ def test_takeover_on_stall_then_handback_after_exactly_k_steps():
 
 
 def test_slow_progress_below_the_threshold_counts_as_a_stall():
-    env = tabletop.TabletopEnv("press_red", cameras=())
+    env = tabletop.TabletopEnv("press_red", cameras=(), action_mode="delta")
 
     def first_takeover(scale: float) -> int | None:
         env.reset(0, buttons=BUTTONS, gripper=[0.9, 0.2])
@@ -67,7 +68,7 @@ def test_slow_progress_below_the_threshold_counts_as_a_stall():
 
 
 def test_vetoes_an_unsafe_press_and_a_move_out_of_the_arena():
-    env = tabletop.TabletopEnv("press_red", cameras=())
+    env = tabletop.TabletopEnv("press_red", cameras=(), action_mode="delta")
     env.reset(0, buttons=BUTTONS, gripper=[0.5, 0.5])  # on the green button
     op = operator.Operator()
     action, intervened = op.filter(env, np.array([0.0, 0.0, 1.0], np.float32))
@@ -84,7 +85,7 @@ def test_vetoes_an_unsafe_press_and_a_move_out_of_the_arena():
 
 
 def test_operator_rescues_a_poor_demonstrator():
-    env = tabletop.TabletopEnv("press_red", cameras=())
+    env = tabletop.TabletopEnv("press_red", cameras=(), action_mode="delta")
     scripted = expert.ScriptedExpert(0.25)
     op = operator.Operator()
     alone = np.mean([expert.rollout(env, scripted, seed)["success"] for seed in range(60)])

@@ -12,11 +12,14 @@ World (arena ``[0, 1]^2``, world ``x`` = image column, world ``y`` = image row, 
   ``[0.15, 0.85]^2``, pairwise at least ``0.3`` apart. The gripper is a point starting in ``[0.05, 0.95]^2``
   at least ``0.25`` from every button's centre. ``reset(seed)`` draws all of it from ``seed`` alone, so the
   three tasks share the same layout for a given seed.
-* Action ``(dx, dy, press)`` in ``[-1, 1]^3``. ``press > 0`` is a press stroke: the gripper presses where it
+* Action ``(x, y, press)`` in ``[-1, 1]^3``. ``press > 0`` is a press stroke: the gripper presses where it
   is and does not move this step (so whether a press is safe depends only on where the gripper is now).
   Pressing inside the target disc is a success, inside another disc a failure, on the bare table nothing
-  happens. Otherwise the gripper moves by ``speed * (dx, dy)``, clipped to the arena. Reaching
-  ``max_steps`` without success is a failure.
+  happens. Otherwise the gripper moves toward the position ``(x, y)`` (``[-1, 1]`` spans the arena) by at most
+  ``speed`` (``action_mode="position"``, the default: position control, like a robot's joint targets), or
+  by ``speed * (x, y)`` with ``action_mode="delta"`` (velocity control), clipped to the arena. Reaching
+  ``max_steps`` without success is a failure. Position control is what makes the task learnable for a
+  small policy in minutes: the action is where the button is in the image, not its offset from the gripper.
 * State: float32 ``[x, y, last_press]`` (``last_press`` is 1 when the previous action was a press stroke).
 * Cameras: ``"top"`` is the whole arena, ``image_size`` pixels square; ``"wrist"`` is a window of half-width
   ``wrist_half_width`` centred on the gripper at the same resolution (black outside the arena). The gripper
@@ -35,6 +38,7 @@ import numpy as np
 from openpi.sim import base
 
 TASKS = ("press_red", "press_green", "press_blue")
+ACTION_MODES = ("position", "delta")
 COLORS = ("red", "green", "blue")
 CAMERAS = ("top", "wrist")
 
@@ -72,6 +76,7 @@ class TabletopEnv:
         button_radius: float = 0.08,
         press_fraction: float = 0.5,
         wrist_half_width: float = 0.25,
+        action_mode: str = "position",
     ):
         if task not in TASKS:
             close = difflib.get_close_matches(task, TASKS, n=1, cutoff=0.0)
@@ -93,6 +98,9 @@ class TabletopEnv:
                 f"Need 0 < speed <= 0.5, 0 < button_radius < {MIN_BUTTON_GAP / 2} and 0 < press_fraction <= 1; "
                 f"got speed={speed}, button_radius={button_radius}, press_fraction={press_fraction}."
             )
+        if action_mode not in ACTION_MODES:
+            raise base.SimError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}.")
+        self.action_mode = action_mode
         self.task = task
         self.color = task.removeprefix("press_")
         self.target = COLORS.index(self.color)
@@ -164,7 +172,7 @@ class TabletopEnv:
                 self.done, self.outcome = True, "wrong_button"
         else:
             self._last_press = 0.0
-            self.gripper = np.clip(self.gripper + self.speed * a[:2].astype(np.float64), 0.0, 1.0)
+            self.gripper = self._moved(a)
         if not self.done and self.num_steps >= self.max_steps:
             self.done, self.outcome = True, "timeout"
         return self._observe()
@@ -182,7 +190,10 @@ class TabletopEnv:
 
     def idle_action(self) -> np.ndarray:
         """Stay put without pressing (the scripted expert's hesitation; a zero press would be ambiguous)."""
-        return np.array([0.0, 0.0, -1.0], dtype=np.float32)
+        if self.action_mode == "delta":
+            return np.array([0.0, 0.0, -1.0], dtype=np.float32)
+        x, y = self.gripper * 2.0 - 1.0
+        return np.array([x, y, -1.0], dtype=np.float32)
 
     def progress(self) -> float:
         """Negative distance from the gripper to the target button's centre."""
@@ -194,8 +205,19 @@ class TabletopEnv:
         if a[2] > 0:
             pressed = self._button_under_gripper()
             return pressed is not None and pressed != self.target
-        moved = self.gripper + self.speed * a[:2]
+        moved = self.gripper + self.speed * a[:2] if self.action_mode == "delta" else self._moved(a)
         return bool(np.any(moved < 0.0) or np.any(moved > 1.0))
+
+    def _moved(self, a: np.ndarray) -> np.ndarray:
+        """Where a move action takes the gripper (clipped to the arena)."""
+        a = np.asarray(a[:2], dtype=np.float64)
+        if self.action_mode == "delta":
+            return np.clip(self.gripper + self.speed * a, 0.0, 1.0)
+        delta = (a + 1.0) / 2.0 - self.gripper
+        dist = float(np.linalg.norm(delta))
+        if dist > self.speed:
+            delta = delta * (self.speed / dist)
+        return np.clip(self.gripper + delta, 0.0, 1.0)
 
     def world_to_pixel(self, xy: Any) -> tuple[int, int]:
         """(row, col) of the top view's pixel that contains world point `xy`."""
@@ -205,6 +227,9 @@ class TabletopEnv:
     def _action_towards(self, index: int) -> np.ndarray:
         delta = self.buttons[index] - self.gripper
         dist = float(np.linalg.norm(delta))
+        if self.action_mode == "position":
+            x, y = self.buttons[index] * 2.0 - 1.0
+            return np.array([x, y, 1.0 if dist <= self.press_radius else -1.0], dtype=np.float32)
         if dist <= self.press_radius:
             return np.array([0.0, 0.0, 1.0], dtype=np.float32)
         move = delta / self.speed

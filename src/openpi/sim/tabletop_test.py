@@ -109,8 +109,23 @@ def test_wrist_camera_is_centred_on_the_gripper():
     assert np.array_equal(corner[31, 20], tabletop.TABLE_RGB)
 
 
+def test_position_control_moves_toward_the_target_by_at_most_speed():
+    env = tabletop.TabletopEnv("press_red", cameras=())
+    env.reset(0, buttons=[[0.2, 0.2], [0.5, 0.5], [0.8, 0.8]], gripper=[0.5, 0.2])
+    env.step([-0.6, -0.6, -1.0])  # toward (0.2, 0.2): 0.3 away, so one full step of `speed`
+    np.testing.assert_allclose(env.gripper, [0.5 - env.speed, 0.2])
+    for _ in range(6):  # 0.345 away: five full steps, then the last 0.045 exactly
+        env.step([-0.81, -0.6, -1.0])
+    np.testing.assert_allclose(env.gripper, [0.095, 0.2])
+    expert = env.expert_action()  # position control: the expert's action is the target button's place
+    np.testing.assert_allclose(expert[:2], [-0.6, -0.6])
+    np.testing.assert_allclose(env.idle_action()[:2], env.gripper * 2 - 1)
+    with pytest.raises(base.SimError, match="action_mode"):
+        tabletop.TabletopEnv("press_red", action_mode="joints")
+
+
 def test_press_move_clip_and_step_limit():
-    env = tabletop.TabletopEnv("press_red", cameras=(), max_steps=5)
+    env = tabletop.TabletopEnv("press_red", cameras=(), max_steps=5, action_mode="delta")
     buttons = [[0.2, 0.2], [0.5, 0.5], [0.8, 0.8]]
     env.reset(0, buttons=buttons, gripper=[0.5, 0.2])
     obs = env.step([0.3, 0.0, 1.0])  # press on the bare table: nothing happens, no move
@@ -135,7 +150,7 @@ def test_press_move_clip_and_step_limit():
 
 
 def test_unsafe_and_progress():
-    env = tabletop.TabletopEnv("press_red", cameras=())
+    env = tabletop.TabletopEnv("press_red", cameras=(), action_mode="delta")
     buttons = [[0.2, 0.2], [0.5, 0.5], [0.8, 0.8]]
     env.reset(0, buttons=buttons, gripper=[0.5, 0.5])
     assert env.unsafe(np.array([0.0, 0.0, 1.0]))
