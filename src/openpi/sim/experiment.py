@@ -57,12 +57,12 @@ EVAL_SEED = 1_000_000
 class Budget:
     """How much of everything; `full` is the published experiment, `toy` proves the plumbing in a few minutes."""
 
-    demos_per_task: int = 10
-    autonomous_per_task: int = 40
-    collect_per_task: int = 30
+    demos_per_task: int = 30
+    autonomous_per_task: int = 100
+    collect_per_task: int = 50
     heldout_per_task: int = 10
     eval_per_task: int = 67
-    policy_steps: int = 1000
+    policy_steps: int = 1500
     value_steps: int = 400
     batch_size: int = 32
     iterations: int = 3
