@@ -87,9 +87,6 @@ class Pi0Module(nn.Module):
         """Image tokens [B, n_cam * n_tok, D] and their mask; all cameras go through SigLIP in one batched call."""
         keys = list(obs.images)
         batch = obs.state.shape[0]
-        if not keys:  # a state-only config (e.g. MetaWorld from state observations)
-            width = gemma.get_config(self.config.paligemma_variant).width
-            return jnp.zeros((batch, 0, width), jnp.float32), jnp.zeros((batch, 0), bool)
         stacked = jnp.concatenate([obs.images[k] for k in keys], axis=0)
         tokens = self.PaliGemma.img(stacked)
         n_tok = tokens.shape[1]

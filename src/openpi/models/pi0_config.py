@@ -50,7 +50,7 @@ class Pi0Config(_model.BaseModelConfig):
     # Rematerialise transformer layers in the backward pass (memory for speed; openpi always does).
     remat: bool = True
     # Toy-size knobs (openpi's values by default; the parameter tree changes only through `vocab_size`):
-    # the cameras the model reads (model-side names, in order; () = state only), the resolution images are
+    # the cameras the model reads (model-side names, in order), the resolution images are
     # resized to before SigLIP, and the rows of the token embedding (at dummy width the 257k-row PaliGemma
     # table is >95 % of the parameters and of the optimizer's work; toy tokenizers need far fewer rows).
     image_keys: tuple[str, ...] = _model.IMAGE_KEYS
@@ -72,6 +72,11 @@ class Pi0Config(_model.BaseModelConfig):
             tiny = self.paligemma_variant.startswith("dummy")
             object.__setattr__(self, "siglip_variant", TINY_SIGLIP if tiny else "So400m/14")
         gemma.get_config(self.paligemma_variant)
+        if not self.image_keys:
+            raise errors.ConfigError(
+                "Pi0Config.image_keys is empty; keep at least one camera slot (a state-only robot sends a masked "
+                "black image, e.g. sim_policy.SimInputs(state_only=True))."
+            )
         unknown = [k for k in self.image_keys if k not in _model.IMAGE_KEYS]
         if unknown:
             raise errors.ConfigError(

@@ -305,7 +305,7 @@ class LeRobotSimDataConfig(DataConfigFactory):
             norm_stats=self.load_norm_stats(assets_dirs),
             repack_transforms=_transforms.Group(inputs=[_transforms.RepackTransform(structure)]),
             data_transforms=_transforms.Group(
-                inputs=[sim_policy.SimInputs(model_config.image_keys)],
+                inputs=[sim_policy.SimInputs(model_config.image_keys, state_only=not self.cameras)],
                 outputs=[sim_policy.SimOutputs(self.action_dim)],
             ),
             model_transforms=model_transforms,
@@ -460,8 +460,9 @@ _SIM_MODEL = {
     "remat": False,
     "augment_images": False,
 }
-# MetaWorld from state observations: no camera at all.
-_SIM_STATE_ONLY = {**_SIM_MODEL, "image_keys": ()}
+# MetaWorld from state observations: the one camera slot gets a masked black 8 px image (a single SigLIP token),
+# as openpi does for a robot without some camera; the state reaches the model through the pi0.5 prompt.
+_SIM_STATE_ONLY = {**_SIM_MODEL, "image_resolution": (8, 8), "action_dim": 40}  # the 39-dim state fits
 # Prompt budgets (pi0.5; pi0.6 adds PISTAR_EXTRA_TOKENS): the tabletop prompt with its 3 state bins is ~30 tokens
 # with the 512-piece tokenizer, MetaWorld's 39 state bins ~170. Every unused slot still costs attention and MLP.
 _SIM_PROMPT_TOKENS = {"": 36, "_metaworld": 180}
