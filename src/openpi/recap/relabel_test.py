@@ -9,23 +9,14 @@ import pytest
 
 from openpi.datasets import lerobot
 from openpi.datasets import synthetic
-from openpi.models import value_model as vm
 from openpi.recap import relabel
+from openpi.shared import testing
 from openpi.training import data_loader
 from openpi.training import optimizer as _optimizer
 from openpi.training import value_config
 from openpi.training import value_train
 
-TINY = vm.ValueModelConfig(
-    siglip_variant="mu/16",
-    gemma3_variant="dummy",
-    image_resolution=(32, 32),
-    max_token_len=16,
-    dtype="float32",
-    cameras=("base_0_rgb",),
-    readout="mean",
-    freeze_mode="all_backbones",
-)
+TINY = testing.tiny_value_model(cameras=("base_0_rgb",), freeze_mode="all_backbones")
 
 
 @pytest.fixture(scope="module")

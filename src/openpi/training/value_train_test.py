@@ -7,22 +7,13 @@ import pathlib
 import pytest
 
 from openpi.datasets import synthetic
-from openpi.models import value_model as vm
 from openpi.shared import errors
+from openpi.shared import testing
 from openpi.training import optimizer as _optimizer
 from openpi.training import value_config
 from openpi.training import value_train
 
-TINY = vm.ValueModelConfig(
-    siglip_variant="mu/16",
-    gemma3_variant="dummy",
-    image_resolution=(32, 32),
-    max_token_len=16,
-    dtype="float32",
-    cameras=("base_0_rgb", "left_wrist_0_rgb"),
-    readout="mean",
-    freeze_mode="all_backbones",
-)
+TINY = testing.tiny_value_model(freeze_mode="all_backbones")
 CAMERAS = (("cam_high", synthetic.HEAD_CAMERA), ("cam_left_wrist", synthetic.LEFT_WRIST_CAMERA))
 
 
