@@ -314,7 +314,7 @@ def make_values_fn(model: Any, params: Any, *, fsdp_devices: int = 1) -> ValuesF
     import jax
 
     from openpi.training import sharding as _sharding
-    from openpi.training import value_train
+    from openpi.training import value_checkpoint
 
     mesh = _sharding.make_mesh(fsdp_devices)
     device_params = jax.device_put(params, _sharding.fsdp_sharding(params, mesh))
@@ -325,23 +325,23 @@ def make_values_fn(model: Any, params: Any, *, fsdp_devices: int = 1) -> ValuesF
     def values_fn(batch: dict[str, Any]) -> np.ndarray:
         size = len(next(iter(jax.tree.leaves(batch))))
         batch = jax.device_put(batch, batch_split if size % num_devices == 0 else whole)
-        return np.asarray(value_train.predict_values(model, device_params, batch))
+        return np.asarray(value_checkpoint.predict_values(model, device_params, batch))
 
     return values_fn
 
 
 def load_model(config: RelabelConfig, ds: Any) -> tuple[Callable[[], Any], ValuesFn, dict[str, Any]]:
     """(item factory, values fn, cache key) from the value checkpoint; enforces the checkpoint's cameras."""
-    from openpi.training import value_train
+    from openpi.training import value_checkpoint
 
     ckpt = pathlib.Path(config.checkpoint_dir).expanduser()
     if not ckpt.exists():
         raise errors.CheckpointError(
             f"Value checkpoint {ckpt} does not exist; pass the --checkpoint_dir written by scripts/train_value.py."
         )
-    model, params = value_train.load_value_checkpoint(ckpt, use_ema=config.use_ema, step=config.step)
-    run_dir, step_dir = value_train._locate(ckpt, config.step)
-    inputs = value_train.load_value_inputs(ckpt, step=config.step)
+    model, params = value_checkpoint.load_value_checkpoint(ckpt, use_ema=config.use_ema, step=config.step)
+    run_dir, step_dir = value_checkpoint._locate(ckpt, config.step)
+    inputs = value_checkpoint.load_value_inputs(ckpt, step=config.step)
     trained = [col for _, col in inputs.data.cameras]
     if config.cameras is not None and list(config.cameras) != trained:
         raise errors.ConfigError(

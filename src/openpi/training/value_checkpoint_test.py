@@ -1,0 +1,64 @@
+"""Value checkpoints: the data side (norm stats, cameras) is loaded from the step, and never silently dropped."""
+
+import dataclasses
+import json
+import pathlib
+
+import pytest
+
+from openpi.datasets import synthetic
+from openpi.shared import errors
+from openpi.shared import testing
+from openpi.training import value_checkpoint
+from openpi.training import value_config
+from openpi.training import value_train
+
+CAMERAS = (("cam_high", synthetic.HEAD_CAMERA), ("cam_left_wrist", synthetic.LEFT_WRIST_CAMERA))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, gemma3_spm_model) -> tuple[pathlib.Path, pathlib.Path]:
+    """A real one-step tiny value run (saved at step 1) on a synthetic dataset."""
+    tmp = tmp_path_factory.mktemp("value_ckpt")
+    root = tmp / "ds"
+    synthetic.write_dataset(root, synthetic.SyntheticConfig(num_episodes=3, image_size=32, max_length=16))
+    base = value_config.get_config("value_debug")
+    data = dataclasses.replace(base.data, repo_id=str(root), val_fraction=0.0, cameras=CAMERAS, augment=False)
+    config = dataclasses.replace(
+        base, model=testing.tiny_value_model(freeze_mode="all_backbones"), data=data,
+        tokenizer_path=str(gemma3_spm_model), checkpoint_dir_override=str(tmp / "run"), batch_size=2, num_workers=0,
+        num_train_steps=2, save_interval=10, val_interval=10**6, log_interval=100, keep_period=None, overwrite=True,
+    )  # fmt: skip
+    value_train.train(config, progress=False)
+    return root, tmp / "run"
+
+
+def test_missing_value_norm_stats_are_an_error(run, tmp_path):
+    """Issue 14.6: a step without its state norm stats must not load as "no normalisation"."""
+    import shutil
+
+    _, run_dir = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert value_checkpoint.load_value_inputs(copy).norm_stats is not None
+    shutil.rmtree(copy / "1" / "assets")
+    with pytest.raises(errors.CheckpointError, match="norm stats"):
+        value_checkpoint.load_value_inputs(copy)
+
+
+def test_labeller_reads_the_steps_own_metadata(run, tmp_path):
+    """Issue 14.8: one source of truth per step; the run-root JSON (written at the start) is not consulted."""
+    import shutil
+
+    _, run_dir = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    root_meta = json.loads((copy / value_checkpoint.CONFIG_FILE).read_text())
+    root_meta["data"]["cameras"] = [["cam_high", "observation.images.stale"], ["cam_left_wrist", "stale"]]
+    (copy / value_checkpoint.CONFIG_FILE).write_text(json.dumps(root_meta))
+    assert value_checkpoint.load_value_inputs(copy).data.cameras == CAMERAS
+    (copy / "1" / value_checkpoint.CONFIG_FILE).unlink()
+    with pytest.raises(errors.CheckpointError, match=value_checkpoint.CONFIG_FILE):
+        value_checkpoint.load_value_inputs(copy)
+    with pytest.raises(errors.CheckpointError, match=value_checkpoint.CONFIG_FILE):
+        value_checkpoint.load_value_checkpoint(copy)
