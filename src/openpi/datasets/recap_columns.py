@@ -15,18 +15,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from openpi.datasets import reader
+from openpi.recap.vocab import ADV_IND
+from openpi.recap.vocab import ADV_IND_VALUES
+from openpi.recap.vocab import COLUMNS
+from openpi.recap.vocab import INTERVENTION
+from openpi.recap.vocab import LEGACY_NAMES
+from openpi.recap.vocab import REWARD
+from openpi.recap.vocab import REWARD_LABEL
+from openpi.recap.vocab import VALUE_LABEL
 from openpi.shared import errors
-
-INTERVENTION = "intervention"
-REWARD = "reward"
-REWARD_LABEL = "reward_label"
-VALUE_LABEL = "value_label"
-ADV_IND = "adv_ind"
-COLUMNS = (INTERVENTION, REWARD, REWARD_LABEL, VALUE_LABEL, ADV_IND)
-ADV_IND_VALUES = ("positive", "negative", "none")
-
-# Older converters misspelt value_label; the reader accepts either spelling.
-LEGACY_NAMES = {VALUE_LABEL: ("value_lable",)}
 
 RECAP_FEATURES: dict[str, dict] = {
     INTERVENTION: {"dtype": "int64", "shape": [1], "names": None},

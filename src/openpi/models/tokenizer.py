@@ -21,16 +21,15 @@ from typing import ClassVar
 
 import numpy as np
 
+from openpi.recap.vocab import INDICATORS
+from openpi.recap.vocab import NEGATIVE
+from openpi.recap.vocab import NO_INDICATOR
+from openpi.recap.vocab import POSITIVE
 from openpi.shared import download
 from openpi.shared import errors
 
 logger = logging.getLogger(__name__)
 
-POSITIVE = "positive"
-NEGATIVE = "negative"
-INDICATORS = (POSITIVE, NEGATIVE)
-# Spellings that mean "no indicator": the unconditional (pi0.5) prompt.
-NO_INDICATOR = ("none", "")
 
 NUM_STATE_BINS = 256
 # The paper's indicator dropout rate (30 % of training frames see the unconditional prompt). Stated here once:

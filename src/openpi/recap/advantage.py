@@ -22,11 +22,10 @@ import dataclasses
 
 import numpy as np
 
+from openpi.recap.vocab import NEGATIVE
+from openpi.recap.vocab import NONE  # noqa: F401
+from openpi.recap.vocab import POSITIVE
 from openpi.shared import errors
-
-POSITIVE = "positive"
-NEGATIVE = "negative"
-NONE = "none"
 
 # Value of a failed ending on the normalised [-1, 0] scale when the dataset does not carry a penalty itself. The
 # paper's C_fail is at least the task's maximum episode length, so a normalised, clipped failure return is -1.

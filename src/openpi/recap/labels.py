@@ -39,20 +39,17 @@ from typing import Literal
 
 import numpy as np
 
+from openpi.recap.vocab import ADV_IND
+from openpi.recap.vocab import COLUMNS  # noqa: F401 (the column list, as before)
+from openpi.recap.vocab import INTERVENTION
+from openpi.recap.vocab import NEGATIVE  # noqa: F401
+from openpi.recap.vocab import NONE
+from openpi.recap.vocab import POSITIVE
+from openpi.recap.vocab import REWARD
+from openpi.recap.vocab import REWARD_LABEL
+from openpi.recap.vocab import VALUE_LABEL
 from openpi.shared import errors
 
-# Names of the five per-frame columns, in the order RECAP.md lists them.
-INTERVENTION = "intervention"
-REWARD = "reward"
-REWARD_LABEL = "reward_label"
-VALUE_LABEL = "value_label"
-ADV_IND = "adv_ind"
-COLUMNS = (INTERVENTION, REWARD, REWARD_LABEL, VALUE_LABEL, ADV_IND)
-
-POSITIVE = "positive"
-NEGATIVE = "negative"
-NONE = "none"
-ADV_IND_VALUES = (POSITIVE, NEGATIVE, NONE)
 # Fixed-width unicode wide enough for every indicator value; keeps the column a plain numpy array.
 ADV_IND_DTYPE = np.dtype("<U8")
 
