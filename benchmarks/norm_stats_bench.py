@@ -18,19 +18,15 @@ import json
 import os
 import pathlib
 import shutil
-import sys
 import tempfile
 import time
 
 import numpy as np
 import tyro
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
-
-import compute_norm_stats
-
 from openpi.datasets import lerobot
 from openpi.shared import normalize
+from openpi.training import norm_stats as compute_norm_stats
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "norm_stats_bench.json"
 NAMES = [

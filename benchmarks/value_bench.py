@@ -59,7 +59,7 @@ def sizes(freeze_mode: str) -> dict[str, float]:
     from openpi.training import utils as _utils
     from openpi.training import value_train
 
-    trainer = value_train.ValueTrainer(_config(freeze_mode, 1))
+    trainer = value_train.value_trainer(_config(freeze_mode, 1))
     state = jax.eval_shape(trainer.init, jax.random.key(0))
     trainable, frozen = _utils.split_params(state.params, trainer.is_frozen)
 
@@ -89,7 +89,7 @@ def compile_child(freeze_mode: str, batch_size: int) -> None:
     from openpi.training import value_train
 
     config = _config(freeze_mode, batch_size)
-    trainer = value_train.ValueTrainer(config)
+    trainer = value_train.value_trainer(config)
     mesh = _sharding.make_mesh(1)
     rng = jax.random.key(0)
     state_shape = jax.eval_shape(trainer.init, rng)

@@ -11,7 +11,10 @@ Flags of the community value trainer work as they did there (underscores or dash
 Multi-GPU / multi-host runs take the same distributed flags as scripts/train.py (before the config name) and
 run on the same mesh / FSDP / data-loader code. The run directory holds value_model.json (cameras, prompt
 format: what the labeller checks), the frozen backbones once, and per step only the trainable weights, their
-EMA and the optimizer state. Load a run with `openpi.training.value_train.load_value_checkpoint`.
+EMA and the optimizer state. Load a run with `openpi.training.value_checkpoint.load_value_checkpoint`.
+
+The state norm stats come from the assets dir, like the policy's: run
+`scripts/compute_norm_stats.py <config name> --repo-id=<dataset>` first (training refuses without them).
 """
 
 from collections.abc import Sequence
@@ -22,7 +25,6 @@ from openpi.shared import errors
 from openpi.training import distributed
 from openpi.training import value_config
 from openpi.training import value_train
-from openpi.training import wandb_logging
 
 logger = logging.getLogger("openpi.train_value")
 
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         distributed.maybe_initialize_distributed(dist)
         config = value_config.cli(args)
-        result = value_train.train(config, make_metrics_logger=wandb_logging.WandbLogger)
+        result = value_train.train(config)
         if result.val_history:
             logger.info("Final validation: %s", result.val_history[-1])
         logger.info("Value checkpoint: %s", config.checkpoint_dir)

@@ -5,6 +5,7 @@ import pathlib
 
 from openpi.datasets import synthetic
 from openpi.shared import testing
+from openpi.training import norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import value_config
 from openpi.training import value_train
@@ -31,6 +32,7 @@ def train_value(
         data=data,
         tokenizer_path=str(tokenizer),
         checkpoint_dir_override=str(run_dir),
+        assets_base_dir=str(run_dir) + "_assets",
         batch_size=16,
         num_workers=0,
         num_train_steps=steps,
@@ -41,5 +43,6 @@ def train_value(
         overwrite=True,
         lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=2, peak_lr=3e-3, decay_steps=steps, decay_lr=1e-4),
     )
+    norm_stats.write_for_config(config)  # as scripts/compute_norm_stats.py <value config>
     value_train.train(config, progress=False)
     return run_dir

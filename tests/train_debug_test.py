@@ -14,6 +14,7 @@ import train_support
 
 from openpi.shared import errors
 from openpi.training import data_loader as _data_loader
+from openpi.training import trainer as train
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +34,9 @@ def _flat(params):
 
 
 def test_debug_pi06_loss_falls_and_resume_matches(workspace, tiny_spm_model):
-    train = train_support.load_train_script()
     steps = 8
     cfg = train_support.debug_config(workspace, tiny_spm_model, exp_name="full", num_train_steps=steps)
-    trainer = train.Trainer(cfg)
+    trainer = train.policy_trainer(cfg)
     init_rng, _ = jax.random.split(jax.random.key(cfg.seed))
     initial = jax.jit(trainer.init)(init_rng).params
 

@@ -13,6 +13,7 @@ import train_support
 from openpi.models import params_io
 from openpi.models import pi0_config
 from openpi.shared import testing
+from openpi.training import trainer as _trainer
 from openpi.training import weight_loaders
 
 
@@ -32,8 +33,7 @@ def test_lora_from_openpi_checkpoint_trains_only_lora_in_the_llm(tmp_path, tiny_
         ema_decay=None,
         num_train_steps=2,
     )
-    train = train_support.load_train_script()
-    state = train.train(cfg, progress=False)
+    state = _trainer.train(cfg, progress=False)
 
     before = params_io.flatten(base_params)
     after = {k: np.asarray(v) for k, v in params_io.flatten(jax.device_get(state.params)).items()}

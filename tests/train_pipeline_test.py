@@ -17,6 +17,7 @@ from openpi.shared import errors
 from openpi.training import data_loader as _data_loader
 from openpi.training import distributed
 from openpi.training import sharding as _sharding
+from openpi.training import trainer as _trainer
 from openpi.training import wandb_logging
 from openpi.training import weight_loaders
 
@@ -60,18 +61,17 @@ def test_loss_weight_column_weighs_corrections(workspace, tiny_spm_model):
 
 
 def test_preflight_fails_fast_with_one_sentence(workspace, tiny_spm_model, tmp_path):
-    train = train_support.load_train_script()
     mesh = _sharding.make_mesh(1)
     cfg = train_support.debug_config(workspace, tiny_spm_model)
-    assert train.preflight(cfg, mesh).norm_stats is not None
+    assert _trainer.preflight(cfg, mesh)[0].norm_stats is not None
 
     no_stats = dataclasses.replace(cfg, assets_base_dir=str(tmp_path / "nowhere"))
     with pytest.raises(errors.ConfigError, match="compute_norm_stats"):
-        train.preflight(no_stats, mesh)
+        _trainer.preflight(no_stats, mesh)
 
     bad_weights = dataclasses.replace(cfg, weight_loader=weight_loaders.CheckpointWeightLoader(str(tmp_path / "x")))
     with pytest.raises(errors.CheckpointError):
-        train.preflight(bad_weights, mesh)
+        _trainer.preflight(bad_weights, mesh)
 
     # A dataset without the RECAP indicator cannot feed a pi0.6 config.
     stripped = tmp_path / "no_adv"
@@ -84,13 +84,13 @@ def test_preflight_fails_fast_with_one_sentence(workspace, tiny_spm_model, tmp_p
     (stripped / "meta" / "info.json").write_text(info)
     no_adv = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, repo_id=str(stripped)))
     with pytest.raises(errors.DatasetError, match="adv_ind"):
-        train.preflight(no_adv, mesh)
+        _trainer.preflight(no_adv, mesh)
 
     with pytest.raises(errors.ConfigError, match="not divisible"):
-        train.preflight(dataclasses.replace(cfg, batch_size=3), _FakeMesh(2))
+        _trainer.preflight(dataclasses.replace(cfg, batch_size=3), _FakeMesh(2))
 
     with pytest.raises(errors.CheckpointError, match=r"(?i)tokenizer|sentencepiece"):
-        train.preflight(dataclasses.replace(cfg, tokenizer_path=str(tmp_path / "missing.model")), mesh)
+        _trainer.preflight(dataclasses.replace(cfg, tokenizer_path=str(tmp_path / "missing.model")), mesh)
 
 
 class _FakeMesh:
@@ -129,11 +129,10 @@ def test_wandb_missing_means_console_only(workspace, tiny_spm_model, caplog):
 
 
 def test_nan_loss_stops_with_a_clear_error(workspace, tiny_spm_model):
-    train = train_support.load_train_script()
     cfg = train_support.debug_config(workspace, tiny_spm_model)
-    train.check_finite_loss(np.array([1.0, 2.0]), 5, cfg)
+    _trainer.check_finite_loss(np.array([1.0, 2.0]), 5, cfg.name)
     with pytest.raises(errors.UserError, match="NaN/inf by step 5 of debug_pi06"):
-        train.check_finite_loss(np.array([1.0, np.nan]), 5, cfg)
+        _trainer.check_finite_loss(np.array([1.0, np.nan]), 5, cfg.name)
 
 
 def test_cli_user_errors_exit_2_with_one_line(tmp_path):
@@ -161,6 +160,5 @@ def test_bad_indicator_values_are_found_before_training(workspace, tiny_spm_mode
     pq.write_table(table, path)
     cfg = train_support.debug_config(workspace, tiny_spm_model)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, repo_id=str(bad)))
-    train = train_support.load_train_script()
     with pytest.raises(errors.DatasetError, match="'maybe' at frame 3"):
-        train.preflight(cfg, _sharding.make_mesh(1))
+        _trainer.preflight(cfg, _sharding.make_mesh(1))

@@ -1,9 +1,7 @@
-"""Shared helpers for the training tests: a tiny synthetic YAM dataset with norm stats, and scripts/train.py."""
+"""Shared helpers for the training tests: a tiny synthetic YAM dataset with norm stats, and debug configs on it."""
 
 import dataclasses
-import importlib.util
 import pathlib
-import sys
 
 import numpy as np
 
@@ -12,18 +10,6 @@ from openpi.shared import normalize
 from openpi.training import config as _config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_train_script():
-    """scripts/train.py as a module (scripts/ is not a package)."""
-    name = "openpi_train_script"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_workspace(root: pathlib.Path, *, num_episodes: int = 4, image_size: int = 32) -> dict[str, str]:

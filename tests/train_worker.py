@@ -2,7 +2,7 @@
 
     python tests/train_worker.py '<json: workspace, spm, overrides>'
 
-Joins other processes when JAX_NUM_PROCESSES is set (scripts/train.py's own logic), trains debug_pi06, and
+Joins other processes when JAX_NUM_PROCESSES is set (as scripts/train.py does), trains debug_pi06, and
 prints one JSON line with what the test checks: the frames this process read, shardings, a parameter checksum.
 """
 
@@ -19,17 +19,17 @@ def main() -> None:
 
     from openpi.training import distributed
 
-    train = train_support.load_train_script()
     distributed.maybe_initialize_distributed()
     import jax
     import numpy as np
 
     from openpi.datasets import lerobot
     from openpi.training import data_loader as _data_loader
+    from openpi.training import trainer as _trainer
     from openpi.training import utils as _utils
 
     cfg = train_support.debug_config(spec["workspace"], spec["spm"], **spec["overrides"])
-    state = train.train(cfg, progress=False)
+    state = _trainer.train(cfg, progress=False)
     ds = lerobot.LeRobotDataset.open(cfg.data.repo_id)
     sampler = _data_loader.BatchSampler(
         range(len(ds)),

@@ -8,6 +8,7 @@ import dataclasses
 import math
 
 from openpi.datasets import synthetic
+from openpi.training import norm_stats
 from openpi.training import value_config
 from openpi.training import value_train
 
@@ -22,8 +23,10 @@ def test_value_demo_learns_held_out_episodes(tmp_path, gemma3_spm_model):
         data=dataclasses.replace(base.data, repo_id=str(root)),
         tokenizer_path=str(gemma3_spm_model),
         checkpoint_dir_override=str(tmp_path / "run"),
+        assets_base_dir=str(tmp_path / "assets"),
         overwrite=True,
     )
+    norm_stats.write_for_config(config)
     result = value_train.train(config, progress=False)
     final = result.val_history[-1]
     assert final["step"] == config.num_train_steps

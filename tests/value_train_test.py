@@ -13,8 +13,10 @@ from openpi.datasets import synthetic
 from openpi.models import params_io
 from openpi.models import value_model as vm
 from openpi.shared import errors
+from openpi.training import norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import utils as _utils
+from openpi.training import value_checkpoint
 from openpi.training import value_config
 from openpi.training import value_data
 from openpi.training import value_train
@@ -50,6 +52,7 @@ def _config(root, tokenizer, run_dir, **kw) -> value_config.ValueTrainConfig:
         "data": data,
         "tokenizer_path": str(tokenizer),
         "checkpoint_dir_override": str(run_dir),
+        "assets_base_dir": str(pathlib.Path(run_dir).parent / "assets"),
         "batch_size": 4,
         "num_workers": 0,
         "num_train_steps": 6,
@@ -63,6 +66,12 @@ def _config(root, tokenizer, run_dir, **kw) -> value_config.ValueTrainConfig:
     }
     defaults.update(kw)
     return dataclasses.replace(base, **defaults)
+
+
+def _train(config: value_config.ValueTrainConfig, **kw):
+    """Norm stats through the assets code (as `scripts/compute_norm_stats.py <config>`), then training."""
+    norm_stats.write_for_config(config)
+    return value_train.train(config, **kw)
 
 
 def test_split_by_episode_and_legacy_column(dataset_root, gemma3_spm_model, tmp_path):
@@ -112,7 +121,7 @@ def test_freeze_modes_train_exactly_the_intended_subtrees(freeze_mode):
         lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=0, peak_lr=1e-2, decay_steps=10, decay_lr=1e-3),
         ema_decay=0.5,
     )
-    trainer = value_train.ValueTrainer(config)
+    trainer = value_train.value_trainer(config)
     state = trainer.init(jax.random.key(0))
     new_state, info = jax.jit(trainer.step)(jax.random.key(1), state, _fake_batch())
     assert np.isfinite(info["loss"]) and np.isfinite(info["grad_norm"])
@@ -144,7 +153,7 @@ def test_frozen_backbones_use_the_compute_dtype():
         value_config.get_config("value_debug"),
         model=dataclasses.replace(TINY, dtype="bfloat16", freeze_mode="all_backbones"),
     )
-    trainer = value_train.ValueTrainer(config)
+    trainer = value_train.value_trainer(config)
     shapes = jax.eval_shape(trainer.init, jax.random.key(0))
     flat = params_io.flatten(shapes.params)
     assert flat["llm/layer_0/attn/q_einsum/w"].dtype == np.dtype("bfloat16")
@@ -154,15 +163,13 @@ def test_frozen_backbones_use_the_compute_dtype():
 
 def test_train_checkpoint_resume_and_load(dataset_root, gemma3_spm_model, tiny_spm_model, tmp_path):
     common = {"model": dataclasses.replace(TINY, freeze_mode="all_backbones")}
-    full = value_train.train(_config(dataset_root, gemma3_spm_model, tmp_path / "full", **common), progress=False)
+    full = _train(_config(dataset_root, gemma3_spm_model, tmp_path / "full", **common), progress=False)
     assert [h["step"] for h in full.val_history] == [3, 6]
     assert all(np.isfinite(h["val_ce"]) and np.isfinite(h["val_mae"]) for h in full.val_history)
 
     # Stop after 4 steps (checkpoint at step index 3), then resume to 6.
-    value_train.train(
-        _config(dataset_root, gemma3_spm_model, tmp_path / "stopped", num_train_steps=4, **common), progress=False
-    )
-    resumed = value_train.train(
+    _train(_config(dataset_root, gemma3_spm_model, tmp_path / "stopped", num_train_steps=4, **common), progress=False)
+    resumed = _train(
         _config(dataset_root, gemma3_spm_model, tmp_path / "stopped", resume=True, overwrite=False, **common),
         progress=False,
     )
@@ -173,15 +180,15 @@ def test_train_checkpoint_resume_and_load(dataset_root, gemma3_spm_model, tiny_s
 
     run = tmp_path / "full"
     # Frozen backbones stored once; steps hold only the trainable subtree (projection + value head).
-    assert (run / value_train.FROZEN_DIR).is_dir() and (run / value_train.FROZEN_META).is_file()
+    assert (run / value_checkpoint.FROZEN_DIR).is_dir() and (run / value_checkpoint.FROZEN_META).is_file()
     step_params = params_io.restore_params(run / "5" / "params")
     assert set(step_params) == {"img", "value_head"} and set(step_params["img"]) == {"head"}
-    meta = json.loads((run / "5" / value_train.CONFIG_FILE).read_text())
+    meta = json.loads((run / "5" / value_checkpoint.CONFIG_FILE).read_text())
     assert meta["model"]["cameras"] == ["base_0_rgb", "left_wrist_0_rgb"]
     assert meta["data"]["cameras"][1] == ["cam_left_wrist", synthetic.LEFT_WRIST_CAMERA]
 
-    model, ema_params = value_train.load_value_checkpoint(run)
-    _, raw_params = value_train.load_value_checkpoint(run / "5", use_ema=False)
+    model, ema_params = value_checkpoint.load_value_checkpoint(run)
+    _, raw_params = value_checkpoint.load_value_checkpoint(run / "5", use_ema=False)
     assert model == common["model"]
     trainable, frozen = _utils.split_params(full.state.params, value_train.freeze_filter("all_backbones"))
     flat_raw = params_io.flatten(raw_params)
@@ -192,7 +199,7 @@ def test_train_checkpoint_resume_and_load(dataset_root, gemma3_spm_model, tiny_s
         np.testing.assert_array_equal(flat_ema[k], np.asarray(v))
 
     # The labeller's path: rebuild the item pipeline from the checkpoint and predict in a batch.
-    inputs = value_train.load_value_inputs(run)
+    inputs = value_checkpoint.load_value_inputs(run)
     assert inputs.data.cameras == (("cam_high", synthetic.HEAD_CAMERA), ("cam_left_wrist", synthetic.LEFT_WRIST_CAMERA))
     item_fn = inputs.item_factory(model, repo_id=str(dataset_root), tokenizer_path=str(gemma3_spm_model))()
     assert "value" not in item_fn(0, 0)
@@ -201,17 +208,17 @@ def test_train_checkpoint_resume_and_load(dataset_root, gemma3_spm_model, tiny_s
     from openpi.training import data_loader
 
     batch = data_loader.stack_items([item_fn(i, i) for i in range(3)])
-    values = np.asarray(value_train.predict_values(model, ema_params, batch))
+    values = np.asarray(value_checkpoint.predict_values(model, ema_params, batch))
     assert values.shape == (3,) and np.all((values >= -1) & (values <= 0))
 
     # A damaged frozen store is refused.
-    (run / value_train.FROZEN_META).write_text(json.dumps({"sha256": "0" * 64}))
+    (run / value_checkpoint.FROZEN_META).write_text(json.dumps({"sha256": "0" * 64}))
     with pytest.raises(errors.CheckpointError, match="checksum"):
-        value_train.load_value_checkpoint(run)
+        value_checkpoint.load_value_checkpoint(run)
     # Resuming with a different model (other cameras) is refused.
     other = dataclasses.replace(common["model"], cameras=("base_0_rgb",))
     with pytest.raises(errors.ConfigError, match="model config differs"):
-        value_train.train(
+        _train(
             _config(dataset_root, gemma3_spm_model, tmp_path / "stopped", resume=True, overwrite=False, model=other),
             progress=False,
         )

@@ -333,7 +333,7 @@ class BaseModelConfig(abc.ABC):
     max_token_len: int
 
     @abc.abstractmethod
-    def create(self, rng: jax.Array) -> Params:
+    def init_params(self, rng: jax.Array) -> Params:
         """Freshly initialised parameters (a pure nested dict)."""
 
     @abc.abstractmethod

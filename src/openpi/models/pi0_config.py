@@ -103,9 +103,6 @@ class Pi0Config(_model.BaseModelConfig):
 
         return pi0.Pi0(self)
 
-    def create(self, rng: jax.Array) -> _model.Params:
-        return self.init_params(rng)
-
     def init_params(self, rng: jax.Array) -> _model.Params:
         return self.model().init_params(rng)
 
@@ -161,13 +158,6 @@ class FreezeFilter:
         if not any(re.fullmatch(p, path) for p in self.freeze):
             return False
         return not any(re.fullmatch(p, path) for p in self.keep)
-
-    @property
-    def freezes_nothing(self) -> bool:
-        return not self.freeze
-
-    def frozen_mask(self, params: Any) -> Any:
-        return map_with_path(lambda path, _: self(path), params)
 
     def trainable_mask(self, params: Any) -> Any:
         return map_with_path(lambda path, _: not self(path), params)

@@ -120,7 +120,7 @@ def test_freeze_filter_action_expert_lora_only_and_none():
     assert "PaliGemma/llm/embedder/input_embedding" in trainable
     assert "PaliGemma/llm/layers/attn/q_einsum_1/w" not in trainable
     assert "PaliGemma/llm/layers/attn/q_einsum_1/lora_b" in trainable
-    assert PI05.get_freeze_filter().freezes_nothing
+    assert not PI05.get_freeze_filter().freeze
     assert all(jax.tree.leaves(PI05.trainable_mask(PI05.params_shape())))
 
 

@@ -57,11 +57,6 @@ def inference_data_config(
     )
 
 
-def _cfg_beta(train_config: _config.TrainConfig, cfg_beta: float | None) -> float | None:
-    """The CLI's β, else the config's (a `cfg_beta` field, if the config defines one), else None."""
-    return cfg_beta if cfg_beta is not None else getattr(train_config, "cfg_beta", None)
-
-
 def _build_policy(
     train_config: _config.TrainConfig,
     data_config: _config.DataConfig,
@@ -75,7 +70,6 @@ def _build_policy(
     metadata: Mapping[str, Any],
     seed: int,
 ) -> _policy.Policy:
-    cfg_beta = _cfg_beta(train_config, cfg_beta)
     repack = repack_transforms or _transforms.Group()
     use_quantiles = data_config.use_quantile_norm
     inputs = [

@@ -12,6 +12,7 @@ from openpi.datasets import synthetic
 from openpi.recap import relabel
 from openpi.shared import testing
 from openpi.training import data_loader
+from openpi.training import norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import value_config
 from openpi.training import value_train
@@ -34,6 +35,7 @@ def setup(tmp_path_factory, gemma3_spm_model) -> tuple[pathlib.Path, pathlib.Pat
         data=data,
         tokenizer_path=str(gemma3_spm_model),
         checkpoint_dir_override=str(tmp / "run"),
+        assets_base_dir=str(tmp / "run") + "_assets",
         batch_size=2,
         num_workers=0,
         num_train_steps=2,
@@ -44,6 +46,7 @@ def setup(tmp_path_factory, gemma3_spm_model) -> tuple[pathlib.Path, pathlib.Pat
         overwrite=True,
         lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=1, peak_lr=1e-3, decay_steps=20, decay_lr=1e-4),
     )
+    norm_stats.write_for_config(config)  # as scripts/compute_norm_stats.py <value config>
     value_train.train(config, progress=False)
     return root, tmp / "run", pathlib.Path(gemma3_spm_model)
 

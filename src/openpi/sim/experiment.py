@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
 import pathlib
 import shutil
-import sys
 import time
 from typing import Any
 
@@ -127,18 +125,6 @@ def config_for_env(env: str, out_dir: pathlib.Path, budget: Budget, seed: int = 
             mediocre_quality=0.7,
         )
     raise _base.SimError(f"No experiment settings for env {env!r}; use tabletop or metaworld.")
-
-
-def _script(name: str) -> Any:
-    """A module of `scripts/` (the policy trainer and the norm-stats tool still live there, as in openpi)."""
-    module_name = f"_openpi_script_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Clock:
@@ -312,14 +298,17 @@ def train_policy(config: ExperimentConfig, name: str, config_name: str, data_roo
         overwrite=True,
         lr_schedule=_schedule(base.lr_schedule, steps),
     )
-    norm = _script("compute_norm_stats")
-    norm.run(norm.Args(target=config_name, repo_id=str(data_root), assets_base_dir=assets, asset_id=name,
-                       output_dir=train_config.assets_dirs / name))  # fmt: skip
-    _script("train").train(train_config, progress=True)
+    from openpi.training import norm_stats
+    from openpi.training import trainer
+
+    norm_stats.run(norm_stats.Args(target=config_name, repo_id=str(data_root), assets_base_dir=assets, asset_id=name,
+                                   output_dir=train_config.assets_dirs / name))  # fmt: skip
+    trainer.train(train_config, progress=True)
     return Trained(train_config, _latest_step(train_config.checkpoint_dir))
 
 
 def train_value(config: ExperimentConfig, name: str, data_root: pathlib.Path) -> pathlib.Path:
+    from openpi.training import norm_stats
     from openpi.training import value_config as _value_config
     from openpi.training import value_train
 
@@ -338,8 +327,10 @@ def train_value(config: ExperimentConfig, name: str, data_root: pathlib.Path) ->
         batch_size=budget.batch_size,
         seed=config.seed,
         overwrite=True,
+        assets_base_dir=str(config.out_dir / "assets"),
         lr_schedule=_schedule(base.lr_schedule, steps),
     )
+    norm_stats.write_for_config(value_cfg)
     value_train.train(value_cfg)
     return value_cfg.checkpoint_dir
 

@@ -41,10 +41,58 @@ DEMO_RECAP_DATASET = "./demo_output/data/yam_synthetic_recap"
 
 @dataclasses.dataclass(frozen=True)
 class AssetsConfig:
-    """Where norm stats come from: `<assets_dir or the config's assets dir>/<asset_id>/norm_stats.json`."""
+    """Where norm stats come from: `<assets_dir or the config's assets dir>/<asset_id>/norm_stats.json`.
+
+    The one lookup of norm stats for every trainer (policy data configs and `ValueDataConfig` hold one of these);
+    `scripts/compute_norm_stats.py <config name>` writes to the first place looked at.
+    """
 
     assets_dir: str | None = None
     asset_id: str | None = None
+
+    def resolved_asset_id(self, repo_id: str | None) -> str | None:
+        """`asset_id`, else the dataset's directory name."""
+        if self.asset_id is not None:
+            return self.asset_id
+        return None if repo_id is None else pathlib.Path(repo_id).name
+
+    def norm_stats_dirs(self, assets_dirs: pathlib.Path, repo_id: str | None) -> list[pathlib.Path]:
+        """Where norm stats are looked for: `<assets_dir>/<asset_id>` (openpi: assets_dir is
+        `<assets_base_dir>/<config name>`), then `<assets_base_dir>/<asset_id>`."""
+        asset_id = self.resolved_asset_id(repo_id)
+        if asset_id is None:
+            return []
+        if self.assets_dir is not None:
+            return [pathlib.Path(self.assets_dir) / asset_id]
+        assets_dirs = pathlib.Path(assets_dirs)
+        return [assets_dirs / asset_id, assets_dirs.parent / asset_id]
+
+    def load_norm_stats(self, assets_dirs: pathlib.Path, repo_id: str | None) -> dict[str, _normalize.NormStats] | None:
+        """Norm stats from the assets dirs, or None (with a warning) when not computed yet.
+
+        When both places hold stats and they differ, this refuses rather than picking one: stale stats that
+        shadow fresh ones train (or serve) on a silently wrong scale.
+        """
+        candidates = self.norm_stats_dirs(assets_dirs, repo_id)
+        found = [d for d in candidates if (d / _normalize.NORM_STATS_FILENAME).is_file()]
+        if found:
+            stats = _normalize.load(found[0])
+            for other in found[1:]:
+                other_stats = _normalize.load(other)
+                if stats.keys() != other_stats.keys() or not all(
+                    stats[k].allclose(other_stats[k], atol=0) for k in stats
+                ):
+                    raise errors.ConfigError(
+                        f"Norm stats in {found[0]} and {other} differ and the first would shadow the second; delete "
+                        "the stale one (scripts/compute_norm_stats.py <config> writes the first)."
+                    )
+            logger.info("Loading norm stats from %s", found[0])
+            return stats
+        if candidates:
+            logger.warning(
+                "No norm stats in %s; run scripts/compute_norm_stats.py first.", [str(c) for c in candidates]
+            )
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,15 +118,6 @@ class DataConfig:
     required_columns: tuple[str, ...] = ()
     # Random observations from the model's input spec instead of a dataset (openpi's fake data).
     fake_data: bool = False
-
-    def input_transforms(self) -> list[_transforms.DataTransformFn]:
-        """repack -> robot -> normalize -> model, as used by the training data loader."""
-        return [
-            *self.repack_transforms.inputs,
-            *self.data_transforms.inputs,
-            _transforms.Normalize(self.norm_stats, use_quantiles=self.use_quantile_norm),
-            *self.model_transforms.inputs,
-        ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,47 +177,13 @@ class DataConfigFactory(abc.ABC):
 
     def resolved_asset_id(self) -> str | None:
         """`assets.asset_id`, else the dataset's directory name."""
-        if self.assets.asset_id is not None:
-            return self.assets.asset_id
-        return None if self.repo_id is None else pathlib.Path(self.repo_id).name
+        return self.assets.resolved_asset_id(self.repo_id)
 
     def norm_stats_dirs(self, assets_dirs: pathlib.Path) -> list[pathlib.Path]:
-        """Where norm stats are looked for: `<assets_dir>/<asset_id>` (openpi: assets_dir is
-        `<assets_base_dir>/<config name>`), then `<assets_base_dir>/<asset_id>`."""
-        asset_id = self.resolved_asset_id()
-        if asset_id is None:
-            return []
-        if self.assets.assets_dir is not None:
-            return [pathlib.Path(self.assets.assets_dir) / asset_id]
-        assets_dirs = pathlib.Path(assets_dirs)
-        return [assets_dirs / asset_id, assets_dirs.parent / asset_id]
+        return self.assets.norm_stats_dirs(assets_dirs, self.repo_id)
 
     def load_norm_stats(self, assets_dirs: pathlib.Path) -> dict[str, _normalize.NormStats] | None:
-        """Norm stats from the assets dirs, or None (with a warning) when not computed yet.
-
-        When both places hold stats and they differ, this refuses rather than picking one: stale stats that
-        shadow fresh ones train (or serve) on a silently wrong scale.
-        """
-        candidates = self.norm_stats_dirs(assets_dirs)
-        found = [d for d in candidates if (d / _normalize.NORM_STATS_FILENAME).is_file()]
-        if found:
-            stats = _normalize.load(found[0])
-            for other in found[1:]:
-                other_stats = _normalize.load(other)
-                if stats.keys() != other_stats.keys() or not all(
-                    stats[k].allclose(other_stats[k], atol=0) for k in stats
-                ):
-                    raise errors.ConfigError(
-                        f"Norm stats in {found[0]} and {other} differ and the first would shadow the second; delete "
-                        "the stale one (scripts/compute_norm_stats.py <config> writes the first)."
-                    )
-            logger.info("Loading norm stats from %s", found[0])
-            return stats
-        if candidates:
-            logger.warning(
-                "No norm stats in %s; run scripts/compute_norm_stats.py first.", [str(c) for c in candidates]
-            )
-        return None
+        return self.assets.load_norm_stats(assets_dirs, self.repo_id)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,8 +33,18 @@ from openpi.shared import errors
 
 # (dataset index, sample id) -> one example (a nested dict of numpy arrays).
 ItemFn = Callable[[int, int], dict[str, Any]]
-# Builds an ItemFn; called once per worker so that each worker owns its file handles and decoders.
+# The one item-factory protocol (policy and value items alike): a picklable callable that builds an ItemFn,
+# called once per worker (thread or process) and once for inline loading.
 ItemFnFactory = Callable[[], ItemFn]
+
+
+def open_dataset(repo_id: str | None) -> Any:
+    """Opens a LeRobot dataset root or `<org>/<name>` (one sentence when none is configured)."""
+    from openpi.datasets import lerobot
+
+    if repo_id is None:
+        raise errors.ConfigError("No dataset configured; pass the dataset root (--data.repo-id or --data_dir).")
+    return lerobot.LeRobotDataset.open(repo_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +73,15 @@ class BatchSampler:
         return self.global_batch_size // self.process_count
 
     def _epoch(self, epoch: int) -> np.ndarray:
+        """The epoch's order, computed once: permuting every frame on every step costs O(N) per batch."""
         if not self.shuffle:
             return self.indices
-        return np.random.default_rng([self.seed, epoch]).permutation(self.indices)
+        cache = self.__dict__.setdefault("_epoch_cache", {})
+        if epoch not in cache:
+            for old in [e for e in cache if e < epoch - 1]:
+                del cache[old]  # steps move forward: keep this epoch and the previous one
+            cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.indices)
+        return cache[epoch]
 
     def positions(self, step: int) -> np.ndarray:
         """Global stream positions of this process's part of step `step` (these are the sample ids)."""
@@ -231,15 +247,15 @@ class PolicyItemFactory:
 
     data_config: Any  # training.config.DataConfig
     model_config: Any  # a BaseModelConfig
-    dataset_factory: Callable[[], Any] | None = None
+    # The dataset opened once by the process (thread workers share it, process workers unpickle it once);
+    # None opens `data_config.repo_id` here.
+    dataset: Any = None
 
     def __call__(self) -> ItemFn:
-        from openpi.datasets import lerobot
-
         dc = self.data_config
         if dc.fake_data:
             return FakeItemFn(self.model_config)
-        dataset = self.dataset_factory() if self.dataset_factory else lerobot.LeRobotDataset.open(dc.repo_id)
+        dataset = self.dataset if self.dataset is not None else open_dataset(dc.repo_id)
         repack = _transforms.compose(dc.repack_transforms.inputs)
         rest = _transforms.compose(
             [
@@ -295,31 +311,41 @@ class FakeItemFn:
         return {**_model.Observation.to_dict(obs), "actions": sample(act_spec)}
 
 
-def check_dataset(dataset: Any, data_config: Any, model_config: Any) -> None:
-    """Fails fast (before compiling) when the dataset lacks what the config reads, with one sentence."""
-    for column in data_config.required_columns:
+def check_dataset(
+    dataset: Any, *, columns: Sequence[str] = (), features: Sequence[str] = (), fix: str = "fix the config"
+) -> None:
+    """Fails fast (before compiling) when the dataset lacks what a config reads, with one sentence.
+
+    The one dataset check of every trainer: `columns` are non-camera parquet columns, `features` any feature
+    (cameras included); an `adv_ind` column must hold only positive / negative / none.
+    """
+    for column in columns:
         if not dataset.has_column(column):
             hint = (
                 " Label it first (scripts/label_advantage_from_vlm.py) or use a config without the indicator."
                 if column == "adv_ind"
-                else " Fix the config's column names or the dataset."
+                else f" {fix[0].upper()}{fix[1:]} or the dataset."
             )
-            raise errors.DatasetError(
-                f"Dataset {data_config.repo_id} has no column {column!r} that the config reads.{hint}"
-            )
-    wanted = _repack_keys(data_config.repack_transforms.inputs) or []
-    synthetic = {"prompt", "loss_weight", data_config.action_key}
-    missing = [k for k in wanted if k not in synthetic and k not in dataset.features]
+            raise errors.DatasetError(f"Dataset {dataset.root} has no column {column!r} that the config reads.{hint}")
+    missing = [k for k in features if k not in dataset.features]
     if missing:
         raise errors.DatasetError(
-            f"Dataset {data_config.repo_id} lacks features {missing} named in the config's repack "
-            f"(it has {sorted(dataset.features)}); fix the repack structure or the dataset."
+            f"Dataset {dataset.root} lacks features {missing} that the config reads (it has "
+            f"{sorted(dataset.features)}); {fix} or the dataset."
         )
     if len(dataset) == 0:
-        raise errors.DatasetError(f"Dataset {data_config.repo_id} has no frames.")
-    if "adv_ind" in data_config.required_columns:
-        _check_indicator_column(dataset, data_config.repo_id)
-    del model_config
+        raise errors.DatasetError(f"Dataset {dataset.root} has no frames.")
+    if "adv_ind" in columns:
+        _check_indicator_column(dataset, dataset.root)
+
+
+def check_policy_dataset(dataset: Any, data_config: Any) -> None:
+    """`check_dataset` with what a policy `DataConfig` reads: its required columns and its repack's features."""
+    synthetic = {"prompt", "loss_weight", data_config.action_key}
+    wanted = [k for k in _repack_keys(data_config.repack_transforms.inputs) or [] if k not in synthetic]
+    check_dataset(
+        dataset, columns=data_config.required_columns, features=wanted, fix="fix the config's columns or repack"
+    )
 
 
 def _check_indicator_column(dataset: Any, repo_id: str | None) -> None:
@@ -343,20 +369,23 @@ def create_data_loader(
     *,
     sharding: jax.sharding.Sharding | None = None,
     data_config: Any = None,
+    dataset: Any = None,
     start_step: int = 0,
     num_batches: int | None = None,
     worker_type: str = "thread",
     fake_num_frames: int = 1024,
 ) -> DataLoader:
-    """The training loader for a `TrainConfig`: this process's share of every global batch, as global arrays."""
-    from openpi.datasets import lerobot
+    """The training loader for a `TrainConfig`: this process's share of every global batch, as global arrays.
 
+    `dataset`: the dataset already opened and checked (by the trainer's preflight), so it is opened once.
+    """
     data_config = data_config or config.create_data_config(train=True)
     if data_config.fake_data:
         indices = range(fake_num_frames)
     else:
-        dataset = lerobot.LeRobotDataset.open(data_config.repo_id)
-        check_dataset(dataset, data_config, config.model)
+        if dataset is None:
+            dataset = open_dataset(data_config.repo_id)
+            check_policy_dataset(dataset, data_config)
         indices = range(len(dataset))
     sampler = BatchSampler(
         indices,
@@ -366,7 +395,7 @@ def create_data_loader(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    factory = PolicyItemFactory(data_config, config.model)
+    factory = PolicyItemFactory(data_config, config.model, dataset)
     return DataLoader(
         factory,
         sampler,

@@ -1,5 +1,5 @@
-"""Training-state plumbing shared by the policy and value trainers: the state pytree, trainable/frozen splits,
-EMA, and a weighted loss.
+"""Training-state plumbing of `openpi.training.trainer`: the state pytree, trainable/frozen splits, EMA, and a
+weighted loss.
 
 Parameters are pure nested dicts (openpi's checkpoint tree). Frozen weights (LoRA base weights) are kept out
 of the optimizer and of the gradient entirely: the train step differentiates only the trainable leaves, and
@@ -41,23 +41,6 @@ def split_params(params: Params, is_frozen: Callable[[str], bool]) -> tuple[dict
 
 def merge_params(trainable: dict[str, Any], frozen: dict[str, Any]) -> Params:
     return params_io.unflatten({**trainable, **frozen})
-
-
-def cast_frozen(params: Params, is_frozen: Callable[[str], bool], dtype=jnp.bfloat16) -> Params:
-    """Frozen floating weights in `dtype` (openpi casts LoRA base weights to bf16: half the memory)."""
-    trainable, frozen = split_params(params, is_frozen)
-    frozen = {k: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v for k, v in frozen.items()}
-    return merge_params(trainable, frozen)
-
-
-def cast_frozen_shapes(shapes: Params, is_frozen: Callable[[str], bool], dtype=jnp.bfloat16) -> Params:
-    """`cast_frozen` for a tree of ShapeDtypeStructs."""
-    flat = params_io.flatten(shapes)
-    out = {
-        k: jax.ShapeDtypeStruct(v.shape, dtype) if is_frozen(k) and jnp.issubdtype(v.dtype, jnp.floating) else v
-        for k, v in flat.items()
-    }
-    return params_io.unflatten(out)
 
 
 def ema_update(ema: dict[str, jax.Array], new: dict[str, jax.Array], decay: float) -> dict[str, jax.Array]:

@@ -13,10 +13,12 @@ import sys
 
 import tyro
 
+from openpi import transforms as _transforms
 from openpi.models import value_model as _value_model
 from openpi.policies import sim_policy
 from openpi.policies import yam_policy
 from openpi.shared import errors
+from openpi.shared import normalize as _normalize
 from openpi.shared import registry as _registry
 from openpi.training import config as _config
 from openpi.training import optimizer as _optimizer
@@ -25,18 +27,21 @@ from openpi.training import optimizer as _optimizer
 YAM_VIAL_VALUE_REPO_ID = _config.YAM_VIAL_REPO_ID
 
 
-ROBOTS = ("yam", "sim")
-
-
-def robot_inputs(data: "ValueDataConfig", model: _value_model.ValueModelConfig):
-    """The robot input transform named by `data.robot` (the policy data configs use the same ones).
-
-    A sim dataset without cameras (MetaWorld from state) feeds the value model's camera slots masked black images:
-    the value model always has a vision tower, and the state reaches it through the `task_state` prompt.
-    """
-    if data.robot == "sim":
-        return sim_policy.SimInputs(tuple(model.cameras), state_only=not data.cameras)
+def _yam_inputs(model: _value_model.ValueModelConfig, cameras) -> _transforms.DataTransformFn:
+    del model, cameras
     return yam_policy.YamInputs()
+
+
+def _sim_inputs(model: _value_model.ValueModelConfig, cameras) -> _transforms.DataTransformFn:
+    # A sim dataset without cameras (MetaWorld from state) feeds the value model's camera slots masked black images:
+    # the value model always has a vision tower, and the state reaches it through the `task_state` prompt.
+    return sim_policy.SimInputs(tuple(model.cameras), state_only=not cameras)
+
+
+# The robot input transforms a value data config can name (the ones the policy data configs use). A name, not
+# the transform itself, because value checkpoints record it and the labeller rebuilds the same chain from it.
+ROBOT_TRANSFORMS = {"yam": _yam_inputs, "sim": _sim_inputs}
+ROBOTS = tuple(ROBOT_TRANSFORMS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +70,9 @@ class ValueDataConfig:
     # The robot transform that turns repacked frames into model inputs, as in the policy's data config:
     # "yam" (ALOHA layout, 14-dim state) or "sim" (openpi.sim datasets: camera names top/wrist, a small state).
     robot: str = "yam"
+    # Where the state norm stats live (`scripts/compute_norm_stats.py <value config>` writes them); the asset id
+    # defaults to `value_<dataset folder name>`, apart from the policy stats of the same dataset.
+    assets: _config.AssetsConfig = dataclasses.field(default_factory=_config.AssetsConfig)
 
     def __post_init__(self):
         if not 0.0 <= self.val_fraction < 1.0:
@@ -74,9 +82,23 @@ class ValueDataConfig:
         if self.robot not in ROBOTS:
             raise errors.ConfigError(f"ValueDataConfig.robot {self.robot!r} is not one of {ROBOTS}.")
 
-    @property
-    def camera_columns(self) -> dict[str, str]:
-        return dict(self.cameras)
+    def robot_inputs(self, model: _value_model.ValueModelConfig) -> _transforms.DataTransformFn:
+        """The robot transform (dataset layout -> `image` / `image_mask` / `state`), as in the policy's chain."""
+        return ROBOT_TRANSFORMS[self.robot](model, self.cameras)
+
+    def resolved_asset_id(self) -> str | None:
+        if self.assets.asset_id is not None:
+            return self.assets.asset_id
+        return None if self.repo_id is None else f"value_{pathlib.Path(self.repo_id).name}"
+
+    def load_norm_stats(self, assets_dirs: pathlib.Path) -> dict[str, _normalize.NormStats] | None:
+        """The state stats, looked up exactly as the policy's (`AssetsConfig.load_norm_stats`)."""
+        assets = dataclasses.replace(self.assets, asset_id=self.resolved_asset_id())
+        return assets.load_norm_stats(assets_dirs, self.repo_id)
+
+    def norm_stats_dirs(self, assets_dirs: pathlib.Path) -> list[pathlib.Path]:
+        assets = dataclasses.replace(self.assets, asset_id=self.resolved_asset_id())
+        return assets.norm_stats_dirs(assets_dirs, self.repo_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +124,8 @@ class ValueTrainConfig:
     optimizer: _optimizer.AdamW = dataclasses.field(default_factory=_optimizer.AdamW)
     # EMA of the trainable weights (what `load_value_checkpoint(use_ema=True)` returns); None turns it off.
     ema_decay: float | None = 0.999
+    assets_base_dir: str = "./assets"
+    """State norm stats are read from <assets_base_dir>/<config name>/<asset_id> (or <assets_base_dir>/<asset_id>)."""
     checkpoint_base_dir: str = "./checkpoints"
     # Explicit run directory (the community tool's --checkpoint_dir); default <base>/<name>/<exp_name>.
     checkpoint_dir_override: str | None = None
@@ -132,6 +156,10 @@ class ValueTrainConfig:
     @property
     def wandb_enabled(self) -> bool:
         return self.wandb_mode != "disabled"
+
+    @property
+    def assets_dirs(self) -> pathlib.Path:
+        return (pathlib.Path(self.assets_base_dir) / self.name).resolve()
 
     @property
     def checkpoint_dir(self) -> pathlib.Path:
@@ -264,6 +292,8 @@ class ValueOverrides:
     """LeRobot dataset root (or <org>/<name> under $HF_LEROBOT_HOME)."""
     checkpoint_dir: str | None = None
     """Run directory (default ./checkpoints/<config>/<exp_name>)."""
+    assets_base_dir: str | None = None
+    """Where the state norm stats are read (scripts/compute_norm_stats.py <config> writes them)."""
     exp_name: str | None = None
     batch_size: int | None = None
     num_train_steps: int | None = None
@@ -292,7 +322,7 @@ class ValueOverrides:
             changes["data"] = dataclasses.replace(config.data, repo_id=self.data_dir)
         if self.checkpoint_dir is not None:
             changes["checkpoint_dir_override"] = self.checkpoint_dir
-        for field in ("exp_name", "batch_size", "num_train_steps", "log_interval", "save_interval", "val_interval",
+        for field in ("exp_name", "assets_base_dir", "batch_size", "num_train_steps", "log_interval", "save_interval", "val_interval",
                       "load_pretrained", "siglip_path", "gemma3_path", "tokenizer_path", "wandb_mode", "seed",
                       "num_workers", "fsdp_devices"):  # fmt: skip
             value = getattr(self, field)

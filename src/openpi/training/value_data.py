@@ -1,7 +1,7 @@
 """Value-model data: LeRobot frames -> (observation, value_label), through the policy's reader and transforms.
 
-The pieces are the policy's: `LeRobotDataset` reads the frame, `RepackTransform` + the YAM robot transform build
-`image` / `image_mask` / `state`, `Normalize` scales the state, `ResizeImages` pads the cameras, and the generic
+The pieces are the policy's: `LeRobotDataset` reads the frame, `RepackTransform` + the config's robot transform
+(`ValueDataConfig.robot_inputs`: YAM or sim, as in the policy data configs) build `image` / `image_mask` / `state`, `Normalize` scales the state, `ResizeImages` pads the cameras, and the generic
 `data_loader.DataLoader` batches, prefetches and places global arrays on the mesh. Only the last step differs:
 the prompt is tokenised with the Gemma3 tokenizer in the value model's prompt format, and the frame's
 `value_label` (or legacy `value_lable`) rides along as `value`.
@@ -23,7 +23,6 @@ from openpi.models import value_model as _value_model
 from openpi.shared import errors
 from openpi.shared import normalize as _normalize
 from openpi.training import data_loader as _data_loader
-from openpi.training import value_config as _value_config
 
 VALUE_KEY = "value"
 
@@ -57,22 +56,29 @@ def value_column(dataset: Any, data: Any) -> str:
     return data.value_column
 
 
-def state_norm_stats(dataset: Any, data: Any, frames: np.ndarray) -> dict[str, _normalize.NormStats]:
-    """Quantile stats of the state over the given (training) frames; cheap: the state is a plain column."""
-    states = np.asarray(dataset.column(data.state_key), np.float32)[frames]
+def train_frames(dataset: Any, data: Any) -> np.ndarray:
+    """The frames of the training episodes (the seeded episode split of `data`)."""
+    train_eps, _ = split_episodes(dataset.num_episodes, data.val_fraction, data.split_seed)
+    return episode_frames(dataset, train_eps)
+
+
+def state_norm_stats(dataset: Any, data: Any) -> dict[str, _normalize.NormStats]:
+    """Quantile stats of the state over the training frames only (the validation episodes stay unseen).
+
+    Computed by `scripts/compute_norm_stats.py <value config>` (openpi.training.norm_stats), never by training.
+    """
+    states = np.asarray(dataset.column(data.state_key), np.float32)[train_frames(dataset, data)]
     return {"state": _normalize.compute(states)}
 
 
 def check_dataset(dataset: Any, data: Any) -> None:
     """Fails before compiling when the dataset lacks a camera, the state or the value column."""
-    missing = [col for _, col in data.cameras if col not in dataset.features]
-    if missing:
-        raise errors.DatasetError(
-            f"Dataset {dataset.root} lacks cameras {missing} (it has {dataset.camera_keys}); fix the value "
-            "config's cameras or pass the right --data_dir."
-        )
-    if not dataset.has_column(data.state_key):
-        raise errors.DatasetError(f"Dataset {dataset.root} has no state column {data.state_key!r}.")
+    _data_loader.check_dataset(
+        dataset,
+        columns=(data.state_key,),
+        features=[col for _, col in data.cameras],
+        fix="fix the value config's cameras and state key or pass the right --data_dir",
+    )
     value_column(dataset, data)
 
 
@@ -104,7 +110,9 @@ class ValueItemFactory:
     model: _value_model.ValueModelConfig
     norm_stats: dict[str, _normalize.NormStats] | None
     tokenizer_path: str | None = None
-    dataset_factory: Any = None
+    # The dataset opened once by the process (thread workers share it, process workers unpickle it once);
+    # None opens `data.repo_id` here.
+    dataset: Any = None
     # False for labelling: the dataset need not have a value column, items carry no `value`.
     with_targets: bool = True
 
@@ -122,7 +130,7 @@ class ValueItemFactory:
         return _transforms.compose(
             [
                 _transforms.RepackTransform(structure),
-                _value_config.robot_inputs(self.data, self.model),
+                self.data.robot_inputs(self.model),
                 _transforms.Normalize(self.norm_stats, use_quantiles=True),
                 _transforms.InjectDefaultPrompt(self.data.default_prompt),
                 _transforms.ResizeImages(*self.model.image_resolution),
@@ -131,9 +139,7 @@ class ValueItemFactory:
         )
 
     def __call__(self) -> _data_loader.ItemFn:
-        from openpi.datasets import lerobot
-
-        dataset = self.dataset_factory() if self.dataset_factory else lerobot.LeRobotDataset.open(self.data.repo_id)
+        dataset = self.dataset if self.dataset is not None else _data_loader.open_dataset(self.data.repo_id)
         values = None
         if self.with_targets:
             values = np.asarray(dataset.column(value_column(dataset, self.data)), np.float32).reshape(-1)

@@ -8,6 +8,7 @@ import pytest
 from openpi.datasets import synthetic
 from openpi.shared import errors
 from openpi.shared import testing
+from openpi.training import norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import value_config
 from openpi.training import value_train
@@ -24,6 +25,7 @@ def _config(root, tokenizer, run_dir, **kw) -> value_config.ValueTrainConfig:
         "data": data,
         "tokenizer_path": str(tokenizer),
         "checkpoint_dir_override": str(run_dir),
+        "assets_base_dir": str(pathlib.Path(run_dir).parent / "assets"),
         "batch_size": 2,
         "num_workers": 0,
         "num_train_steps": 2,
@@ -43,7 +45,9 @@ def run(tmp_path_factory, gemma3_spm_model) -> tuple[pathlib.Path, pathlib.Path]
     tmp = tmp_path_factory.mktemp("value_meta")
     root = tmp / "ds"
     synthetic.write_dataset(root, synthetic.SyntheticConfig(num_episodes=3, image_size=32, max_length=16))
-    value_train.train(_config(root, gemma3_spm_model, tmp / "run"), progress=False)
+    config = _config(root, gemma3_spm_model, tmp / "run")
+    norm_stats.write_for_config(config)
+    value_train.train(config, progress=False)
     return root, tmp / "run"
 
 
@@ -56,5 +60,15 @@ def test_resume_with_other_data_inputs_is_refused(run, gemma3_spm_model, tmp_pat
     shutil.copytree(run_dir, copy)
     swapped = ((CAMERAS[0][0], CAMERAS[1][1]), (CAMERAS[1][0], CAMERAS[0][1]))
     base = _config(root, gemma3_spm_model, copy, resume=True, overwrite=False, num_train_steps=3)
+    base = dataclasses.replace(base, assets_base_dir=str(run_dir.parent / "assets"))
     with pytest.raises(errors.ConfigError, match="data inputs"):
         value_train.train(dataclasses.replace(base, data=dataclasses.replace(base.data, cameras=swapped)))
+
+
+def test_training_without_norm_stats_names_the_command(run, gemma3_spm_model, tmp_path):
+    """Value norm stats come from the assets dir (like the policy's); training never computes them."""
+    root, _ = run
+    config = _config(root, gemma3_spm_model, tmp_path / "run")
+    with pytest.raises(errors.ConfigError, match=r"compute_norm_stats\.py value_debug"):
+        value_train.train(config, progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made

@@ -3,15 +3,16 @@ import pathlib
 import subprocess
 import sys
 
-import compute_norm_stats as cns
 import numpy as np
 import pytest
 
 from openpi.datasets import lerobot
 from openpi.shared import errors
 from openpi.shared import normalize
+from openpi.training import norm_stats as cns
 
-FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lerobot"
+FIXTURES = pathlib.Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "lerobot"
+SCRIPT = pathlib.Path(__file__).resolve().parents[3] / "scripts" / "compute_norm_stats.py"
 LENGTHS = (12, 16, 20)
 
 
@@ -77,7 +78,7 @@ def test_chunks_without_delta_weight_episode_ends():
 
 
 def test_cli_writes_default_assets_dir(tmp_path: pathlib.Path):
-    script = pathlib.Path(cns.__file__)
+    script = SCRIPT
     result = subprocess.run(
         [sys.executable, str(script), str(_fixture("v3.0_image"))], cwd=tmp_path, capture_output=True, text=True
     )
