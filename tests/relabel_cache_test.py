@@ -25,11 +25,24 @@ def test_cache_round_trip_and_invalidation(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_fixed_batches_do_not_depend_on_what_is_cached():
-    needed = np.arange(0, 23)
-    batches = relabel.fixed_batches(needed, 5)
-    assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
-    np.testing.assert_array_equal(np.concatenate(batches), needed)
-    # Resuming recomputes whole batches from this same list, so a frame always sits in the same batch slot.
-    again = relabel.fixed_batches(needed, 5)
-    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+def test_episode_split_is_deterministic_contiguous_and_balanced():
+    sizes = [10, 10, 10, 10, 40, 5, 5, 5, 5]
+    owner = relabel.split_episodes(sizes, 2)
+    np.testing.assert_array_equal(owner, relabel.split_episodes(sizes, 2))  # every process computes the same
+    assert list(owner) == sorted(owner) and set(owner.tolist()) == {0, 1}  # contiguous runs, both used
+    per = [sum(s for s, o in zip(sizes, owner, strict=True) if o == p) for p in (0, 1)]
+    assert abs(per[0] - per[1]) <= 40
+    np.testing.assert_array_equal(relabel.split_episodes(sizes, 1), 0)
+    assert set(relabel.split_episodes([3] * 8, 8).tolist()) == set(range(8))
+    assert len(relabel.split_episodes([], 4)) == 0
+
+
+def test_episode_works_group_needed_frames_by_episode():
+    from openpi.recap import columns
+
+    bounds = [(0, 4), (4, 6), (6, 10)]
+    zeros = np.zeros(10)
+    cols = columns.DatasetColumns(zeros, zeros, zeros, zeros, bounds, [7, 8, 9])
+    works = relabel.episode_works(cols, np.array([1, 2, 6, 9]))
+    assert [w.episode for w in works] == [0, 2]  # episode 1 has nothing to score
+    np.testing.assert_array_equal(works[1].frames, [6, 9])

@@ -1,238 +1,149 @@
-"""Relabelling pipeline (RECAP stage 5): value inference over a LeRobot dataset, N-step advantages, `adv_ind`.
+"""Relabelling (RECAP stage 5), the orchestration: value inference over a dataset -> N-step advantages -> `adv_ind`.
+
+The pieces, one concept per module: `relabel_config` (RelabelConfig and the registered configs), `columns` (the
+per-frame columns the advantage reads), `model_loading` (checkpoint -> item factory + values fn), `decode` (worker
+processes that decode whole episodes ahead of inference), `inference` (the batched loop on every local device),
+`value_cache` (per-episode values, the unit of resumption), `progress`, and `advantage` + `report`.
 
 Why it looks like this:
 - Episodes come from the dataset's episode table, never from files: LeRobot v3.0 stores many episodes per file.
 - Only the frames that matter are scored: autonomous frames and their t+N bootstrap frames.
-- Frames are scored in one fixed global order, cut into fixed batches, so a batch always holds the same frames
-  whether the run is fresh or resumed; with deterministic inference re-running gives byte-identical labels.
-- Values are cached per episode (one .npz each, temp + rename) in a cache directory keyed by the checkpoint and the
-  dataset, so a killed run resumes where it stopped.
+- Many processes (`jax.distributed`, started like training): the episodes are split over the processes in one
+  deterministic way; each process scores its own on its local devices and writes their values to the shared
+  per-episode cache. After a barrier process 0 reads every episode's values, computes the per-task thresholds over
+  ALL autonomous frames (a task is never thresholded per shard) and writes the dataset and the report. A killed
+  process or host leaves complete episodes behind; rerunning the same command resumes from them.
+- Each frame's value depends only on the frame (fixed batch shape, rows scored independently), so one process,
+  many processes and a resumed run write byte-identical datasets.
 - The source dataset is never touched unless `in_place`: by default a new dataset is written at `output_dir`
   (unchanged videos hard-linked), and `in_place` replaces files atomically.
-- Decoding is overlapped with inference by the shared `training.data_loader.DataLoader` (workers + prefetch).
 """
 
 from collections.abc import Callable
 import dataclasses
-import hashlib
 import json
+import logging
 import pathlib
 import sys
 import time
 from typing import Any
-import zipfile
 
 import numpy as np
 
 from openpi.recap import advantage as _adv
+from openpi.recap import decode as _decode
+from openpi.recap import inference as _inference
+from openpi.recap import progress as _progress
 from openpi.recap import provenance
 from openpi.recap import report as _report
+from openpi.recap import vocab
+from openpi.recap.columns import DatasetColumns
+from openpi.recap.columns import read_columns
+from openpi.recap.inference import ValuesFn
+from openpi.recap.inference import make_values_fn  # noqa: F401 (re-exported)
+from openpi.recap.model_loading import CACHE_VERSION  # noqa: F401 (re-exported)
+from openpi.recap.model_loading import load_model
+from openpi.recap.relabel_config import CONFIGS  # noqa: F401 (re-exported)
+from openpi.recap.relabel_config import RelabelConfig
+from openpi.recap.relabel_config import get_config  # noqa: F401 (re-exported)
+from openpi.recap.value_cache import ValueCache
 from openpi.shared import atomic
 from openpi.shared import errors
 
-# batch of value-model inputs -> values [B]
-ValuesFn = Callable[[dict[str, Any]], Any]
+logger = logging.getLogger("openpi.relabel")
 
-CACHE_VERSION = 2  # 2: the key holds the source dataset's content fingerprint
+# How long a process waits at a barrier for the others (a large dataset's last episodes, process 0's dataset write).
+BARRIER_TIMEOUT_S = 24 * 3600
+
+Model = tuple[Callable[[], Any], ValuesFn, dict[str, Any]]
 
 
-@dataclasses.dataclass(frozen=True)
-class RelabelConfig:
-    """Everything one relabelling run needs (the CLI in scripts/label_advantage_from_vlm.py fills it)."""
+# ------------------------------------------------------------------------------------------ the episode split
 
-    data_dir: str
-    """The LeRobot dataset (v2.1 or v3.0) to relabel."""
-    checkpoint_dir: str
-    """A value run of scripts/train_value.py (its latest step) or one of its step folders."""
-    output_dir: str | None = None
-    """Where the relabelled copy is written (the source is never modified)."""
-    in_place: bool = False
-    """Rewrite the source dataset instead (files replaced atomically: temp + fsync + rename)."""
-    overwrite: bool = False
-    """Replace an existing --output_dir."""
-    tokenizer_path: str | None = None
-    """The Gemma3 SentencePiece model the value model was trained with (its sha256 is checked)."""
-    batch_size: int = 32
-    """Frames per inference batch."""
-    lookahead: int = 50
-    """N of the N-step advantage."""
-    top_percent: float = 30.0
-    """Percent of each task's autonomous frames labelled positive."""
-    failure_reward: float = _adv.DEFAULT_FAILURE_REWARD
-    """Terminal reward of a failed episode whose stored one carries no penalty (community data writes 0)."""
-    human_col: str = "intervention"
-    """Column that is 1 on human frames (corrections, demonstrations) and 0 on autonomous frames."""
-    adv_col: str = "adv_ind"
-    """Column the labels are written to."""
-    use_ema: bool = True
-    """Use the EMA weights (else the raw trained weights)."""
-    step: int | None = None
-    """Checkpoint step (default: the latest)."""
-    cameras: tuple[str, ...] | None = None
-    """Dataset camera columns to feed the model; default the checkpoint's. Different cameras are refused."""
-    num_workers: int = 2
-    """Decoding threads that run ahead of inference."""
-    cache_dir: str | None = None
-    """Per-episode value cache (default <output>.relabel_cache); a killed run resumes from it."""
-    report_dir: str | None = None
-    """Report JSON + PNGs (default <output>.relabel_report)."""
-    progress: bool = True
-    """Show a progress bar with frames/s and ETA."""
 
-    def __post_init__(self):
-        if self.in_place and self.output_dir is not None:
-            raise errors.ConfigError("Pass either --output_dir (write a new dataset) or --in_place, not both.")
-        if not self.in_place and self.output_dir is None:
-            raise errors.ConfigError(
-                "Pass --output_dir for the relabelled copy (the source is left untouched), or --in_place to "
-                "rewrite the source dataset."
-            )
-        if self.batch_size < 1:
-            raise errors.ConfigError(f"--batch_size must be >= 1, got {self.batch_size}.")
-        try:
-            self.advantage_config()
-        except ValueError as e:
-            raise errors.ConfigError(str(e)) from e
+def episode_works(cols: DatasetColumns, needed: np.ndarray) -> list[_decode.EpisodeWork]:
+    """The needed frames grouped by episode (dataset order); episodes with nothing to score are left out."""
+    works = []
+    for e, (start, stop) in enumerate(cols.bounds):
+        lo, hi = np.searchsorted(needed, [start, stop])
+        if hi > lo:
+            works.append(_decode.EpisodeWork(episode=e, frames=needed[lo:hi]))
+    return works
 
-    def advantage_config(self) -> _adv.AdvantageConfig:
-        return _adv.AdvantageConfig(
-            lookahead=self.lookahead, top_percent=self.top_percent, failure_reward=self.failure_reward
-        )
 
-    def target(self) -> pathlib.Path:
-        return pathlib.Path(self.data_dir if self.in_place else self.output_dir).expanduser().absolute()
+def split_episodes(sizes: Any, num_processes: int) -> np.ndarray:
+    """Process of each episode: contiguous runs of episodes with about equal frame counts per process.
 
-    def resolved_cache_dir(self) -> pathlib.Path:
-        if self.cache_dir:
-            return pathlib.Path(self.cache_dir).expanduser().absolute()
-        t = self.target()
-        return t.parent / f"{t.name}.relabel_cache"
+    Depends only on the sizes and the process count, so every process computes the same split without talking.
+    """
+    sizes = np.asarray(sizes, np.float64)
+    if len(sizes) == 0:
+        return np.zeros(0, np.int64)
+    middle = np.cumsum(sizes) - sizes / 2
+    return np.minimum((middle * num_processes // sizes.sum()).astype(np.int64), num_processes - 1)
 
-    def resolved_report_dir(self) -> pathlib.Path:
-        if self.report_dir:
-            return pathlib.Path(self.report_dir).expanduser().absolute()
-        t = self.target()
-        return t.parent / f"{t.name}.relabel_report"
+
+# --------------------------------------------------------------------------------------------- processes
 
 
 @dataclasses.dataclass(frozen=True)
-class DatasetColumns:
-    """The per-frame columns the advantage needs, flat over the dataset, plus episode bounds."""
+class Processes:
+    """Where this process sits in the run: its index, the process count, its local and the global device count."""
 
-    reward: np.ndarray
-    reward_label: np.ndarray
-    intervention: np.ndarray
-    task_index: np.ndarray
-    bounds: list[tuple[int, int]]
-    episode_ids: list[int]
+    index: int = 0
+    count: int = 1
+    local_devices: int = 1
+    devices: int = 1
 
+    @classmethod
+    def current(cls) -> "Processes":
+        import jax
 
-def read_columns(ds: Any, human_col: str = "intervention") -> DatasetColumns:
-    """Reads and checks reward / reward_label / the human column / task_index; one clear error per problem."""
-    for name, hint in (
-        ("reward", "the sparse success reward (1 on the last frame of a success)"),
-        ("reward_label", "the dense per-step reward"),
-        (human_col, "1 on human frames, 0 on autonomous ones; set --human_col if it has another name"),
-        ("task_index", "the task of each frame"),
-    ):
-        if not ds.has_column(name):
-            raise errors.DatasetError(
-                f"Dataset {ds.root} has no {name!r} column ({hint}); add the RECAP columns first "
-                "(scripts/add_recap_columns.py)."
-            )
-    num = ds.num_frames
-    cols = {
-        "reward": np.asarray(ds.column("reward"), np.float32).reshape(num, -1)[:, 0],
-        "reward_label": np.asarray(ds.column("reward_label"), np.float32).reshape(num, -1)[:, 0],
-        "intervention": np.asarray(ds.column(human_col)).reshape(num, -1)[:, 0].astype(np.int64),
-        "task_index": np.asarray(ds.column("task_index")).reshape(num, -1)[:, 0].astype(np.int64),
-    }
-    for name in ("reward", "reward_label"):
-        bad = np.flatnonzero(~np.isfinite(cols[name]))
-        if bad.size:
-            raise errors.DatasetError(f"Column {name!r} of {ds.root} is not finite at frame {int(bad[0])}; fix it.")
-    bounds = [(int(ep.from_index), int(ep.to_index)) for ep in ds.episodes]
-    episode_ids = [int(ep.episode_index) for ep in ds.episodes]
-    return DatasetColumns(bounds=bounds, episode_ids=episode_ids, **cols)
+        return cls(jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
 
-
-def fixed_batches(frames: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """The global frame order cut into batches; the same frames always land in the same batch."""
-    return [frames[i : i + batch_size] for i in range(0, len(frames), batch_size)]
-
-
-def _atomic_save_npz(path: pathlib.Path, **arrays: np.ndarray) -> None:
-    with atomic.atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
-class ValueCache:
-    """Per-episode value files under `<cache_dir>/<key>/`, where key hashes the checkpoint and the dataset."""
-
-    def __init__(self, root: pathlib.Path, key: dict[str, Any]):
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        self.dir = root / digest
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.dir.glob(".*.tmp"):  # temp files of a run killed mid-write (SIGKILL cannot clean up)
-            stale.unlink(missing_ok=True)
-        meta = self.dir / "key.json"
-        if not meta.exists():
-            atomic.write_text(meta, json.dumps(key, indent=2, sort_keys=True))
-
-    def path(self, episode_id: int) -> pathlib.Path:
-        return self.dir / f"episode_{episode_id:06d}.npz"
-
-    def load(self, episode_id: int, frames: np.ndarray) -> np.ndarray | None:
-        """Cached values of `frames` (global indices) or None when absent or made for other frames."""
-        path = self.path(episode_id)
-        if not path.exists():
-            return None
-        try:
-            with np.load(path) as z:
-                if np.array_equal(z["frames"], frames):
-                    return z["values"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-            return None  # unreadable (truncated by another tool, disk full): recompute it
-        return None
-
-    def save(self, episode_id: int, frames: np.ndarray, values: np.ndarray) -> None:
-        _atomic_save_npz(self.path(episode_id), frames=frames, values=values.astype(np.float32))
-
-
-class _Progress:
-    """A one-line progress bar with frames/s and ETA on stderr (no dependency, works in logs too)."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.done, self.enabled = total, 0, enabled and total > 0
-        self.start = time.monotonic()
-        self.last = 0.0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if not self.enabled or (now - self.last < 0.5 and self.done < self.total):
+    def barrier(self, name: str) -> None:
+        """Waits until every process reached `name` (no-op with one process)."""
+        if self.count == 1:
             return
-        self.last = now
-        elapsed = max(now - self.start, 1e-9)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        width = 30
-        fill = int(width * self.done / self.total)
-        sys.stderr.write(
-            f"\rvalues [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} frames "
-            f"{rate:.1f} frames/s ETA {eta:.0f}s"
-        )
-        if self.done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+        from jax._src import distributed
 
-    @property
-    def frames_per_s(self) -> float:
-        return self.done / max(time.monotonic() - self.start, 1e-9)
+        client = distributed.global_state.client
+        if client is None:  # started without jax.distributed (cannot happen with count > 1, but be safe)
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+            return
+        client.wait_at_barrier(name, timeout_in_ms=BARRIER_TIMEOUT_S * 1000)
+
+
+def _stats_path(cache: ValueCache, index: int) -> pathlib.Path:
+    return cache.dir / f"process_{index:05d}.json"
+
+
+# ----------------------------------------------------------------------------------------------- values
+
+
+def collect_values(
+    cols: DatasetColumns,
+    works: list[_decode.EpisodeWork],
+    cache: ValueCache,
+    what: str,
+) -> np.ndarray:
+    """Every work's values from the cache into one flat array (NaN where not needed); a missing episode is an error."""
+    values = np.full(len(cols.reward), np.nan, np.float32)
+    for work in works:
+        cached = cache.load(cols.episode_ids[work.episode], work.frames)
+        if cached is None:
+            raise errors.DatasetError(
+                f"The value cache {cache.dir} has no values for episode {cols.episode_ids[work.episode]} after {what}; "
+                "with several hosts --cache_dir must be on storage every host sees. Rerun the same command to resume."
+            )
+        values[work.frames] = cached
+    return values
 
 
 def infer_values(
-    item_factory: Callable[[], Callable[[int, int], dict[str, Any]]],
+    item_factory: Callable[[], Any],
     values_fn: ValuesFn,
     cols: DatasetColumns,
     needed: np.ndarray,
@@ -240,138 +151,29 @@ def infer_values(
     *,
     batch_size: int,
     num_workers: int = 2,
+    prefetch: int = 4,
     progress: bool = True,
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Values at `needed` frames (NaN elsewhere), resuming from and filling the per-episode cache."""
-    from openpi.training import data_loader as _data_loader
-
-    num = len(cols.reward)
-    values = np.full(num, np.nan, np.float32)
-    episode_of = np.zeros(num, np.int64)
-    for e, (start, stop) in enumerate(cols.bounds):
-        episode_of[start:stop] = e
-    needed_by_ep = {e: needed[episode_of[needed] == e] for e in np.unique(episode_of[needed]).tolist()}
-    done_eps = set()
-    for e, frames in needed_by_ep.items():
-        cached = cache.load(cols.episode_ids[e], frames)
-        if cached is not None:
-            values[frames] = cached
-            done_eps.add(e)
-    batches = fixed_batches(needed, batch_size)
-    todo = [b for b in batches if any(int(e) not in done_eps for e in np.unique(episode_of[b]))]
-    stats = {"frames_total": len(needed), "frames_cached": int(sum(len(needed_by_ep[e]) for e in done_eps))}
-    if not todo:
-        stats.update(frames_computed=0, frames_per_s=0.0)
-        return values, stats
-    # Pad the last short batch with its own last frame, so every batch has one shape (one compilation).
-    flat = np.concatenate([np.concatenate([b, np.full(batch_size - len(b), b[-1])]) for b in todo])
-    sampler = _data_loader.BatchSampler(flat, batch_size, shuffle=False)
-    loader = _data_loader.DataLoader(item_factory, sampler, num_workers=num_workers, num_batches=len(todo))
-    remaining = {e: len(f) for e, f in needed_by_ep.items() if e not in done_eps}
-    filled = {e: 0 for e in remaining}
-    bar = _Progress(sum(len(b) for b in todo), progress)
-    for frames, batch in zip(todo, loader, strict=True):
-        out = np.asarray(values_fn(batch), np.float32).reshape(-1)[: len(frames)]
-        for e in np.unique(episode_of[frames]).tolist():
-            if e in done_eps:
-                continue
-            sel = episode_of[frames] == e
-            values[frames[sel]] = out[sel]
-            filled[e] += int(sel.sum())
-            if filled[e] == remaining[e]:
-                cache.save(cols.episode_ids[e], needed_by_ep[e], values[needed_by_ep[e]])
-                done_eps.add(e)
-        bar.update(len(frames))
-    stats.update(frames_computed=bar.done, frames_per_s=bar.frames_per_s)
+    """Values at `needed` frames (NaN elsewhere) in this one process, resuming from and filling the cache."""
+    works = episode_works(cols, needed)
+    todo = [w for w in works if cache.load(cols.episode_ids[w.episode], w.frames) is None]
+    computed = int(sum(len(w.frames) for w in todo))
+    bar = _progress.Progress(computed, progress)
+    _inference.infer_episodes(
+        item_factory, values_fn, todo, cols.episode_ids, cache,
+        batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, progress=bar,
+    )  # fmt: skip
+    values = collect_values(cols, works, cache, "inference")
+    stats = {
+        "frames_total": len(needed),
+        "frames_cached": len(needed) - computed,
+        "frames_computed": computed,
+        "frames_per_s": bar.frames_per_s if computed else 0.0,
+    }
     return values, stats
 
 
-def _checkpoint_fingerprint(path: pathlib.Path) -> list[Any]:
-    """Names, sizes and mtimes of the checkpoint's files: a new or retrained checkpoint gets a new cache."""
-    out = []
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        st = p.stat()
-        out.append([p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns])
-    return out
-
-
-def _dataset_fingerprint(ds: Any) -> dict[str, Any]:
-    return {
-        "num_frames": int(ds.num_frames),
-        "episodes": [[int(e.episode_index), int(e.from_index), int(e.to_index)] for e in ds.episodes],
-        "features": sorted(ds.features),
-    }
-
-
-def make_values_fn(model: Any, params: Any, *, fsdp_devices: int = 1) -> ValuesFn:
-    """batch -> values [B], with the value model's params put on the device(s) once, here.
-
-    Passing the host (numpy) params into the jitted function instead would copy the whole model host->device on
-    every batch (~1.4 GB per call at full size). The params are laid out like training (`sharding.fsdp_sharding`
-    over a `make_mesh(fsdp_devices)` mesh: replicated with the default 1, large arrays split over `fsdp_devices`),
-    and each batch is put on the devices explicitly, split over the batch axis when it divides evenly.
-    """
-    import jax
-
-    from openpi.training import sharding as _sharding
-    from openpi.training import value_checkpoint
-
-    mesh = _sharding.make_mesh(fsdp_devices)
-    device_params = jax.device_put(params, _sharding.fsdp_sharding(params, mesh))
-    batch_split = _sharding.data_sharding(mesh)
-    whole = _sharding.replicated(mesh)
-    num_devices = mesh.devices.size
-
-    def values_fn(batch: dict[str, Any]) -> np.ndarray:
-        size = len(next(iter(jax.tree.leaves(batch))))
-        batch = jax.device_put(batch, batch_split if size % num_devices == 0 else whole)
-        return np.asarray(value_checkpoint.predict_values(model, device_params, batch))
-
-    return values_fn
-
-
-def load_model(config: RelabelConfig, ds: Any) -> tuple[Callable[[], Any], ValuesFn, dict[str, Any]]:
-    """(item factory, values fn, cache key) from the value checkpoint; enforces the checkpoint's cameras."""
-    from openpi.training import value_checkpoint
-
-    ckpt = pathlib.Path(config.checkpoint_dir).expanduser()
-    if not ckpt.exists():
-        raise errors.CheckpointError(
-            f"Value checkpoint {ckpt} does not exist; pass the --checkpoint_dir written by scripts/train_value.py."
-        )
-    model, params = value_checkpoint.load_value_checkpoint(ckpt, use_ema=config.use_ema, step=config.step)
-    run_dir, step_dir = value_checkpoint._locate(ckpt, config.step)
-    inputs = value_checkpoint.load_value_inputs(ckpt, step=config.step)
-    trained = [col for _, col in inputs.data.cameras]
-    if config.cameras is not None and list(config.cameras) != trained:
-        raise errors.ConfigError(
-            f"--cameras {list(config.cameras)} differ from the cameras the value checkpoint {ckpt} was trained on "
-            f"({trained}); label with the same cameras (drop --cameras) or retrain the value model."
-        )
-    missing = [c for c in trained if c not in ds.features]
-    if missing:
-        raise errors.DatasetError(
-            f"Dataset {ds.root} lacks cameras {missing} that the value checkpoint {ckpt} was trained on "
-            f"(it has {ds.camera_keys}); relabel a dataset recorded with those cameras."
-        )
-    if not ds.has_column(inputs.data.state_key):
-        raise errors.DatasetError(f"Dataset {ds.root} has no state column {inputs.data.state_key!r}.")
-    # The training item pipeline itself (reader, transforms, tokenizer), without the value target.
-    factory = inputs.item_factory(model, repo_id=str(ds.root), tokenizer_path=config.tokenizer_path)
-    factory()  # fail early (tokenizer, cameras) before any batch is submitted to the workers
-
-    values_fn = make_values_fn(model, params)
-    key = {
-        "version": CACHE_VERSION,
-        "checkpoint": str(ckpt.resolve()),
-        "checkpoint_files": _checkpoint_fingerprint(ckpt.resolve()),
-        "value_checkpoint": provenance.value_checkpoint_fingerprint(run_dir, step_dir),
-        "use_ema": config.use_ema,
-        "step": config.step,
-        "tokenizer": inputs.tokenizer,
-        "batch_size": config.batch_size,
-    }
-    return factory, values_fn, key
+# -------------------------------------------------------------------------------------------- the output
 
 
 def _remove_stale_staging(target: pathlib.Path) -> None:
@@ -421,21 +223,25 @@ def _write_provenance(
 
 @dataclasses.dataclass(frozen=True)
 class RelabelResult:
+    """What a run produced. On processes other than 0 (which write nothing) `report` is None and `result` and
+    `values` cover nothing; `stats` are then this process's own."""
+
     output: pathlib.Path
-    report: dict[str, Any]
-    result: _adv.AdvantageResult
-    values: np.ndarray
-    stats: dict[str, float]
+    report: dict[str, Any] | None
+    result: _adv.AdvantageResult | None
+    values: np.ndarray | None
+    stats: dict[str, Any]
 
 
-def relabel(
-    config: RelabelConfig,
-    *,
-    model: tuple[Callable[[], Any], ValuesFn, dict[str, Any]] | None = None,
-) -> RelabelResult:
-    """Runs the whole pipeline; `model` (item factory, values fn, cache key) overrides loading the checkpoint."""
+def relabel(config: RelabelConfig, *, model: Model | None = None, processes: Processes | None = None) -> RelabelResult:
+    """Runs the whole pipeline on this process (every process of a multi-host run calls it with the same config).
+
+    `model` (item factory, values fn, cache key) overrides loading the checkpoint; `processes` defaults to JAX's
+    view (`jax.process_index()` / `jax.process_count()`) once the model is loaded.
+    """
     from openpi.datasets import lerobot
 
+    config.validate()
     src = pathlib.Path(config.data_dir).expanduser()
     if not src.exists():
         raise errors.DatasetError(f"Dataset {src} does not exist; pass --data_dir of a LeRobot dataset.")
@@ -452,24 +258,58 @@ def relabel(
         )
     adv_cfg = config.advantage_config()
     item_factory, values_fn, key = model if model is not None else load_model(config, ds)
+    procs = processes if processes is not None else Processes.current()
     # The source's content, not only its shape: a dataset re-exported at the same path with other frames must not
     # reuse the values cached for the old ones.
     source_fingerprint = provenance.dataset_fingerprint(ds.root)
     key = {**key, "dataset": _dataset_fingerprint(ds), "source": source_fingerprint, "human_col": config.human_col}
     needed = _adv.frames_needing_values(autonomous, cols.bounds, adv_cfg.lookahead)
-    cache = ValueCache(config.resolved_cache_dir(), key)
-    t0 = time.monotonic()
-    values, stats = infer_values(
-        item_factory,
-        values_fn,
-        cols,
-        needed,
-        cache,
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-        progress=config.progress,
+    works = episode_works(cols, needed)
+    owner = split_episodes([len(w.frames) for w in works], procs.count)
+    # With several processes writing, only process 0 removes stale temp files, and only after the barrier.
+    cache = ValueCache(config.resolved_cache_dir(), key, clean_stale=procs.count == 1)
+
+    mine = [w for w, p in zip(works, owner, strict=True) if p == procs.index]
+    todo = [w for w in mine if cache.load(cols.episode_ids[w.episode], w.frames) is None]
+    computed = int(sum(len(w.frames) for w in todo))
+    bar = _progress.Progress(
+        computed, config.progress, process_index=procs.index, process_count=procs.count, run_total=len(needed)
     )
-    stats["inference_s"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    _inference.infer_episodes(
+        item_factory, values_fn, todo, cols.episode_ids, cache,
+        batch_size=config.batch_size, num_workers=config.num_workers, prefetch=config.prefetch, progress=bar,
+    )  # fmt: skip
+    own = {
+        "process_index": procs.index,
+        "local_devices": procs.local_devices,
+        "episodes": len(mine),
+        "frames_total": int(sum(len(w.frames) for w in mine)),
+        "frames_computed": computed,
+        "frames_per_s": bar.frames_per_s if computed else 0.0,
+        "inference_s": time.monotonic() - t0,
+    }
+    own["frames_cached"] = own["frames_total"] - computed
+    atomic.write_text(_stats_path(cache, procs.index), json.dumps(own, indent=2, sort_keys=True))
+    procs.barrier("openpi_relabel_values")
+    if procs.index != 0:
+        procs.barrier("openpi_relabel_written")
+        return RelabelResult(output=target, report=None, result=None, values=None, stats=own)
+
+    cache.remove_stale_temps()
+    values = collect_values(cols, works, cache, f"all {procs.count} processes finished")
+    per_process = [json.loads(_stats_path(cache, i).read_text()) for i in range(procs.count)]
+    stats = {
+        "frames_total": len(needed),
+        "frames_cached": int(sum(p["frames_cached"] for p in per_process)),
+        "frames_computed": int(sum(p["frames_computed"] for p in per_process)),
+        # The run's rate: every process works at once.
+        "frames_per_s": float(sum(p["frames_per_s"] for p in per_process)),
+        "inference_s": float(max(p["inference_s"] for p in per_process)),
+        "processes": procs.count,
+        "devices": procs.devices,
+        "per_process": per_process,
+    }
     result = _adv.compute(
         reward=cols.reward,
         reward_label=cols.reward_label,
@@ -481,24 +321,56 @@ def relabel(
     )
     labels = np.asarray(result.adv_ind, dtype=object)
     spec = {"dtype": "string", "shape": [1], "names": None}
-    if config.in_place:
-        lerobot.copy_with_columns(ds, None, {config.adv_col: labels}, {config.adv_col: spec}, in_place=True)
-    else:
-        _remove_stale_staging(target)
-        lerobot.copy_with_columns(
-            ds, target, {config.adv_col: labels}, {config.adv_col: spec}, overwrite=config.overwrite
+    try:
+        if config.in_place:
+            lerobot.copy_with_columns(ds, None, {config.adv_col: labels}, {config.adv_col: spec}, in_place=True)
+        else:
+            _remove_stale_staging(target)
+            lerobot.copy_with_columns(
+                ds, target, {config.adv_col: labels}, {config.adv_col: spec}, overwrite=config.overwrite
+            )
+        _write_provenance(config, ds, target, key, source_fingerprint, result)
+        report = _report.write_report(
+            config.resolved_report_dir(),
+            result=result,
+            values=values,
+            task_index=cols.task_index,
+            intervention=cols.intervention,
+            bounds=cols.bounds,
+            episode_ids=cols.episode_ids,
+            task_names=dict(ds.tasks),
+            config=adv_cfg,
+            extra={
+                "config": config.name,
+                "source": str(ds.root),
+                "output": str(target),
+                "adv_col": config.adv_col,
+                "inference": stats,
+            },
         )
-    _write_provenance(config, ds, target, key, source_fingerprint, result)
-    report = _report.write_report(
-        config.resolved_report_dir(),
-        result=result,
-        values=values,
-        task_index=cols.task_index,
-        intervention=cols.intervention,
-        bounds=cols.bounds,
-        episode_ids=cols.episode_ids,
-        task_names=dict(ds.tasks),
-        config=adv_cfg,
-        extra={"source": str(ds.root), "output": str(target), "adv_col": config.adv_col, "inference": stats},
-    )
+    finally:
+        procs.barrier("openpi_relabel_written")
     return RelabelResult(output=target, report=report, result=result, values=values, stats=stats)
+
+
+def _dataset_fingerprint(ds: Any) -> dict[str, Any]:
+    return {
+        "num_frames": int(ds.num_frames),
+        "episodes": [[int(e.episode_index), int(e.from_index), int(e.to_index)] for e in ds.episodes],
+        "features": sorted(ds.features),
+    }
+
+
+__all__ = [
+    "RelabelConfig",
+    "RelabelResult",
+    "ValueCache",
+    "collect_values",
+    "episode_works",
+    "infer_values",
+    "load_model",
+    "read_columns",
+    "relabel",
+    "split_episodes",
+    "vocab",
+]

@@ -1,0 +1,67 @@
+"""Loading the value model for relabelling: checkpoint -> (item factory, values fn, cache key), cameras enforced."""
+
+import pathlib
+from typing import Any
+
+from openpi.recap import inference as _inference
+from openpi.recap import provenance
+from openpi.recap import relabel_config as _config
+from openpi.shared import errors
+
+CACHE_VERSION = 2  # 2: the key holds the source dataset's content fingerprint
+
+
+def _checkpoint_fingerprint(path: pathlib.Path) -> list[Any]:
+    """Names, sizes and mtimes of the checkpoint's files: a new or retrained checkpoint gets a new cache."""
+    out = []
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        st = p.stat()
+        out.append([p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def load_model(config: _config.RelabelConfig, ds: Any) -> tuple[Any, _inference.ValuesFn, dict[str, Any]]:
+    """(item factory, values fn, cache key) from the value checkpoint; enforces the checkpoint's cameras.
+
+    The values fn runs on this process's local devices (params placed once); the item factory is the training item
+    pipeline itself (reader, transforms, tokenizer) without the value target, picklable for decoding workers.
+    """
+    from openpi.training import value_checkpoint
+
+    ckpt = config.resolved_checkpoint_dir()
+    if not ckpt.exists():
+        raise errors.CheckpointError(
+            f"Value checkpoint {ckpt} does not exist; pass the --checkpoint_dir written by scripts/train_value.py."
+        )
+    model, params = value_checkpoint.load_value_checkpoint(ckpt, use_ema=config.use_ema, step=config.step)
+    run_dir, step_dir = value_checkpoint._locate(ckpt, config.step)
+    inputs = value_checkpoint.load_value_inputs(ckpt, step=config.step)
+    trained = [col for _, col in inputs.data.cameras]
+    if config.cameras is not None and list(config.cameras) != trained:
+        raise errors.ConfigError(
+            f"--cameras {list(config.cameras)} differ from the cameras the value checkpoint {ckpt} was trained on "
+            f"({trained}); label with the same cameras (drop --cameras) or retrain the value model."
+        )
+    missing = [c for c in trained if c not in ds.features]
+    if missing:
+        raise errors.DatasetError(
+            f"Dataset {ds.root} lacks cameras {missing} that the value checkpoint {ckpt} was trained on "
+            f"(it has {ds.camera_keys}); relabel a dataset recorded with those cameras."
+        )
+    if not ds.has_column(inputs.data.state_key):
+        raise errors.DatasetError(f"Dataset {ds.root} has no state column {inputs.data.state_key!r}.")
+    factory = inputs.item_factory(model, repo_id=str(ds.root), tokenizer_path=config.tokenizer_path)
+    factory()  # fail early (tokenizer, cameras) before any worker starts
+
+    values_fn = _inference.make_values_fn(model, params)
+    key = {
+        "version": CACHE_VERSION,
+        "checkpoint": str(ckpt.resolve()),
+        "checkpoint_files": _checkpoint_fingerprint(ckpt.resolve()),
+        "value_checkpoint": provenance.value_checkpoint_fingerprint(run_dir, step_dir),
+        "use_ema": config.use_ema,
+        "step": config.step,
+        "tokenizer": inputs.tokenizer,
+        "batch_size": config.batch_size,
+    }
+    return factory, values_fn, key
