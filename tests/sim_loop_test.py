@@ -20,18 +20,18 @@ import pytest
 from openpi.datasets import lerobot
 from openpi.datasets import recap_columns
 from openpi.policies import policy_config
+from openpi.serving import serve_cli
 from openpi.serving import websocket_policy_server as wps
+from openpi.sim import clients
+from openpi.sim import collect_cli as collect_rollouts
 from openpi.sim import dataset as sim_dataset
+from openpi.sim import eval_cli as eval_policy
 from openpi.sim import metrics
 from openpi.sim import operator as _operator
 from openpi.training import config as _config
 from openpi_client import base_policy
 
 SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import collect_rollouts  # noqa: E402
-import eval_policy  # noqa: E402
 
 
 class RecordingPolicy(base_policy.BasePolicy):
@@ -90,7 +90,7 @@ def test_collection_through_the_served_policy_records_the_operators_takeovers(se
         # One per episode; the runtime resets it at the episode start, which opens the episode's log.
         return LoggingOperator(args.stall_steps, args.min_progress, args.handback_steps)
 
-    monkeypatch.setattr(collect_rollouts, "make_operator", make_operator)
+    monkeypatch.setattr(clients, "make_operator", make_operator)
     root = tmp_path / "rollouts"
     args = collect_rollouts.Args(
         agent="policy",
@@ -126,7 +126,7 @@ def test_collection_through_the_served_policy_records_the_operators_takeovers(se
     assert summary["overall"]["human_step_fraction"] == pytest.approx(flags.sum() / len(flags))
     assert (tmp_path / "summary.json").is_file()
     # The same seeds again refuse to overwrite the dataset unless asked.
-    with pytest.raises(collect_rollouts.CollectError, match="already exists; pass --overwrite"):
+    with pytest.raises(clients.CollectError, match="already exists; pass --overwrite"):
         collect_rollouts.run(args)
 
 
@@ -198,7 +198,7 @@ def test_cli_user_errors_are_one_line_with_status_2(script, argv, message, capsy
         script.main(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert " ERROR " in err and message in err and "\n" not in err
 
 
 @pytest.mark.parametrize("script", [collect_rollouts, eval_policy])
@@ -218,18 +218,16 @@ def test_unknown_task_in_a_real_process_is_one_line_with_status_2(tmp_path):
         cwd=tmp_path,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().startswith("error: The 'tabletop' env has no task 'press_purple'")
+    assert "ERROR openpi.eval_policy: The 'tabletop' env has no task 'press_purple'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_serve_policy_warms_sim_configs_up_with_an_env_observation(served, caplog):
-    import serve_policy
-
-    example = serve_policy._sim_example(_config.get_config("sim_pi06").data)
+    example = serve_cli._sim_example(_config.get_config("sim_pi06").data)
     assert example is not None and example["images"]["top"].shape == (32, 32, 3) and example["prompt"]
     recording, _ = served
-    caplog.set_level("INFO", logger="serve_policy")
-    serve_policy._warmup(recording.policy, _config.get_config("sim_pi06_infer"))
+    caplog.set_level("INFO", logger="openpi.serve_policy")
+    serve_cli._warmup(recording.policy, _config.get_config("sim_pi06_infer"))
     assert "Warm-up request done" in caplog.text
 
 

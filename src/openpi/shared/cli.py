@@ -205,6 +205,7 @@ def parse(
     default: T | None = None,
     prog: str | None = None,
     description: str | None = None,
+    config: Sequence[Any] = (),
 ) -> T:
     """tyro on `cls` with the normalised `args`; `--help` prints usage and exits 0, and a bad flag or value
     raises ConfigError with one sentence instead of tyro's box."""
@@ -213,7 +214,9 @@ def parse(
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return tyro.cli(cls, args=args, default=default, prog=prog, description=description)
+            return tyro.cli(
+                cls, args=args, default=default, prog=prog, description=description, config=tuple(config) or None
+            )
     except SystemExit as e:
         if e.code in (0, None):
             raise
@@ -285,10 +288,16 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run(fn: Callable[[list[str]], R], argv: Sequence[str] | None = None, *, name: str = "openpi") -> R:
-    """Set up logging and call `fn(args)`; a `errors.UserError` is logged as one line and exits 2 (no
-    traceback), so a user sees what to fix rather than where the code noticed it."""
-    setup_logging()
+def run(
+    fn: Callable[[list[str]], R],
+    argv: Sequence[str] | None = None,
+    *,
+    name: str = "openpi",
+    level: int = logging.INFO,
+) -> R:
+    """Set up logging (at `level`) and call `fn(args)`; a `errors.UserError` is logged as one line and exits 2
+    (no traceback), so a user sees what to fix rather than where the code noticed it."""
+    setup_logging(level)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         return fn(args)

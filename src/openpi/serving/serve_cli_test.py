@@ -2,7 +2,9 @@ import dataclasses
 import socket
 
 import pytest
-import serve_policy
+
+from openpi.serving import serve_cli as serve_policy
+from openpi.shared import errors
 
 
 def test_cli_accepts_openpi_style_arguments():
@@ -31,17 +33,23 @@ def test_cli_defaults_are_safe():
     assert args.host == "127.0.0.1" and args.port == 8000 and args.api_key is None and args.cfg_beta is None
 
 
-def test_unknown_config_is_one_clear_line(capsys):
+def test_unknown_config_suggests_the_nearest_name():
+    with pytest.raises(errors.ConfigError, match="No training config named 'pi06_yam_vial'; did you mean"):
+        serve_policy.cli(["policy:dummy", "--policy.config=pi06_yam_vial"])
+
+
+def test_bad_flag_is_one_line_with_status_2(capsys):
     with pytest.raises(SystemExit) as info:
-        serve_policy.main(serve_policy.cli(["policy:dummy", "--policy.config=pi06_yam_vial"]))
-    message = str(info.value.code)
-    assert message.startswith("error: No training config named 'pi06_yam_vial'") and "\n" not in message.strip()
+        serve_policy.main(["policy:dummy", "--prot=9000"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "ERROR" in err and "Unrecognized options: --prot=9000" in err and "\n" not in err
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path):
     args = serve_policy.cli(["policy:checkpoint", "--policy.config=debug_pi06", f"--policy.dir={tmp_path / 'gone'}"])
-    with pytest.raises(SystemExit, match="error: Checkpoint not found"):
-        serve_policy.main(args)
+    with pytest.raises(errors.CheckpointError, match="Checkpoint not found"):
+        serve_policy.serve(args)
 
 
 def test_busy_port_fails_before_loading_anything():
@@ -50,5 +58,5 @@ def test_busy_port_fails_before_loading_anything():
         holder.listen()
         port = holder.getsockname()[1]
         args = serve_policy.cli(["policy:checkpoint", "--policy.config=debug_pi06", "--policy.dir=/nonexistent"])
-        with pytest.raises(SystemExit, match=f"port {port} on 127.0.0.1 is already in use"):
-            serve_policy.main(dataclasses.replace(args, port=port))
+        with pytest.raises(errors.ConfigError, match=f"Port {port} on 127.0.0.1 is already in use"):
+            serve_policy.serve(dataclasses.replace(args, port=port))
