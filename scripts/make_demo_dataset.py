@@ -1,76 +1,11 @@
 """Write the synthetic YAM RECAP dataset that the demo trains on (see `openpi.datasets.synthetic`).
 
-    uv run scripts/make_demo_dataset.py --out /tmp/yam_demo
-    uv run scripts/make_demo_dataset.py --out /tmp/yam_demo_v21 --num-episodes 48 --version v2.1 --image-size 96
+    uv run scripts/make_demo_dataset.py --out /tmp/yam_demo [--num-episodes 48] [--version v2.1]
 
-Three cameras (head, left wrist, right wrist), 14-dim state/action in YAM order, three tasks, success and
-failure episodes, human demonstrations and corrections, and the five RECAP columns. Deterministic per seed.
-The dataset appears at `--out` only once it is complete.
+`--help` lists the options; the logic is `openpi.datasets.synthetic_cli`.
 """
 
-import dataclasses
-import logging
-import pathlib
-import time
-from typing import Literal
-
-import tyro
-
-from openpi.datasets import synthetic
-from openpi.recap import labels
-from openpi.shared import errors
-
-logger = logging.getLogger("make_demo_dataset")
-
-
-@dataclasses.dataclass(frozen=True)
-class Args:
-    out: pathlib.Path
-    """Dataset root to create."""
-    num_episodes: int = synthetic.SyntheticConfig.num_episodes
-    version: Literal["v3.0", "v2.1"] = "v3.0"
-    """LeRobot format to write."""
-    image_size: int = synthetic.SyntheticConfig.image_size
-    """Height and width of every camera, in pixels."""
-    max_length: int = synthetic.SyntheticConfig.max_length
-    """Frames after which a failing rollout is stopped at the latest."""
-    fps: int = synthetic.SyntheticConfig.fps
-    seed: int = 0
-    images: bool = False
-    """Store PNG images in the parquet files instead of mp4 videos."""
-    label_mode: Literal["paper", "per_episode"] = "paper"
-    """RECAP label convention (see openpi.recap.labels)."""
-    c_fail: float | None = None
-    """Failure penalty in steps (paper mode); default: each task's maximum episode length."""
-    overwrite: bool = False
-    """Replace an existing dataset at --out."""
-
-
-def run(args: Args):
-    config = synthetic.SyntheticConfig(
-        num_episodes=args.num_episodes,
-        image_size=args.image_size,
-        fps=args.fps,
-        max_length=args.max_length,
-        seed=args.seed,
-        labels=labels.LabelConfig(mode=args.label_mode, c_fail=args.c_fail),
-    )
-    start = time.perf_counter()
-    ds = synthetic.write_dataset(
-        args.out, config, version=args.version, use_videos=not args.images, overwrite=args.overwrite
-    )
-    logger.info("Wrote %r in %.1f s.", ds, time.perf_counter() - start)
-    return ds
-
-
-def main(args: Args) -> None:
-    try:
-        ds = run(args)
-    except errors.UserError as e:
-        raise SystemExit(f"error: {e}") from None
-    print(ds.root)
-
+from openpi.datasets import synthetic_cli
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    main(tyro.cli(Args))
+    synthetic_cli.main()

@@ -78,7 +78,11 @@ def test_three_iterations_keep_one_label_scale(tmp_path):
     # The CLI: one sentence, exit 2, no traceback.
     cmd = [sys.executable, str(SCRIPT), *map(str, iterations), "--output-dir", str(tmp_path / "cli")]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert result.returncode == 2 and result.stderr.startswith("error: Task") and "--rescale-labels" in result.stderr
+    assert (
+        result.returncode == 2
+        and "ERROR openpi.merge_datasets: Task" in result.stderr
+        and "--rescale-labels" in result.stderr
+    )
     assert "Traceback" not in result.stderr
     result = subprocess.run([*cmd, "--rescale-labels"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr

@@ -2,26 +2,29 @@ import pathlib
 import subprocess
 import sys
 
-import make_demo_dataset
 import numpy as np
+import pytest
 
 from openpi.datasets import lerobot
 from openpi.datasets import synthetic
+from openpi.datasets import synthetic_cli as make_demo_dataset
 from openpi.recap import labels
 
 
-def test_cli_writes_a_readable_dataset(tmp_path: pathlib.Path):
+def test_cli_writes_a_readable_dataset(tmp_path: pathlib.Path, capsys):
     out = tmp_path / "demo_v21"
-    script = pathlib.Path(make_demo_dataset.__file__)
-    cmd = [sys.executable, str(script), "--out", str(out), "--num-episodes", "4", "--version", "v2.1"]
-    result = subprocess.run([*cmd, "--image-size", "32"], capture_output=True, text=True)
+    script = pathlib.Path(__file__).resolve().parents[3] / "scripts" / "make_demo_dataset.py"
+    cmd = ["--out", str(out), "--num-episodes", "4", "--version", "v2.1", "--image_size", "32"]
+    result = subprocess.run([sys.executable, str(script), *cmd], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(out.absolute())
     ds = lerobot.LeRobotDataset.open(out)
     assert ds.version == "v2.1" and ds.num_episodes == 4 and set(ds.video_keys) == set(synthetic.CAMERAS)
     # A second run refuses to overwrite, with one line and no traceback.
-    again = subprocess.run([*cmd, "--image-size", "32"], capture_output=True, text=True)
-    assert again.returncode != 0 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    with pytest.raises(SystemExit) as info:
+        make_demo_dataset.main(cmd)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "already exists" in err and err.count("\n") == 1
 
 
 def test_run_in_process_matches_the_generator(tmp_path: pathlib.Path):

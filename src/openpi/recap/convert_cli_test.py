@@ -1,27 +1,37 @@
-"""scripts/add_recap_columns.py end to end: a real subprocess on tiny datasets written to disk."""
+"""`add_recap_columns.py` end to end (its `main`, in process) on tiny datasets written to disk."""
 
 import json
-import pathlib
 import subprocess
-import sys
 
-import add_recap_columns
 import numpy as np
+import pytest
 
 from openpi.datasets import lerobot
 from openpi.datasets import recap_columns
+from openpi.recap import convert_cli as add_recap_columns
 from openpi.recap import convert_test
 from openpi.recap import labels
 from openpi.recap import provenance
 
-SCRIPT = pathlib.Path(__file__).resolve().parent / "add_recap_columns.py"
+
+@pytest.fixture
+def cli(capsys):
+    """`add_recap_columns.py <args>` in this process: (exit status, stdout, stderr) as a CompletedProcess."""
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            add_recap_columns.main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return run
 
 
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, check=False)
-
-
-def test_cli_converts_and_refuses(tmp_path):
+def test_cli_converts_and_refuses(tmp_path, cli):
     episodes = convert_test.rollouts(tmp_path / "src", version="v2.1", use_videos=True)
     before = convert_test.tree_digest(tmp_path / "src")
     outcomes = convert_test.write_outcomes(tmp_path / "outcomes.json", episodes)
@@ -51,12 +61,12 @@ def test_cli_converts_and_refuses(tmp_path):
     ]:
         result = cli(tmp_path / "src", *args)
         assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+        assert " ERROR openpi.add_recap_columns: " in result.stderr and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
         assert not (tmp_path / "x").exists()
 
 
-def test_help_shows_usage():
+def test_help_shows_usage(cli):
     result = cli("--help")
     assert result.returncode == 0, result.stderr
     assert "uv run scripts/add_recap_columns.py /data/yam_rollouts --output-dir" in result.stdout
@@ -76,7 +86,7 @@ def test_run_in_process(tmp_path):
     assert json.loads((tmp_path / "out" / "meta" / "info.json").read_text())["features"]["adv_ind"]["dtype"] == "string"
 
 
-def test_task_max_length_from_reuses_the_recorded_normaliser(tmp_path):
+def test_task_max_length_from_reuses_the_recorded_normaliser(tmp_path, cli):
     """Issue 14.7: a new batch is labelled with the normaliser and c_fail the reference's labels actually used (its
     meta/recap.json), not with the reference's longest episodes; a longer batch or an unrecorded reference is refused."""
     ref_episodes = convert_test.rollouts(tmp_path / "ref_src")
