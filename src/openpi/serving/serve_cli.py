@@ -163,11 +163,12 @@ def _warmup(policy: _policy.Policy, train_config: _config.TrainConfig) -> None:
     logger.info("Warm-up request done in %.1f s (includes compilation).", time.monotonic() - start)
 
 
-def cli(argv: Sequence[str] | None = None) -> Args:
+def cli(argv: Sequence[str] | None = None, *, check_config: bool = True) -> Args:
     """Parses `policy:checkpoint|policy:dummy [--options]` (options may follow the subcommand, as in openpi); an
-    unknown training config name suggests the nearest ones."""
+    unknown training config name suggests the nearest ones (`check_config=False` skips that, for placeholders)."""
     args = _cli.parse(Args, sys.argv[1:] if argv is None else argv, prog="serve_policy.py", config=(_CASCADE,))
-    _config.get_config(args.policy.config)  # a typo fails here, with the nearest names
+    if check_config:
+        _config.get_config(args.policy.config)  # a typo fails here, with the nearest names
     return args
 
 
