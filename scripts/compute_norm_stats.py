@@ -14,21 +14,23 @@ video is decoded). The logic is `openpi.training.norm_stats`.
 import logging
 import sys
 
-import tyro
-
-from openpi.shared import errors
+from openpi.shared import cli
 from openpi.training import norm_stats
 
 
-def main(args: norm_stats.Args) -> None:
-    try:
-        path = norm_stats.run(args)
-    except errors.UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(path)
+def _run(args: list[str]) -> None:
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        print("Configs (policy and value):")
+        for name in norm_stats.config_names():
+            print(f"  {name}")
+        raise SystemExit(0)
+    print(norm_stats.run(cli.parse(norm_stats.Args, args, description=__doc__)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.run(_run, sys.argv[1:] if argv is None else argv, name="compute_norm_stats", level=logging.INFO)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    main(tyro.cli(norm_stats.Args))
+    main()

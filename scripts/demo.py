@@ -9,7 +9,7 @@ dummy-size `demo_*` configs and a tiny tokenizer trained on the spot (no weights
     1  write the synthetic dataset                 scripts/make_demo_dataset.py
     2  norm stats from the parquet columns          scripts/compute_norm_stats.py
     3  pi0.6 fine-tune (indicator in the prompt)    scripts/train.py demo_pi06
-    4  value model on value_label                   scripts/train_value.py value_demo
+    4  value model on value_label                   scripts/compute_norm_stats.py + train_value.py value_demo
     5  relabel adv_ind with the value model         scripts/label_advantage_from_vlm.py
     6  pi0.6 fine-tune on the relabelled data       scripts/train.py demo_pi06_recap
     7  serve the checkpoint, query it with our client, print a summary
@@ -32,7 +32,6 @@ import sys
 import time
 
 import numpy as np
-import tyro
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -199,8 +198,11 @@ def main(args: Args) -> None:
         stage.summary = {"first_loss": _first_metric(log, "loss"), "last_loss": _last_metric(log, "loss")}
     if args.from_stage <= 4:
         stage = runner.stage(4, "Value model: SigLIP + Gemma3 + 201-bin head (value_demo)")
+        # State norm stats of the training episodes, through the same assets code as the policy's.
+        runner.run(stage, [*py, "scripts/compute_norm_stats.py", "value_demo", f"--assets-base-dir={assets}",
+                           f"--repo-id={dataset}"], "4_value_norm_stats")  # fmt: skip
         log = runner.run(stage, [*py, "scripts/train_value.py", "value_demo", f"--data_dir={dataset}",
-                                 f"--checkpoint_dir={value_dir}", *value_flags,
+                                 f"--checkpoint_dir={value_dir}", f"--assets_base_dir={assets}", *value_flags,
                                  "--overwrite"], "4_train_value")  # fmt: skip
         stage.summary = {"val_spearman": _last_metric(log, "val_spearman"), "val_ce": _last_metric(log, "val_ce")}
     if args.from_stage <= 5:
@@ -300,4 +302,6 @@ def _fmt(value: object) -> str:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda args: main(cli.parse(Args, args, description=__doc__)), name="demo")

@@ -21,34 +21,28 @@ the batch divides over the devices, and stops with one sentence when something i
 """
 
 from collections.abc import Sequence
-import logging
 import os
-import sys
 
 import jax
 
-from openpi.shared import errors
+from openpi.shared import cli
 from openpi.training import config as _config
 from openpi.training import distributed as _distributed
 from openpi.training import trainer as _trainer
 
-logger = logging.getLogger("openpi.train")
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("absl", "jax._src.xla_bridge"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    args, dist = _distributed.pop_distributed_flags(sys.argv[1:] if argv is None else argv)
+def _train(args: list[str]) -> None:
+    args, dist = _distributed.pop_distributed_flags(args)
+    config = _config.cli(args)  # before joining other processes: --help and bad flags need no coordinator
     # Reuse compiled train steps across runs (as openpi does); JAX_COMPILATION_CACHE_DIR overrides the place.
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jax"))
-    try:
-        _distributed.maybe_initialize_distributed(dist)
-        _trainer.train(_config.cli(args))
-    except errors.UserError as e:
-        logger.error("%s", e)
-        raise SystemExit(2) from None
+    _distributed.maybe_initialize_distributed(dist)
+    _trainer.train(config)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.run(_train, argv, name="openpi.train")
 
 
 if __name__ == "__main__":

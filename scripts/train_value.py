@@ -19,9 +19,8 @@ The state norm stats come from the assets dir, like the policy's: run
 
 from collections.abc import Sequence
 import logging
-import sys
 
-from openpi.shared import errors
+from openpi.shared import cli
 from openpi.training import distributed
 from openpi.training import value_config
 from openpi.training import value_train
@@ -29,20 +28,18 @@ from openpi.training import value_train
 logger = logging.getLogger("openpi.train_value")
 
 
+def _train(args: list[str]) -> None:
+    args, dist = distributed.pop_distributed_flags(args)
+    config = value_config.cli(args)
+    distributed.maybe_initialize_distributed(dist)
+    result = value_train.train(config)
+    if result.val_history:
+        logger.info("Final validation: %s", result.val_history[-1])
+    logger.info("Value checkpoint: %s", config.checkpoint_dir)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    args, dist = distributed.pop_distributed_flags(sys.argv[1:] if argv is None else argv)
-    try:
-        distributed.maybe_initialize_distributed(dist)
-        config = value_config.cli(args)
-        result = value_train.train(config)
-        if result.val_history:
-            logger.info("Final validation: %s", result.val_history[-1])
-        logger.info("Value checkpoint: %s", config.checkpoint_dir)
-    except errors.UserError as e:
-        logger.error("%s", e)
-        raise SystemExit(2) from None
+    cli.run(_train, argv, name="openpi.train_value")
 
 
 if __name__ == "__main__":

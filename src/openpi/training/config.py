@@ -597,15 +597,8 @@ def get_config(name: str) -> TrainConfig:
 
 
 def cli(args: Sequence[str] | None = None) -> TrainConfig:
-    """`<config name> [--field=value ...]` -> TrainConfig (the name first, then tyro overrides)."""
+    """`<config name> [--field=value ...]` -> TrainConfig (the shared convention of `openpi.shared.cli`)."""
+    from openpi.shared import cli as _cli
+
     args = list(sys.argv[1:] if args is None else args)
-    if not args or args[0].startswith("-"):
-        names = "\n  ".join(_CONFIGS_DICT)
-        raise errors.ConfigError(
-            f"Name a training config as the first argument, then overrides, e.g. "
-            f"`train.py debug_pi06 --exp-name=x`. Configs:\n  {names}"
-        )
-    name = args[0]
-    default = get_config(name)
-    prog = f"{pathlib.Path(sys.argv[0]).name} {name}"
-    return tyro.cli(TrainConfig, default=default, args=args[1:], prog=prog, description=f"Train with config {name!r}.")
+    return _cli.parse_named(_CONFIGS_DICT, args, kind="training config", description="Train a policy.")

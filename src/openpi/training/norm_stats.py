@@ -252,6 +252,11 @@ def plan_for_config(cfg: Any, args: Args) -> Plan:
     )
 
 
+def config_names() -> list[str]:
+    """The names `scripts/compute_norm_stats.py` accepts besides dataset paths: policy and value configs."""
+    return list(_config_names())
+
+
 def _config_names() -> dict[str, Any]:
     """Every registered config name -> its getter (policy and value configs share one name space here)."""
     from openpi.training import value_config as _value_config

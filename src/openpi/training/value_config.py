@@ -3,7 +3,7 @@
     scripts/train_value.py <config name> [--data_dir D] [--checkpoint_dir C] [--freeze_mode M] [...]
 
 The name picks a registered config; the flags that users of the community value trainer know are applied on top
-(see `ValueOverrides`). Dataset paths and weight files that only exist on a user's cluster are placeholders here.
+(see `ValueOverrides`), spelled as every script's flags are (`openpi.shared.cli`). Dataset paths and weight files that only exist on a user's cluster are placeholders here.
 """
 
 from collections.abc import Sequence
@@ -341,38 +341,15 @@ class ValueOverrides:
         return dataclasses.replace(config, **changes)
 
 
-# Boolean overrides that may be left unset: `--use_ema` / `--no-use-ema` / `--use_ema=false` all work.
-_TRISTATE_FLAGS = ("--use-ema", "--load-pretrained")
-
-
-def normalize_flags(args: Sequence[str]) -> list[str]:
-    """`--batch_size=4` and `--batch-size 4` both work: underscores in flag names become dashes."""
-    out = []
-    for arg in args:
-        if arg.startswith("--"):
-            name, sep, value = arg.partition("=")
-            name = name.replace("_", "-")
-            if name in _TRISTATE_FLAGS and not sep:
-                name, sep, value = name, "=", "True"
-            elif name.startswith("--no-") and "--" + name[5:] in _TRISTATE_FLAGS and not sep:
-                name, sep, value = "--" + name[5:], "=", "False"
-            arg = name + sep + value
-        out.append(arg)
-    return out
-
-
 def cli(args: Sequence[str] | None = None) -> ValueTrainConfig:
-    """`<config name> [--flag=value ...]` -> ValueTrainConfig."""
+    """`<config name> [--flag=value ...]` -> ValueTrainConfig; flags are `ValueOverrides`, spelled either way
+    (`--batch_size=4`, `--batch-size 4`, `--no-use-ema`, `--use_ema=false`) by the shared `openpi.shared.cli`."""
+    from openpi.shared import cli as _cli
+
     args = list(sys.argv[1:] if args is None else args)
-    if not args or args[0].startswith("-"):
-        names = "\n  ".join(_CONFIGS_DICT)
-        raise errors.ConfigError(
-            f"Name a value config as the first argument, then flags, e.g. `train_value.py value_demo "
-            f"--data_dir=./demo_output/data/yam_synthetic`. Configs:\n  {names}"
-        )
-    config = get_config(args[0])
-    prog = f"{pathlib.Path(sys.argv[0]).name} {args[0]}"
-    overrides = tyro.cli(
-        ValueOverrides, args=normalize_flags(args[1:]), prog=prog, description=f"Train the value model {args[0]!r}."
+    prog = pathlib.Path(sys.argv[0]).name
+    name, config, rest = _cli.split_name(
+        _CONFIGS_DICT, args, kind="value config", prog=prog, description="Train the RECAP value model."
     )
+    overrides = _cli.parse(ValueOverrides, rest, prog=f"{prog} {name}", description=f"Train the value model {name!r}.")
     return overrides.apply(config)
