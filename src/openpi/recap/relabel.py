@@ -296,32 +296,33 @@ def relabel(config: RelabelConfig, *, model: Model | None = None, processes: Pro
         procs.barrier("openpi_relabel_written")
         return RelabelResult(output=target, report=None, result=None, values=None, stats=own)
 
-    cache.remove_stale_temps()
-    values = collect_values(cols, works, cache, f"all {procs.count} processes finished")
-    per_process = [json.loads(_stats_path(cache, i).read_text()) for i in range(procs.count)]
-    stats = {
-        "frames_total": len(needed),
-        "frames_cached": int(sum(p["frames_cached"] for p in per_process)),
-        "frames_computed": int(sum(p["frames_computed"] for p in per_process)),
-        # The run's rate: every process works at once.
-        "frames_per_s": float(sum(p["frames_per_s"] for p in per_process)),
-        "inference_s": float(max(p["inference_s"] for p in per_process)),
-        "processes": procs.count,
-        "devices": procs.devices,
-        "per_process": per_process,
-    }
-    result = _adv.compute(
-        reward=cols.reward,
-        reward_label=cols.reward_label,
-        intervention=cols.intervention,
-        task_index=cols.task_index,
-        values=values,
-        bounds=cols.bounds,
-        config=adv_cfg,
-    )
-    labels = np.asarray(result.adv_ind, dtype=object)
-    spec = {"dtype": "string", "shape": [1], "names": None}
+    # Process 0 always reaches the last barrier, so the others never wait for a writer that failed.
     try:
+        cache.remove_stale_temps()
+        values = collect_values(cols, works, cache, f"all {procs.count} processes finished")
+        per_process = [json.loads(_stats_path(cache, i).read_text()) for i in range(procs.count)]
+        stats = {
+            "frames_total": len(needed),
+            "frames_cached": int(sum(p["frames_cached"] for p in per_process)),
+            "frames_computed": int(sum(p["frames_computed"] for p in per_process)),
+            # The run's rate: every process works at once.
+            "frames_per_s": float(sum(p["frames_per_s"] for p in per_process)),
+            "inference_s": float(max(p["inference_s"] for p in per_process)),
+            "processes": procs.count,
+            "devices": procs.devices,
+            "per_process": per_process,
+        }
+        result = _adv.compute(
+            reward=cols.reward,
+            reward_label=cols.reward_label,
+            intervention=cols.intervention,
+            task_index=cols.task_index,
+            values=values,
+            bounds=cols.bounds,
+            config=adv_cfg,
+        )
+        labels = np.asarray(result.adv_ind, dtype=object)
+        spec = {"dtype": "string", "shape": [1], "names": None}
         if config.in_place:
             lerobot.copy_with_columns(ds, None, {config.adv_col: labels}, {config.adv_col: spec}, in_place=True)
         else:
