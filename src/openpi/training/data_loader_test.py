@@ -74,3 +74,13 @@ def test_fake_items_follow_the_model_spec():
     assert obs.state.shape == (2, 32) and actions.shape == (2, 50, 32) and weights is None
     assert obs.tokenized_prompt.shape == (2, model.max_token_len)
     np.testing.assert_array_equal(item["state"], _dl.FakeItemFn(model)(9, 5)["state"])
+
+
+def test_sampler_permutes_each_epoch_once():
+    sampler = _dl.BatchSampler(range(10), global_batch_size=4, seed=1)
+    first = [sampler.local_batch(s)[0].tolist() for s in range(6)]
+    assert len(sampler.__dict__["_epoch_cache"]) <= 2  # one permutation per epoch, not one per step
+    fresh = _dl.BatchSampler(range(10), global_batch_size=4, seed=1)
+    assert [fresh.local_batch(s)[0].tolist() for s in range(6)] == first  # the cache changes no batch
+    expected = np.concatenate([np.random.default_rng([1, e]).permutation(10) for e in range(3)])
+    assert [i for batch in first for i in batch] == expected[:24].tolist()

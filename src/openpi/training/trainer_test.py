@@ -1,0 +1,67 @@
+"""The shared Trainer on a toy linear model: frozen leaves, EMA, and the checkpoint items round trip."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from openpi.models import params_io
+from openpi.training import optimizer as _optimizer
+from openpi.training import trainer as _trainer
+
+
+def _toy(ema_decay=0.5) -> _trainer.Trainer:
+    def init_params(rng):
+        a, b = jax.random.split(rng)
+        return {"backbone": {"w": jax.random.normal(a, (3, 3))}, "head": {"w": jax.random.normal(b, (3,))}}
+
+    def loss(params, rng, batch):
+        pred = batch["x"] @ params["backbone"]["w"] @ params["head"]["w"]
+        return jnp.mean((pred - batch["y"]) ** 2), {"pred_mean": jnp.mean(pred)}
+
+    return _trainer.Trainer(
+        init_params=init_params,
+        loss=loss,
+        is_frozen=lambda path: path.startswith("backbone/"),
+        tx=_optimizer.create_optimizer(_optimizer.AdamW(), _optimizer.CosineDecaySchedule(warmup_steps=0)),
+        ema_decay=ema_decay,
+    )
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    return {"x": rng.normal(size=(4, 3)).astype(np.float32), "y": rng.normal(size=(4,)).astype(np.float32)}
+
+
+def test_step_trains_only_trainable_leaves_and_keeps_frozen_in_bf16():
+    trainer = _toy()
+    state = trainer.init(jax.random.key(0))
+    assert state.params["backbone"]["w"].dtype == jnp.bfloat16 and state.params["head"]["w"].dtype == jnp.float32
+    new, info = jax.jit(trainer.step)(jax.random.key(1), state, _batch())
+    assert set(info) == {"loss", "pred_mean", "grad_norm", "param_norm"} and int(new.step) == 1
+    np.testing.assert_array_equal(new.params["backbone"]["w"], state.params["backbone"]["w"])
+    assert not np.array_equal(new.params["head"]["w"], state.params["head"]["w"])
+    assert set(new.ema_params) == {"head/w"}  # EMA and optimizer state exist for trainable leaves only
+
+
+@pytest.mark.parametrize("with_frozen", [True, False])
+def test_checkpoint_items_round_trip(with_frozen):
+    trainer = _toy()
+    state = trainer.init(jax.random.key(0))
+    for _ in range(2):
+        state, _ = trainer.step(jax.random.key(1), state, _batch())
+    params, train_state = trainer.checkpoint_items(state, with_frozen=with_frozen)
+    assert ("backbone" in params) == with_frozen
+    # params/ holds the EMA (what serving loads); train_state/ the raw trainable weights.
+    np.testing.assert_array_equal(params["head"]["w"], state.ema_params["head/w"])
+    frozen = None if with_frozen else {"backbone/w": state.params["backbone"]["w"]}
+    restored = trainer.state_from_checkpoint(params, train_state, frozen)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert params_io.flatten(trainer.inference_params(restored))["head/w"] is restored.ema_params["head/w"]
+
+
+def test_divergence_is_one_user_error():
+    _trainer.check_finite_loss(np.array([1.0]), 3, "run")
+    with pytest.raises(_trainer.TrainingDivergedError, match="NaN/inf by step 3 of run; check the labels"):
+        _trainer.check_finite_loss(np.array([np.inf]), 3, "run", "check the labels")
