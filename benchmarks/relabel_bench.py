@@ -231,6 +231,8 @@ def main(args: Args) -> dict:
         "batch_size": batch_size,
         "num_workers": args.num_workers,
         "cpu_count": os.cpu_count(),
+        # Other work on the machine skews every row; a quiet machine has a load average below its core count.
+        "load_average_1min": os.getloadavg()[0],
         "rows": rows,
     }
     print(f"{'row':<20} {'frames/s':>10}  detail")
