@@ -1,0 +1,128 @@
+"""Every script follows the one CLI convention (`openpi.shared.cli`), checked on the real scripts as a user runs them:
+
+- `--help` exits 0 and prints usage (and, for a script that takes a registered config name, every name);
+- an unknown config (or env/task/policy config) name exits 2 and suggests the nearest name;
+- a bad flag exits 2 with one line on stderr and no traceback.
+
+A new script in `scripts/` must get a row in `CONTRACTS`. All the subprocesses start at once and are waited for
+together, so the file costs about one import of the heaviest script rather than one per check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from openpi.recap import relabel_config
+from openpi.training import config as _config
+from openpi.training import value_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+
+
+@dataclasses.dataclass(frozen=True)
+class Contract:
+    names: tuple[str, ...] = ()
+    """Config names the script's `--help` must list (empty: the script takes no config name)."""
+    unknown: tuple[tuple[str, ...], str] | None = None
+    """Arguments with a misspelt name, and the nearest name the error must suggest."""
+    config: tuple[str, ...] = ()
+    """Arguments before the bad flag (a valid config name, required flags), so it is reported as a bad flag."""
+
+
+CONTRACTS: dict[str, Contract] = {
+    "train.py": Contract(
+        names=tuple(_config.config_names()), unknown=(("pi06_yam_vial_30fp",), "pi06_yam_vial_30fps"),
+        config=("debug_pi06",),
+    ),
+    "train_value.py": Contract(
+        names=tuple(value_config.config_names()), unknown=(("value_dem",), "value_demo"), config=("value_demo",)
+    ),
+    "compute_norm_stats.py": Contract(
+        names=tuple(_config.config_names()), unknown=(("pi06_yam_vial_30fp",), "pi06_yam_vial_30fps"),
+        config=("debug_pi06",),
+    ),
+    "label_advantage_from_vlm.py": Contract(
+        names=tuple(relabel_config.CONFIGS), unknown=(("yam_vail",), "yam_vial"), config=("yam_vial",)
+    ),
+    "serve_policy.py": Contract(
+        unknown=(("policy:dummy", "--policy.config=debug_pi6"), "debug_pi06"), config=("policy:dummy",)
+    ),
+    "collect_rollouts.py": Contract(unknown=(("--tasks", "press_rd"), "press_red")),
+    "eval_policy.py": Contract(unknown=(("--env", "tabletp"), "tabletop")),
+    "add_recap_columns.py": Contract(config=("/nonexistent/dataset", "--output-dir", "/nonexistent/out")),
+    "merge_datasets.py": Contract(config=("/nonexistent/a", "--output-dir", "/nonexistent/out")),
+    "make_demo_dataset.py": Contract(config=("--out", "/nonexistent/out")),
+    "demo.py": Contract(),
+}  # fmt: skip
+
+BAD_FLAG = "--no-such-flag=1"
+
+
+def _checks() -> dict[tuple[str, str], list[str]]:
+    checks = {}
+    for script, contract in CONTRACTS.items():
+        checks[(script, "help")] = ["--help"]
+        checks[(script, "bad_flag")] = [*contract.config, BAD_FLAG]
+        if contract.unknown is not None:
+            checks[(script, "unknown")] = list(contract.unknown[0])
+    return checks
+
+
+@functools.cache
+def _results() -> dict[tuple[str, str], subprocess.CompletedProcess]:
+    """Runs every check at once (Popen all, then wait), in an empty working directory."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "COLUMNS": "200"}
+    cwd = pathlib.Path(os.environ.get("TMPDIR", "/tmp"))
+    procs = {
+        key: (args, subprocess.Popen(
+            [sys.executable, str(SCRIPTS / key[0]), *args], cwd=cwd, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ))
+        for key, args in _checks().items()
+    }  # fmt: skip
+    results = {}
+    for key, (args, proc) in procs.items():
+        out, err = proc.communicate(timeout=600)
+        results[key] = subprocess.CompletedProcess(args, proc.returncode, out, err)
+    return results
+
+
+def test_every_script_states_its_contract():
+    scripts = {path.name for path in SCRIPTS.glob("*.py") if not path.name.endswith("_test.py")}
+    assert scripts == set(CONTRACTS), f"scripts without a row in CONTRACTS: {sorted(scripts - set(CONTRACTS))}"
+
+
+@pytest.mark.parametrize("script", sorted(CONTRACTS))
+def test_help_exits_0_with_usage_and_the_config_names(script):
+    result = _results()[(script, "help")]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage" in result.stdout.lower()
+    missing = [name for name in CONTRACTS[script].names if name not in result.stdout.split()]
+    assert not missing, f"{script} --help does not list {missing}"
+
+
+@pytest.mark.parametrize("script", sorted(s for s, c in CONTRACTS.items() if c.unknown is not None))
+def test_unknown_name_suggests_the_nearest(script):
+    result = _results()[(script, "unknown")]
+    nearest = CONTRACTS[script].unknown[1]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+    assert re.search(rf"(?<!\w){re.escape(nearest)}(?!\w)", last), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", sorted(CONTRACTS))
+def test_bad_flag_exits_2_with_one_line(script):
+    result = _results()[(script, "bad_flag")]
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and "--no-such-flag" in lines[0], result.stderr[-2000:]
