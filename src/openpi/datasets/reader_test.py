@@ -1,7 +1,6 @@
-"""The reader against datasets written by the real LeRobot library (shared/fixtures/lerobot), and its errors."""
+"""The reader against datasets written by the real LeRobot library (tests/fixtures/lerobot), and its errors."""
 
 import json
-import os
 import pathlib
 import shutil
 
@@ -13,19 +12,17 @@ import pytest
 from openpi.datasets import lerobot
 from openpi.shared import errors
 
-_REPO = pathlib.Path(__file__).resolve().parents[3]
-# The shared fixtures sit beside the checkout (../shared) or inside it (shared/); the env var overrides both.
-_SHARED = next((p for p in (_REPO / "shared", _REPO.parent / "shared") if p.is_dir()), _REPO.parent / "shared")
-FIXTURES = pathlib.Path(os.environ.get("OPENPI_LEROBOT_FIXTURES") or _SHARED / "fixtures" / "lerobot")
+# Datasets written by the real LeRobot library, shipped with the repository (tests/fixtures/README.md).
+FIXTURES = pathlib.Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "lerobot"
 ALL = ("v2.1_video", "v3.0_video", "v3.0_image")
 VIDEO = ("v2.1_video", "v3.0_video")
 NON_CAMERA = ("observation.state", "action", "intervention", "reward", "reward_label", "value_label", "adv_ind")
 
 
 def fixture_path(name: str) -> pathlib.Path:
+    """A LeRobot-written fixture (`""`: the folder itself); a missing one fails, it never skips."""
     path = FIXTURES / name
-    if not path.is_dir():
-        pytest.skip(f"shared LeRobot fixture {path} is not present (set OPENPI_LEROBOT_FIXTURES)")
+    assert path.exists(), f"LeRobot fixture {path} is missing from the checkout (see tests/fixtures/README.md)"
     return path
 
 

@@ -7,20 +7,17 @@ import numpy as np
 import pytest
 
 from openpi.datasets import lerobot
+from openpi.datasets import reader_test
 from openpi.shared import errors
 from openpi.shared import normalize
 from openpi.training import norm_stats as cns
 
-FIXTURES = pathlib.Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "lerobot"
 SCRIPT = pathlib.Path(__file__).resolve().parents[3] / "scripts" / "compute_norm_stats.py"
 LENGTHS = (12, 16, 20)
 
 
 def _fixture(name: str) -> pathlib.Path:
-    path = FIXTURES / name
-    if not path.is_dir():
-        pytest.skip(f"shared LeRobot fixture {path} not present")
-    return path
+    return reader_test.fixture_path(name)
 
 
 def _fixture_columns() -> tuple[np.ndarray, np.ndarray]:
