@@ -19,8 +19,6 @@ import os
 import pathlib
 from typing import Any
 
-import numpy as np
-
 from openpi.shared import atomic
 from openpi.shared import errors
 
@@ -130,13 +128,6 @@ def camera_keys(features: dict[str, Any], dtype: str) -> list[str]:
 def is_scalar_feature(feature: dict[str, Any]) -> bool:
     """LeRobot stores shape-[1] features as plain parquet scalars (not one-element lists)."""
     return list(feature.get("shape", [])) == [1]
-
-
-def numpy_dtype(feature: dict[str, Any]) -> np.dtype:
-    dtype = feature["dtype"]
-    if dtype not in NUMERIC_DTYPES:
-        raise errors.DatasetError(f"Feature dtype {dtype!r} is not numeric; it has no numpy dtype.")
-    return np.dtype(dtype)
 
 
 def write_json_atomic(path: pathlib.Path, obj: Any, *, indent: int | None = 4) -> None:

@@ -262,9 +262,6 @@ class VideoEncoder:
             self._container.mux(packet)
         self._container.close()
 
-    def size_bytes(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
-
 
 class VideoConcatenator:
     """Appends whole mp4 files (same codec and size) to one output by remuxing, without re-encoding.

@@ -313,28 +313,6 @@ class Pi0:
 
         return jax.lax.fori_loop(0, num_steps, step, x)
 
-    def sample_actions_reference(
-        self,
-        params: _model.Params,
-        rng: jax.Array,
-        observation: _model.Observation,
-        *,
-        num_steps: int | jax.Array = 10,
-        noise=None,
-    ) -> jax.Array:
-        """Uncached sampling: every step runs the full prefix + suffix pass. Slow; for checking the cached path."""
-        self._check(observation)
-        obs = self._preprocess(None, observation, train=False)
-        module, variables = self.module, {"params": params}
-        dt = -1.0 / num_steps
-
-        def step(i, x_t):
-            t = jnp.full((obs.batch_size,), 1.0 + i * dt, jnp.float32)
-            v, _ = module.apply(variables, obs, x_t, t, method=Pi0Module.forward)
-            return x_t + dt * v
-
-        return jax.lax.fori_loop(0, num_steps, step, self._noise(rng, obs.batch_size, noise))
-
 
 def _pad_prompts(cond, cond_mask, uncond, uncond_mask) -> Sequence[Any]:
     """Pads the shorter of the two prompt batches with (0, False) so both have one length."""
