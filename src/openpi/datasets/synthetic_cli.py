@@ -47,12 +47,10 @@ class Args:
 
 
 def run(args: Args):
+    # The flags named like SyntheticConfig's fields are passed through as they are.
+    same = ("num_episodes", "image_size", "fps", "max_length", "seed")
     config = synthetic.SyntheticConfig(
-        num_episodes=args.num_episodes,
-        image_size=args.image_size,
-        fps=args.fps,
-        max_length=args.max_length,
-        seed=args.seed,
+        **{name: getattr(args, name) for name in same},
         labels=labels.LabelConfig(mode=args.label_mode, c_fail=args.c_fail),
     )
     start = time.perf_counter()
