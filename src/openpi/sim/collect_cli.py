@@ -41,12 +41,8 @@ from openpi.sim import dataset as sim_dataset
 from openpi.sim import expert as _expert
 from openpi.sim import metrics
 from openpi.sim import rollout
-from openpi.training import config as _config
 
 logger = logging.getLogger("openpi.collect_rollouts")
-
-# Where the sim_* training configs read their dataset by default (the collection default writes there).
-DEFAULT_OUTPUT = {"tabletop": _config.SIM_DATASET, "metaworld": _config.SIM_DATASET + "_metaworld"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +107,18 @@ def check_args(args: Args) -> None:
         raise clients.CollectError(f"--quality must be in [0, 1] (1 = noise-free expert), got {args.quality}.")
 
 
+def default_output(env: str) -> str:
+    """Where the sim_* training configs read their dataset by default (so collection writes there). Imported
+    here, not at the top: the training configs pull in JAX, which `--help` and flag errors need not wait for."""
+    from openpi.training import config as _config
+
+    return {"tabletop": _config.SIM_DATASET, "metaworld": _config.SIM_DATASET + "_metaworld"}.get(
+        env, f"sim_output/data/{env}"
+    )
+
+
 def output_root(args: Args) -> pathlib.Path:
-    root = pathlib.Path(args.output_dir or DEFAULT_OUTPUT.get(args.env, f"sim_output/data/{args.env}"))
+    root = pathlib.Path(args.output_dir or default_output(args.env))
     if root.exists() and not args.overwrite:
         raise clients.CollectError(
             f"{root} already exists; pass --overwrite to replace it or choose another --output-dir."
