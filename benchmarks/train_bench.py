@@ -12,10 +12,8 @@ full transform chain. `--full` (needs a GPU): `pi06_yam_vial_30fps` (full fine-t
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
-import sys
 import tempfile
 import time
 
@@ -29,6 +27,7 @@ from openpi.shared import testing
 from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
 from openpi.training import sharding as _sharding
+from openpi.training import trainer as _trainer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_bench.json"
@@ -50,14 +49,6 @@ class Args:
     for, e.g. pi06_yam_vial_30fps_lora. On CPU, bf16 weights are upcast for matmuls, so temp is pessimistic."""
 
 
-def _train_module():
-    spec = importlib.util.spec_from_file_location("openpi_train_script", ROOT / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _synthetic_workspace(root: pathlib.Path) -> tuple[str, str, str]:
     data = root / "yam_synthetic"
     synthetic.write_dataset(data, synthetic.SyntheticConfig(num_episodes=8, image_size=64))
@@ -75,8 +66,7 @@ def _synthetic_workspace(root: pathlib.Path) -> tuple[str, str, str]:
 
 def measure_step(cfg: _config.TrainConfig, batch_fn, steps: int) -> dict[str, float]:
     """Compiles and times the train step on one device (`batch_fn(step)` -> numpy batch)."""
-    train = _train_module()
-    trainer = train.Trainer(cfg)
+    trainer = _trainer.policy_trainer(cfg)
     mesh = _sharding.make_mesh(1)
     rng = jax.random.key(0)
     state_shape = jax.eval_shape(trainer.init, rng)
@@ -163,10 +153,9 @@ def gpu_bench(args: Args) -> list[dict]:
 
 def memory_estimate(name: str, batch_size: int | None) -> dict:
     """XLA's buffer sizes for one train step of `name`, compiled from ShapeDtypeStructs (nothing allocated)."""
-    train = _train_module()
     base = _config.get_config(name)
     cfg = dataclasses.replace(base, data=_config.FakeDataConfig(), batch_size=batch_size or base.batch_size)
-    trainer = train.Trainer(cfg)
+    trainer = _trainer.policy_trainer(cfg)
     state = jax.eval_shape(trainer.init, jax.random.key(0))
     item = _data_loader.FakeItemFn(cfg.model)(0, 0)
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((cfg.batch_size, *np.shape(x)), np.asarray(x).dtype), item)

@@ -21,28 +21,13 @@ the batch divides over the devices, and stops with one sentence when something i
 """
 
 from collections.abc import Sequence
-import os
-
-import jax
 
 from openpi.shared import cli
-from openpi.training import config as _config
-from openpi.training import distributed as _distributed
-from openpi.training import trainer as _trainer
-
-
-def _train(args: list[str]) -> None:
-    args, dist = _distributed.pop_distributed_flags(args)
-    config = _config.cli(args)  # before joining other processes: --help and bad flags need no coordinator
-    # Reuse compiled train steps across runs (as openpi does); JAX_COMPILATION_CACHE_DIR overrides the place.
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jax"))
-    _distributed.maybe_initialize_distributed(dist)
-    _trainer.train(config)
+from openpi.training import trainer
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.run(_train, argv, name="openpi.train")
+    cli.run(trainer.main, argv, name="openpi.train")
 
 
 if __name__ == "__main__":

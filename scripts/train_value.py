@@ -18,28 +18,13 @@ The state norm stats come from the assets dir, like the policy's: run
 """
 
 from collections.abc import Sequence
-import logging
 
 from openpi.shared import cli
-from openpi.training import distributed
-from openpi.training import value_config
 from openpi.training import value_train
-
-logger = logging.getLogger("openpi.train_value")
-
-
-def _train(args: list[str]) -> None:
-    args, dist = distributed.pop_distributed_flags(args)
-    config = value_config.cli(args)
-    distributed.maybe_initialize_distributed(dist)
-    result = value_train.train(config)
-    if result.val_history:
-        logger.info("Final validation: %s", result.val_history[-1])
-    logger.info("Value checkpoint: %s", config.checkpoint_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.run(_train, argv, name="openpi.train_value")
+    cli.run(value_train.main, argv, name="openpi.train_value")
 
 
 if __name__ == "__main__":

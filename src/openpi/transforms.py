@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from openpi.models import tokenizer as _tokenizer
+from openpi.recap import vocab
 from openpi.shared import errors
 from openpi.shared import normalize as _normalize
 
@@ -55,7 +56,7 @@ class Group:
 # by `Policy`) and the frame's `sample_id` (set by the data loader, it seeds the indicator dropout). A transform
 # that builds a fresh dict (openpi's `AlohaInputs` / `LiberoInputs` style, or `RepackTransform`, which drops what
 # it does not name) would otherwise lose them silently, and the prompt would quietly become unconditional.
-CARRIED_KEYS = ("adv_ind", "sample_id")
+CARRIED_KEYS = (vocab.ADV_IND, "sample_id")
 
 
 def user_keys(data: Mapping[str, Any]) -> list[str]:
@@ -369,7 +370,7 @@ class TokenizePrompt:
     teaches the unconditional prompt that classifier-free guidance needs. The draw is seeded from `seed` and
     the frame's `sample_id` (set by the data loader), so it is the same whatever the number of workers.
 
-    With `use_advantage` (pi0.6) a frame without an `adv_ind` key is an error, not "no indicator": a missing key
+    With `use_adv_ind` (pi0.6) a frame without an `adv_ind` key is an error, not "no indicator": a missing key
     means something upstream lost the column, and training or serving the unconditional prompt by accident
     makes classifier-free guidance a no-op. "No clause" is asked for explicitly with `adv_ind="none"`.
     Likewise a dropout draw without a `sample_id` is an error rather than the same draw for every frame.
@@ -377,19 +378,19 @@ class TokenizePrompt:
 
     tokenizer: Any
     discrete_state_input: bool = False
-    use_advantage: bool = False
+    use_adv_ind: bool = False
     indicator_dropout: float = 0.0
     seed: int = 0
-    consumes: ClassVar[frozenset[str]] = frozenset({"adv_ind", "sample_id"})
+    consumes: ClassVar[frozenset[str]] = frozenset({vocab.ADV_IND, "sample_id"})
 
     def _indicator(self, data: DataDict) -> str | None:
-        if "adv_ind" not in data:
+        if vocab.ADV_IND not in data:
             raise TransformError(
                 f"This pi0.6 config conditions on the advantage indicator but the frame reaching the tokenizer has "
                 f"no 'adv_ind' (only {sorted(data)}); label the dataset (adv_ind column) and name it in the repack, "
                 "or use a config without the indicator."
             )
-        raw = data["adv_ind"]
+        raw = data[vocab.ADV_IND]
         if self.indicator_dropout <= 0.0:
             return _tokenizer.normalize_indicator(raw)
         if "sample_id" not in data:
@@ -408,14 +409,14 @@ class TokenizePrompt:
             )
         data = dict(data)
         prompt = to_text(data.pop("prompt"))
-        advantage = self._indicator(data) if self.use_advantage else None
-        data.pop("adv_ind", None)
+        adv_ind = self._indicator(data) if self.use_adv_ind else None
+        data.pop(vocab.ADV_IND, None)
         data.pop("sample_id", None)
         kwargs: dict[str, Any] = {}
         if self.discrete_state_input:
             kwargs["state"] = np.asarray(data["state"])  # binned at its own precision (float64 after Normalize)
-        if self.use_advantage:
-            kwargs["advantage"] = advantage
+        if self.use_adv_ind:
+            kwargs[vocab.ADV_IND] = adv_ind
         tokens, mask = self.tokenizer.tokenize(prompt, **kwargs)
         data["tokenized_prompt"] = np.asarray(tokens, dtype=np.int32)
         data["tokenized_prompt_mask"] = np.asarray(mask, dtype=bool)

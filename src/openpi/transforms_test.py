@@ -103,7 +103,7 @@ def test_group_push_order():
 
 def _tokenize(tiny_spm_model, **kw):
     tok = _tokenizer.PaligemmaTokenizer(max_len=200, model_path=tiny_spm_model)
-    return tok, _t.TokenizePrompt(tok, discrete_state_input=True, use_advantage=True, **kw)
+    return tok, _t.TokenizePrompt(tok, discrete_state_input=True, use_adv_ind=True, **kw)
 
 
 def test_tokenize_prompt_pi06_formats(tiny_spm_model):

@@ -262,23 +262,23 @@ class Pi0:
         *,
         num_steps: int | jax.Array = 10,
         noise=None,
-        guidance_scale: float | jax.Array | None = None,
+        cfg_beta: float | jax.Array | None = None,
         uncond_tokenized_prompt=None,
         uncond_tokenized_prompt_mask=None,
     ) -> jax.Array:
         """Euler-integrates the flow from t = 1 (noise) to t = 0; returns actions [B, H, action_dim].
 
         The prefix is computed once into a KV cache; each of the `num_steps` steps re-runs only the suffix.
-        With `guidance_scale` (beta) and the unconditional prompt, classifier-free guidance runs conditional and
+        With `cfg_beta` (β) and the unconditional prompt, classifier-free guidance runs conditional and
         unconditional in one doubled batch: v = v_uncond + beta * (v_cond - v_uncond).
         """
         self._check(observation)
-        guided = guidance_scale is not None
+        guided = cfg_beta is not None
         if guided != (uncond_tokenized_prompt is not None) or (
             (uncond_tokenized_prompt is None) != (uncond_tokenized_prompt_mask is None)
         ):
             raise _model.ObservationError(
-                "Classifier-free guidance needs guidance_scale, uncond_tokenized_prompt and "
+                "Classifier-free guidance needs cfg_beta, uncond_tokenized_prompt and "
                 "uncond_tokenized_prompt_mask together; pass all three or none."
             )
         obs = self._preprocess(None, observation, train=False)
@@ -308,7 +308,7 @@ class Pi0:
             v = module.apply(variables, state, x_in, t, kv_cache, prefix_mask, method=Pi0Module.cached_velocity)
             if guided:
                 v_cond, v_uncond = jnp.split(v, 2, axis=0)
-                v = v_uncond + guidance_scale * (v_cond - v_uncond)
+                v = v_uncond + cfg_beta * (v_cond - v_uncond)
             return x_t + dt * v
 
         return jax.lax.fori_loop(0, num_steps, step, x)

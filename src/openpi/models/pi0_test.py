@@ -185,7 +185,7 @@ def test_classifier_free_guidance_limits():
             key,
             obs,
             noise=noise,
-            guidance_scale=beta,
+            cfg_beta=beta,
             uncond_tokenized_prompt=uncond,
             uncond_tokenized_prompt_mask=uncond_mask,
         )
@@ -200,7 +200,7 @@ def test_guidance_needs_all_three_arguments():
     cfg, model, params = _setup(pi05=True)
     obs, _ = _batch(cfg)
     with pytest.raises(_model.ObservationError, match="guidance"):
-        model.sample_actions(params, jax.random.key(0), obs, guidance_scale=2.0)
+        model.sample_actions(params, jax.random.key(0), obs, cfg_beta=2.0)
 
 
 def test_wrong_shapes_raise_clear_errors():

@@ -67,13 +67,13 @@ def state_to_text(state: np.ndarray) -> str:
     return " ".join(str(int(b)) for b in discretize_state(state))
 
 
-def normalize_indicator(advantage: object) -> str | None:
+def normalize_indicator(adv_ind: object) -> str | None:
     """Maps an `adv_ind` value to "positive", "negative" or None (no clause).
 
     Accepts str / bytes / numpy strings, a one-element array of them (a LeRobot `string [1]` cell), booleans
     (True = positive) and missing values (None, NaN). Case and surrounding whitespace are ignored.
     """
-    value = advantage
+    value = adv_ind
     if isinstance(value, np.ndarray | list | tuple):
         arr = np.asarray(value, dtype=object).reshape(-1)
         if arr.size != 1:
@@ -95,15 +95,15 @@ def normalize_indicator(advantage: object) -> str | None:
         if text in NO_INDICATOR:
             return None
     raise InvalidIndicatorError(
-        f"Unknown advantage indicator {advantage!r}; valid values are 'positive', 'negative' and 'none' "
+        f"Unknown advantage indicator {adv_ind!r}; valid values are 'positive', 'negative' and 'none' "
         "(or a missing value, meaning no indicator)."
     )
 
 
-def format_prompt(prompt: str, state: np.ndarray | None = None, advantage: object = None) -> str:
+def format_prompt(prompt: str, state: np.ndarray | None = None, adv_ind: object = None) -> str:
     """The full prompt string (without BOS): pi0 when `state` is None, else pi0.5, or pi0.6 with an indicator."""
     text = clean_text(prompt)
-    indicator = normalize_indicator(advantage)
+    indicator = normalize_indicator(adv_ind)
     if state is None:
         if indicator is not None:
             raise TokenizerError(
@@ -132,9 +132,9 @@ class IndicatorDropout:
         if not 0.0 <= self.rate <= 1.0:
             raise errors.ConfigError(f"IndicatorDropout.rate must be in [0, 1], got {self.rate}.")
 
-    def apply(self, advantage: object, rng: np.random.Generator) -> str | None:
+    def apply(self, adv_ind: object, rng: np.random.Generator) -> str | None:
         """Returns the normalised indicator, or None (no clause) with probability `rate`."""
-        indicator = normalize_indicator(advantage)
+        indicator = normalize_indicator(adv_ind)
         dropped = rng.random() < self.rate
         return None if dropped else indicator
 
@@ -237,10 +237,10 @@ class PaligemmaTokenizer(SentencePieceTokenizer):
         super().__init__(model_path, max_len=max_len)
 
     def tokenize(
-        self, prompt: str, state: np.ndarray | None = None, advantage: object = None
+        self, prompt: str, state: np.ndarray | None = None, adv_ind: object = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Tokens (int32 [max_len]) and mask (bool [max_len]) of the prompt in the format `format_prompt` picks."""
-        full = format_prompt(prompt, state, advantage)
+        full = format_prompt(prompt, state, adv_ind)
         if state is None:
             # pi0: openpi encodes the "\n" start-of-answer marker on its own, not as part of the text.
             tokens = self.encode(full[:-1], add_bos=True) + self.encode("\n")

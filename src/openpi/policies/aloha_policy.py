@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from openpi import transforms
+from openpi.recap import vocab
 
 STATE_DIM = 14
 GRIPPER_DIMS = (6, 13)
@@ -107,7 +108,7 @@ def to_hwc_uint8(image: Any, name: str) -> np.ndarray:
 
 
 # Keys a robot transform carries through untouched for later transforms (prompt, indicator, loss weight).
-PASSTHROUGH_KEYS = ("prompt", "adv_ind", "loss_weight", "sample_id")
+PASSTHROUGH_KEYS = ("prompt", vocab.ADV_IND, "loss_weight", "sample_id")
 
 
 def images_to_model(images: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

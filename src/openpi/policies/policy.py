@@ -33,6 +33,7 @@ import numpy as np
 from openpi import transforms as _transforms
 from openpi.models import model as _model
 from openpi.models import tokenizer as _tokenizer
+from openpi.recap import vocab
 from openpi.shared import errors
 from openpi_client import base_policy as _base_policy
 
@@ -174,16 +175,16 @@ class Policy(BasePolicy):
         if cfg_beta is not None:
             if cfg_beta <= 0:
                 raise errors.ConfigError(f"cfg_beta must be positive (paper: 1.5 to 2.5), got {cfg_beta}.")
-            if not any(t.use_advantage for t in _tokenizers(self._input_transform)):
+            if not any(t.use_adv_ind for t in _tokenizers(self._input_transform)):
                 raise errors.ConfigError(
                     "cfg_beta needs a pi0.6 config whose prompt carries the advantage clause (TokenizePrompt with "
-                    "use_advantage=True); this policy's prompt has none."
+                    "use_adv_ind=True); this policy's prompt has none."
                 )
         self._cfg_beta = cfg_beta
         self._sample_kwargs = dict(sample_kwargs or {})
         static = dict(self._sample_kwargs)
         if cfg_beta is not None:
-            static["guidance_scale"] = float(cfg_beta)
+            static["cfg_beta"] = float(cfg_beta)
 
         def sample(params, rng, observation, noise, uncond_prompt, uncond_mask):
             kwargs = dict(static)
@@ -206,7 +207,7 @@ class Policy(BasePolicy):
 
     def _transform_inputs(self, obs: dict, adv_ind: str) -> dict:
         data = _copy_tree(obs)
-        data["adv_ind"] = adv_ind
+        data[vocab.ADV_IND] = adv_ind
         try:
             return self._input_transform(data)
         except _transforms.MissingPromptError as exc:
@@ -228,7 +229,7 @@ class Policy(BasePolicy):
     def infer(self, obs: dict, *, noise: np.ndarray | None = None) -> dict:  # type: ignore[override]
         """Returns ``{"actions": [H, D_robot], "policy_timing": {"infer_ms": ...}, ...}`` for one observation."""
         check_request(obs)
-        adv_ind = _tokenizer.normalize_indicator(obs["adv_ind"]) if "adv_ind" in obs else self._default_adv_ind
+        adv_ind = _tokenizer.normalize_indicator(obs[vocab.ADV_IND]) if vocab.ADV_IND in obs else self._default_adv_ind
         # With CFG the request's indicator is the conditional prompt and "none" the unconditional one.
         inputs = self._transform_inputs(obs, adv_ind or "none")
         uncond_prompt = uncond_mask = None

@@ -129,7 +129,7 @@ def test_cfg_beta_one_is_plain_conditioning(train_config, params, chains):
 def test_cfg_needs_the_advantage_clause(train_config, params, chains):
     inputs, outputs = chains
     no_clause = [
-        dataclasses.replace(t, use_advantage=False) if isinstance(t, _transforms.TokenizePrompt) else t for t in inputs
+        dataclasses.replace(t, use_adv_ind=False) if isinstance(t, _transforms.TokenizePrompt) else t for t in inputs
     ]
     with pytest.raises(errors.ConfigError, match="advantage clause"):
         _make(train_config, params, (no_clause, outputs), cfg_beta=2.0)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from openpi.recap import vocab
 from openpi.sim import base as _base
 from openpi.sim import dataset as _dataset
 from openpi.sim import expert as _expert
@@ -207,7 +208,9 @@ def _served_episodes(config: ExperimentConfig, port: int, jobs, *, operator: boo
 def collect_policy(config: ExperimentConfig, envs, port: int, *, block: int) -> list[_rollout.Episode]:
     """Autonomous rollouts of the served policy (conditioned on `positive`), corrected by the operator."""
     jobs = [(task, seed) for i, task in enumerate(envs) for seed in _seeds(block, i, config.budget.collect_per_task)]
-    return _served_episodes(config, port, jobs, operator=True, adv_ind="positive", label="collect", keep_frames=True)
+    return _served_episodes(
+        config, port, jobs, operator=True, adv_ind=vocab.POSITIVE, label="collect", keep_frames=True
+    )
 
 
 def filtered_for_bc(episodes: list[_rollout.Episode]) -> list[_rollout.Episode]:
@@ -359,12 +362,12 @@ def label_diagnostics(relabelled: pathlib.Path) -> dict[str, Any]:
     from openpi.datasets import lerobot
 
     ds = lerobot.LeRobotDataset.open(relabelled)
-    human = np.asarray(ds.column("intervention")).reshape(-1) == 1
+    human = np.asarray(ds.column(vocab.INTERVENTION)).reshape(-1) == 1
     clean = np.asarray(ds.column(_dataset.CLEAN_ACTION)).reshape(-1) == 1
-    labels = np.asarray(ds.column("adv_ind")).reshape(-1)
+    labels = np.asarray(ds.column(vocab.ADV_IND)).reshape(-1)
     auto = ~human
-    pos = auto & (labels == "positive")
-    neg = auto & (labels == "negative")
+    pos = auto & (labels == vocab.POSITIVE)
+    neg = auto & (labels == vocab.NEGATIVE)
 
     def frac(mask):
         return float(clean[mask].mean()) if mask.any() else None
@@ -506,10 +509,10 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
             results["labels"][str(iteration)] = label_diagnostics(relabelled)
         with clock.stage(f"train recap (iteration {iteration})"):
             recap = train_policy(config, f"recap_it{iteration}", config.policy_config, relabelled)
-        evaluate_arm("recap", iteration, recap, adv_ind="positive")
+        evaluate_arm("recap", iteration, recap, adv_ind=vocab.POSITIVE)
         if iteration == 1:
             for beta in budget.cfg_betas:
-                evaluate_arm(f"recap_cfg{beta}", 1, recap, adv_ind="positive", cfg_beta=beta)
+                evaluate_arm(f"recap_cfg{beta}", 1, recap, adv_ind=vocab.POSITIVE, cfg_beta=beta)
 
     results["stages_s"] = clock.stages
     results["total_s"] = round(time.monotonic() - start, 1)

@@ -21,6 +21,7 @@ from openpi.models import pi0_config
 from openpi.models import tokenizer as _tokenizer
 from openpi.policies import sim_policy
 from openpi.policies import yam_policy
+from openpi.recap import vocab
 from openpi.shared import errors
 from openpi.shared import normalize as _normalize
 from openpi.shared import registry as _registry
@@ -147,7 +148,7 @@ class ModelTransformFactory:
                 _transforms.TokenizePrompt(
                     tokenizer,
                     discrete_state_input=model_config.discrete_state_input,
-                    use_advantage=model_config.pistar,
+                    use_adv_ind=model_config.pistar,
                     indicator_dropout=indicator_dropout if model_config.pistar else 0.0,
                     seed=seed,
                 ),
@@ -207,7 +208,7 @@ class LeRobotYamDataConfig(DataConfigFactory):
     """Use each frame's task text as the prompt (the community configs use only the default prompt)."""
     use_delta_joint_actions: bool = True
     """Joints as deltas from the current state, grippers absolute."""
-    use_advantage: bool = True
+    use_adv_ind: bool = True
     """Read the adv_ind column (pi0.6 configs)."""
     loss_weight_column: str | None = None
     """Optional per-frame loss weight: 1 + (scale - 1) * column, e.g. intervention with scale 2 weighs corrections x2."""
@@ -226,8 +227,8 @@ class LeRobotYamDataConfig(DataConfigFactory):
             "state": self.state_key,
             "actions": self.action_key,
         }
-        if self.use_advantage:
-            structure["adv_ind"] = "adv_ind"
+        if self.use_adv_ind:
+            structure[vocab.ADV_IND] = vocab.ADV_IND
         if self.prompt_from_task:
             structure["prompt"] = "prompt"
         if self.loss_weight_column is not None:
@@ -236,8 +237,8 @@ class LeRobotYamDataConfig(DataConfigFactory):
 
     def required_columns(self) -> tuple[str, ...]:
         columns = [self.state_key, self.action_key]
-        if self.use_advantage:
-            columns.append("adv_ind")
+        if self.use_adv_ind:
+            columns.append(vocab.ADV_IND)
         if self.loss_weight_column is not None:
             columns.append(self.loss_weight_column)
         return tuple(columns)
@@ -281,7 +282,7 @@ class LeRobotSimDataConfig(DataConfigFactory):
     """Simulator cameras stored in the dataset (observation.images.<camera>); () for state-only envs."""
     action_dim: int = 3
     """The env's action dimension (model outputs are cut back to it)."""
-    use_advantage: bool = True
+    use_adv_ind: bool = True
     """Read the adv_ind column (pi0.6 configs)."""
     # Read by scripts/compute_norm_stats.py: the columns and (no) delta actions, as for the YAM data config.
     state_key: str = "observation.state"
@@ -298,9 +299,9 @@ class LeRobotSimDataConfig(DataConfigFactory):
             "prompt": "prompt",
         }
         columns = [self.state_key, self.action_key]
-        if self.use_advantage:
-            structure["adv_ind"] = "adv_ind"
-            columns.append("adv_ind")
+        if self.use_adv_ind:
+            structure[vocab.ADV_IND] = vocab.ADV_IND
+            columns.append(vocab.ADV_IND)
         model_transforms = ModelTransformFactory(None)(
             model_config, tokenizer_path=tokenizer_path, indicator_dropout=indicator_dropout, seed=seed
         )
@@ -496,7 +497,7 @@ def _sim_configs() -> list[TrainConfig]:
             TrainConfig(
                 name=f"sim_pi05{suffix}",
                 model=pi0_config.Pi0Config(pi05=True, max_token_len=_SIM_PROMPT_TOKENS[suffix], **model),
-                data=dataclasses.replace(data, use_advantage=False),
+                data=dataclasses.replace(data, use_adv_ind=False),
                 **common,
             )
         )
@@ -518,7 +519,7 @@ def _sim_configs() -> list[TrainConfig]:
 
 def _configs() -> list[TrainConfig]:
     base_loader = weight_loaders.CheckpointWeightLoader("gs://openpi-assets/checkpoints/pi05_base/params")
-    sft_data = LeRobotYamDataConfig(repo_id=YAM_VIAL_REPO_ID, use_advantage=False, assets=_YAM_ASSETS)
+    sft_data = LeRobotYamDataConfig(repo_id=YAM_VIAL_REPO_ID, use_adv_ind=False, assets=_YAM_ASSETS)
     demo = {
         "model": _pi06(**_DUMMY),
         "batch_size": 8,
@@ -571,7 +572,7 @@ def _configs() -> list[TrainConfig]:
         *_with_infer_twins(_yam_pi06_configs()),
         # The offline demo (scripts/make_demo_dataset.py writes the dataset): SFT, pi0.6, then pi0.6 on relabels.
         TrainConfig(name="demo_pi05", model=pi0_config.Pi0Config(pi05=True, **_DUMMY),
-                    data=dataclasses.replace(demo_data, use_advantage=False), **{k: v for k, v in demo.items() if k != "model"}),
+                    data=dataclasses.replace(demo_data, use_adv_ind=False), **{k: v for k, v in demo.items() if k != "model"}),
         *_with_infer_twins([
             TrainConfig(name="demo_pi06", data=demo_data, **demo),
             TrainConfig(

@@ -37,7 +37,7 @@ def test_community_pi06_names_and_infer_twins():
         assert train.resolved_indicator_dropout == 0.3 and infer.resolved_indicator_dropout == 0.0
         assert dataclasses.replace(infer, name=name, indicator_dropout=None) == train
         assert train.model.pi05 and train.model.pistar
-        assert train.data.use_advantage and not train.data.prompt_from_task
+        assert train.data.use_adv_ind and not train.data.prompt_from_task
     assert {"debug", "debug_pi06", "demo_pi06", "demo_pi06_recap", "pi05_yam_vial_30fps"} <= names
     lora = _config.get_config("pi06_yam_vial_30fps_lora")
     assert lora.batch_size == 4 and lora.ema_decay is None and "lora" in lora.model.paligemma_variant
@@ -64,7 +64,7 @@ def test_cli_name_first_then_overrides():
         "/tmp/ds",
     )
     assert cfg.checkpoint_dir.parts[-2:] == ("debug_pi06", "x")
-    with pytest.raises(errors.ConfigError, match="first argument"):
+    with pytest.raises(errors.ConfigError, match="Name a training config first"):
         _config.cli(["--exp-name=x"])
 
 
@@ -88,7 +88,7 @@ def test_yam_data_config_transforms(tmp_path, tiny_spm_model):
     assert dc.norm_stats is not None and dc.use_quantile_norm and dc.asset_id == "yam_synthetic"
     assert "adv_ind" in dc.required_columns
     tokenize = next(t for t in dc.model_transforms.inputs if type(t).__name__ == "TokenizePrompt")
-    assert tokenize.use_advantage and tokenize.indicator_dropout == 0.3
+    assert tokenize.use_adv_ind and tokenize.indicator_dropout == 0.3
     infer = cfg.create_data_config(train=False)
     assert next(t for t in infer.model_transforms.inputs if type(t).__name__ == "TokenizePrompt").indicator_dropout == 0
     assert isinstance(cfg.model, pi0_config.Pi0Config)

@@ -29,6 +29,7 @@ import numpy as np
 
 from openpi import transforms as _transforms
 from openpi.models import model as _model
+from openpi.recap import vocab
 from openpi.shared import errors
 
 # (dataset index, sample id) -> one example (a nested dict of numpy arrays).
@@ -323,7 +324,7 @@ def check_dataset(
         if not dataset.has_column(column):
             hint = (
                 " Label it first (scripts/label_advantage_from_vlm.py) or use a config without the indicator."
-                if column == "adv_ind"
+                if column == vocab.ADV_IND
                 else f" {fix[0].upper()}{fix[1:]} or the dataset."
             )
             raise errors.DatasetError(f"Dataset {dataset.root} has no column {column!r} that the config reads.{hint}")
@@ -335,7 +336,7 @@ def check_dataset(
         )
     if len(dataset) == 0:
         raise errors.DatasetError(f"Dataset {dataset.root} has no frames.")
-    if "adv_ind" in columns:
+    if vocab.ADV_IND in columns:
         _check_indicator_column(dataset, dataset.root)
 
 
@@ -352,7 +353,7 @@ def _check_indicator_column(dataset: Any, repo_id: str | None) -> None:
     """Every adv_ind cell must be positive / negative / none, found before training rather than mid-run."""
     from openpi.models import tokenizer as _tokenizer
 
-    column = np.asarray(dataset.column("adv_ind"), dtype=object).reshape(len(dataset), -1)[:, 0]
+    column = np.asarray(dataset.column(vocab.ADV_IND), dtype=object).reshape(len(dataset), -1)[:, 0]
     for value in dict.fromkeys(column.tolist()):
         try:
             _tokenizer.normalize_indicator(value)

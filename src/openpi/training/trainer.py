@@ -20,6 +20,7 @@ freeze rule and EMA to checkpoints, resuming, FSDP sharding, logging and the NaN
 from collections.abc import Callable
 import dataclasses
 import logging
+import os
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ from openpi.shared import errors
 from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
+from openpi.training import distributed
 from openpi.training import optimizer as _optimizer
 from openpi.training import sharding as _sharding
 from openpi.training import utils as _utils
@@ -428,3 +430,14 @@ def preflight(config: _config.TrainConfig, mesh: jax.sharding.Mesh) -> tuple[_co
 def train(config: _config.TrainConfig, *, progress: bool = True) -> _utils.TrainState:
     """Runs (or resumes) a policy run; returns the final state."""
     return run(PolicyTask(config), progress=progress).state
+
+
+def main(args: list[str]) -> _utils.TrainState:
+    """`scripts/train.py`'s body: distributed flags, `<config> [--overrides]`, join the processes, train."""
+    args, dist = distributed.pop_distributed_flags(args)
+    config = _config.cli(args)  # before joining other processes: --help and bad flags need no coordinator
+    # Reuse compiled train steps across runs (as openpi does); JAX_COMPILATION_CACHE_DIR overrides the place.
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/jax"))
+    distributed.maybe_initialize_distributed(dist)
+    return train(config)

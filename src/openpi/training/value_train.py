@@ -27,6 +27,7 @@ from openpi.shared import atomic
 from openpi.shared import errors
 from openpi.training import checkpoints as _checkpoints
 from openpi.training import data_loader as _data_loader
+from openpi.training import distributed
 from openpi.training import optimizer as _optimizer
 from openpi.training import sharding as _sharding
 from openpi.training import trainer as _trainer
@@ -265,3 +266,15 @@ class ValueTask(_trainer.Task):
 def train(config: _value_config.ValueTrainConfig, *, progress: bool = True) -> _trainer.RunResult:
     """Runs (or resumes) value-model training; returns the final state and the validation history."""
     return _trainer.run(ValueTask(config), progress=progress)
+
+
+def main(args: list[str]) -> _trainer.RunResult:
+    """`scripts/train_value.py`'s body: distributed flags, `<config> [--flags]`, join the processes, train."""
+    args, dist = distributed.pop_distributed_flags(args)
+    config = _value_config.cli(args)  # before joining other processes: --help and bad flags need no coordinator
+    distributed.maybe_initialize_distributed(dist)
+    result = train(config)
+    if result.val_history:
+        logger.info("Final validation: %s", result.val_history[-1])
+    logger.info("Value checkpoint: %s", config.checkpoint_dir)
+    return result
