@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from openpi.training import data_loader as _data_loader
+
 ItemFactory = Callable[[], Callable[[int, int], dict[str, Any]]]
 
 
@@ -30,14 +32,6 @@ class EpisodeWork:
 
     episode: int
     frames: np.ndarray
-
-
-def stack(items: Sequence[Any]) -> Any:
-    """Stacks a list of (nested dicts of) arrays along a new leading axis."""
-    first = items[0]
-    if isinstance(first, dict):
-        return {k: stack([it[k] for it in items]) for k in first}
-    return np.stack([np.asarray(it) for it in items])
 
 
 def concat(chunks: Sequence[Any]) -> Any:
@@ -61,7 +55,7 @@ def _chunks(work: EpisodeWork, chunk_size: int) -> list[np.ndarray]:
 def _decode_chunks(item_fn, works: Sequence[tuple[int, EpisodeWork]], chunk_size: int):
     for k, work in works:
         for frames in _chunks(work, chunk_size):
-            yield k, frames, stack([item_fn(int(i), int(i)) for i in frames])
+            yield k, frames, _data_loader.stack_items([item_fn(int(i), int(i)) for i in frames])
 
 
 def _worker(factory: ItemFactory, works: list[tuple[int, EpisodeWork]], chunk_size: int, out) -> None:

@@ -7,9 +7,9 @@ import pytest
 
 from openpi.recap import decode
 from openpi.recap import inference
-from openpi.recap import progress
 from openpi.recap import value_cache
 from openpi.shared import errors
+from openpi.shared import progress
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from openpi.recap import decode as _decode
-from openpi.recap import progress as _progress
 from openpi.recap import value_cache as _value_cache
+from openpi.shared import progress as _progress
 
 # batch of value-model inputs -> values [B]
 ValuesFn = Callable[[dict[str, Any]], Any]

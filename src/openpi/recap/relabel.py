@@ -33,7 +33,6 @@ import numpy as np
 from openpi.recap import advantage as _adv
 from openpi.recap import decode as _decode
 from openpi.recap import inference as _inference
-from openpi.recap import progress as _progress
 from openpi.recap import provenance
 from openpi.recap import report as _report
 from openpi.recap import vocab
@@ -49,6 +48,7 @@ from openpi.recap.relabel_config import get_config  # noqa: F401 (re-exported)
 from openpi.recap.value_cache import ValueCache
 from openpi.shared import atomic
 from openpi.shared import errors
+from openpi.shared import progress as _progress
 
 logger = logging.getLogger("openpi.relabel")
 
@@ -158,7 +158,7 @@ def infer_values(
     works = episode_works(cols, needed)
     todo = [w for w in works if cache.load(cols.episode_ids[w.episode], w.frames) is None]
     computed = int(sum(len(w.frames) for w in todo))
-    bar = _progress.Progress(computed, progress)
+    bar = _progress.Progress(computed, "values", enabled=progress)
     _inference.infer_episodes(
         item_factory, values_fn, todo, cols.episode_ids, cache,
         batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, progress=bar,
@@ -168,7 +168,7 @@ def infer_values(
         "frames_total": len(needed),
         "frames_cached": len(needed) - computed,
         "frames_computed": computed,
-        "frames_per_s": bar.frames_per_s if computed else 0.0,
+        "frames_per_s": bar.rate if computed else 0.0,
     }
     return values, stats
 
@@ -273,7 +273,12 @@ def relabel(config: RelabelConfig, *, model: Model | None = None, processes: Pro
     todo = [w for w in mine if cache.load(cols.episode_ids[w.episode], w.frames) is None]
     computed = int(sum(len(w.frames) for w in todo))
     bar = _progress.Progress(
-        computed, config.progress, process_index=procs.index, process_count=procs.count, run_total=len(needed)
+        computed,
+        "values",
+        enabled=config.progress,
+        process_index=procs.index,
+        process_count=procs.count,
+        run_total=len(needed),
     )
     t0 = time.monotonic()
     _inference.infer_episodes(
@@ -286,7 +291,7 @@ def relabel(config: RelabelConfig, *, model: Model | None = None, processes: Pro
         "episodes": len(mine),
         "frames_total": int(sum(len(w.frames) for w in mine)),
         "frames_computed": computed,
-        "frames_per_s": bar.frames_per_s if computed else 0.0,
+        "frames_per_s": bar.rate if computed else 0.0,
         "inference_s": time.monotonic() - t0,
     }
     own["frames_cached"] = own["frames_total"] - computed

@@ -36,6 +36,7 @@ import numpy as np
 
 from openpi.shared import atomic
 from openpi.shared import cli as _cli
+from openpi.shared import progress as _progress
 from openpi.sim import clients
 from openpi.sim import dataset as sim_dataset
 from openpi.sim import expert as _expert
@@ -165,7 +166,7 @@ def collect(args: Args) -> tuple[list[rollout.Episode], dict]:
         agent = base_agent(environment, state)
         return rollout.CorrectedAgent(environment, agent, clients.make_operator(args)) if corrected else agent
 
-    progress = rollout.Progress(len(jobs), "collect")
+    progress = _progress.Progress(len(jobs), "collect", unit="episodes", interval_s=2.0)
     episodes = rollout.run_jobs(
         jobs,
         env_name=args.env,

@@ -33,6 +33,7 @@ import time
 
 from openpi.shared import atomic
 from openpi.shared import cli as _cli
+from openpi.shared import progress as _progress
 from openpi.sim import clients
 from openpi.sim import metrics
 from openpi.sim import rollout
@@ -248,7 +249,7 @@ def _run_episodes(args: Args, host: str, port: int) -> tuple[list[rollout.Episod
         close_worker_state=lambda client: client.close(),
         num_workers=args.num_clients,
         keep_frames=False,
-        progress=rollout.Progress(len(jobs), "eval"),
+        progress=_progress.Progress(len(jobs), "eval", unit="episodes", interval_s=2.0),
     )
     return episodes, metadata
 

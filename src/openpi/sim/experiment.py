@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from openpi.recap import vocab
+from openpi.shared import progress as _progress
 from openpi.sim import base as _base
 from openpi.sim import dataset as _dataset
 from openpi.sim import expert as _expert
@@ -201,7 +202,7 @@ def _served_episodes(config: ExperimentConfig, port: int, jobs, *, operator: boo
         close_worker_state=lambda client: client.close(),
         num_workers=budget.num_clients,
         keep_frames=keep_frames,
-        progress=_rollout.Progress(len(jobs), label),
+        progress=_progress.Progress(len(jobs), label, unit="episodes", interval_s=2.0),
     )
 
 

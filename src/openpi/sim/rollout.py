@@ -18,13 +18,12 @@ from collections.abc import Callable
 from collections.abc import Sequence
 import concurrent.futures
 import dataclasses
-import sys
 import threading
-import time
 from typing import Any
 
 import numpy as np
 
+from openpi.shared import progress as _progress
 from openpi.sim import base
 from openpi.sim import expert as _expert
 from openpi.sim import metrics
@@ -294,36 +293,6 @@ def episode_result(episode: Episode) -> metrics.EpisodeResult:
     )
 
 
-class Progress:
-    """A progress line on stderr (episodes done, episodes/s, ETA), at most every `interval_s` seconds."""
-
-    def __init__(self, total: int, label: str, interval_s: float = 2.0):
-        self.total = total
-        self.label = label
-        self.interval_s = interval_s
-        self.done = 0
-        self.start = time.monotonic()
-        self._last = -float("inf")
-        self._lock = threading.Lock()
-
-    def line(self) -> str:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        return (
-            f"{self.label}: {self.done}/{self.total} episodes, {rate:.2f} episodes/s, "
-            f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
-        )
-
-    def update(self, n: int = 1) -> None:
-        with self._lock:
-            self.done += n
-            now = time.monotonic()
-            if self.done == self.total or now - self._last >= self.interval_s:
-                self._last = now
-                print(self.line(), file=sys.stderr, flush=True)
-
-
 Job = tuple[str, int]  # (task, seed)
 
 
@@ -337,7 +306,7 @@ def run_jobs(
     close_worker_state: Callable[[object], None] = lambda state: None,
     num_workers: int = 1,
     keep_frames: bool = True,
-    progress: Progress | None = None,
+    progress: _progress.Progress | None = None,
 ) -> list[Episode]:
     """Runs one episode per (task, seed) job through the client runtime; returns them in job order.
 
