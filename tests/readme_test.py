@@ -66,7 +66,15 @@ def test_readme_command_parses(command):
     elif script == "scripts/train_value.py":
         assert value_config.cli(args).name == args[0]
     elif script == "scripts/compute_norm_stats.py":
-        assert args[0] in _config.config_names()
+        from openpi.training import norm_stats
+
+        assert args[0] in norm_stats.config_names()
+    elif script == "scripts/label_advantage_from_vlm.py":
+        from openpi.recap import relabel_cli
+        from openpi.training import distributed
+
+        flags, _ = distributed.pop_distributed_flags(args)
+        relabel_cli.parse_args(flags)
     elif script == "scripts/serve_policy.py":
         parsed = serve_cli.cli(args, check_config=False)
         if parsed.policy.config != "x_infer":
