@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import pathlib
 
 import jax
@@ -13,6 +14,8 @@ from openpi.datasets import synthetic
 from openpi.models import params_io
 from openpi.models import value_model as vm
 from openpi.shared import errors
+from openpi.shared import normalize as _normalize
+from openpi.training import checkpoints
 from openpi.training import norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import utils as _utils
@@ -161,7 +164,7 @@ def test_frozen_backbones_use_the_compute_dtype():
     assert flat["img/head/kernel"].dtype == np.float32 and flat["value_head/logits/kernel"].dtype == np.float32
 
 
-def test_train_checkpoint_resume_and_load(dataset_root, gemma3_spm_model, tiny_spm_model, tmp_path):
+def test_train_checkpoint_resume_and_load(dataset_root, gemma3_spm_model, tiny_spm_model, tmp_path, caplog):
     common = {"model": dataclasses.replace(TINY, freeze_mode="all_backbones")}
     full = _train(_config(dataset_root, gemma3_spm_model, tmp_path / "full", **common), progress=False)
     assert [h["step"] for h in full.val_history] == [3, 6]
@@ -169,10 +172,20 @@ def test_train_checkpoint_resume_and_load(dataset_root, gemma3_spm_model, tiny_s
 
     # Stop after 4 steps (checkpoint at step index 3), then resume to 6.
     _train(_config(dataset_root, gemma3_spm_model, tmp_path / "stopped", num_train_steps=4, **common), progress=False)
-    resumed = _train(
-        _config(dataset_root, gemma3_spm_model, tmp_path / "stopped", resume=True, overwrite=False, **common),
-        progress=False,
+    # The assets' stats change before the resume (recomputed, or another dataset): the resumed run must keep
+    # normalising with the stats it started with (those saved with its steps), and say that the assets differ.
+    resume_config = _config(
+        dataset_root, gemma3_spm_model, tmp_path / "stopped", resume=True, overwrite=False, **common
     )
+    assets_dir = resume_config.data.norm_stats_dirs(resume_config.assets_dirs)[0]
+    started_with = _normalize.load(assets_dir)
+    _normalize.save(assets_dir, {k: dataclasses.replace(v, mean=v.mean + 1.0) for k, v in started_with.items()})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=value_train.logger.name):
+        resumed = value_train.train(resume_config, progress=False)
+    assert any("differ from those the run started with" in r.getMessage() for r in caplog.records)
+    saved = checkpoints.restore_norm_stats(tmp_path / "stopped" / "5", value_checkpoint.ASSET_ID)
+    assert all(saved[k].allclose(started_with[k], atol=0) for k in started_with)
     for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for a, b in zip(jax.tree.leaves(full.state.opt_state), jax.tree.leaves(resumed.state.opt_state), strict=True):

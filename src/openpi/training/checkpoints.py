@@ -197,6 +197,18 @@ def restore_norm_stats(step_dir: str | pathlib.Path, asset_id: str | None = None
     return assets[asset_id]
 
 
+def latest_step_dir(checkpoint_dir: str | pathlib.Path) -> pathlib.Path | None:
+    """The newest finished step of a run (Orbax renames a step to its number only once it is complete), or None.
+
+    For checks that must run before the checkpoint manager is opened (e.g. which norm stats a resume uses).
+    """
+    checkpoint_dir = pathlib.Path(checkpoint_dir)
+    if not checkpoint_dir.is_dir():
+        return None
+    steps = [int(p.name) for p in checkpoint_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+    return checkpoint_dir / str(max(steps)) if steps else None
+
+
 def read_wandb_id(checkpoint_dir: str | pathlib.Path) -> str | None:
     path = pathlib.Path(checkpoint_dir) / WANDB_ID_FILE
     return path.read_text().strip() if path.is_file() else None

@@ -187,6 +187,15 @@ class DataConfigFactory(abc.ABC):
         return self.assets.load_norm_stats(assets_dirs, self.repo_id)
 
 
+def missing_norm_stats_error(what: str, dirs: list[pathlib.Path], command: str) -> errors.ConfigError:
+    """The one "no norm stats" message of policy and value runs: what is missing, where it was looked for, and the
+    compute_norm_stats command that writes it (`command` is its arguments, e.g. the config name)."""
+    where = [str(p) for p in dirs]
+    return errors.ConfigError(
+        f"No {what} (looked in {where}); run `uv run scripts/compute_norm_stats.py {command}` first."
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class FakeDataConfig(DataConfigFactory):
     """Random inputs shaped like the model's (no dataset, no norm stats): for smoke tests of the trainer."""

@@ -415,10 +415,8 @@ def preflight(config: _config.TrainConfig, mesh: jax.sharding.Mesh) -> tuple[_co
     if data_config.fake_data:
         return data_config, None
     if data_config.norm_stats is None:
-        where = [str(p) for p in config.data.norm_stats_dirs(config.assets_dirs)]
-        raise errors.ConfigError(
-            f"No norm stats for config {config.name!r} (looked in {where}); run "
-            f"`uv run scripts/compute_norm_stats.py {config.name}` first."
+        raise _config.missing_norm_stats_error(
+            f"norm stats for config {config.name!r}", config.data.norm_stats_dirs(config.assets_dirs), config.name
         )
     from openpi.datasets import lerobot
 

@@ -26,6 +26,7 @@ from openpi.models import value_model as _value_model
 from openpi.shared import atomic
 from openpi.shared import errors
 from openpi.training import checkpoints as _checkpoints
+from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
 from openpi.training import distributed
 from openpi.training import optimizer as _optimizer
@@ -128,6 +129,10 @@ def weight_loader(config: _value_config.ValueTrainConfig) -> value_weights.Value
     return value_weights.ValueWeightLoader.from_env(config.siglip_path, config.gemma3_path)
 
 
+def _same_stats(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(a[k].allclose(b[k], atol=0) for k in a)
+
+
 def _check_tokenizer(config: _value_config.ValueTrainConfig) -> None:
     from openpi.models import tokenizer as _tokenizer
 
@@ -161,13 +166,7 @@ class ValueTask(_trainer.Task):
         self.dataset = _data_loader.open_dataset(config.data.repo_id)
         value_data.check_dataset(self.dataset, config.data)
         _check_tokenizer(config)
-        self.norm_stats = config.data.load_norm_stats(config.assets_dirs)
-        if self.norm_stats is None:
-            where = [str(p) for p in config.data.norm_stats_dirs(config.assets_dirs)]
-            raise errors.ConfigError(
-                f"No state norm stats for value config {config.name!r} (looked in {where}); run `uv run "
-                f"scripts/compute_norm_stats.py {config.name} --repo-id={config.data.repo_id}` first."
-            )
+        self.norm_stats = self._norm_stats()
         if not (config.resume and config.checkpoint_dir.is_dir()):
             self.weights.validate()
         train_eps, val_eps = value_data.split_episodes(
@@ -183,6 +182,32 @@ class ValueTask(_trainer.Task):
         self.factory = value_data.ValueItemFactory(
             config.data, config.model, self.norm_stats, config.tokenizer_path, dataset=self.dataset
         )
+
+    def _norm_stats(self) -> dict[str, Any]:
+        """The state stats the run normalises with. A resumed run keeps the ones saved with its latest step, so it
+        normalises exactly as it started; if ./assets now holds different stats (recomputed since), that is only
+        warned about: they are for new runs, and refusing would strand a run whose assets were refreshed."""
+        config = self.config
+        dirs = config.data.norm_stats_dirs(config.assets_dirs)
+        assets_stats = config.data.load_norm_stats(config.assets_dirs)
+        step_dir = _checkpoints.latest_step_dir(config.checkpoint_dir) if config.resume else None
+        if step_dir is not None:
+            saved = _checkpoints.restore_norm_stats(step_dir, value_checkpoint.ASSET_ID)
+            if assets_stats is not None and not _same_stats(saved, assets_stats):
+                logger.warning(
+                    "--resume: the norm stats in %s differ from those the run started with (%s); the run keeps "
+                    "normalising with the checkpoint's.",
+                    [str(d) for d in dirs],
+                    step_dir / _checkpoints.ASSETS / value_checkpoint.ASSET_ID,
+                )
+            return saved
+        if assets_stats is None:
+            raise _config.missing_norm_stats_error(
+                f"state norm stats for value config {config.name!r}",
+                dirs,
+                f"{config.name} --repo-id={config.data.repo_id}",
+            )
+        return assets_stats
 
     def start(self, mngr, resuming: bool) -> None:
         """Fresh run: writes value_model.json. Resume: refuses a changed model, data inputs or tokenizer."""
