@@ -367,10 +367,14 @@ def policy_trainer(config: _config.TrainConfig) -> Trainer:
     )
 
 
-def load_weights(config: _config.TrainConfig, params_shape: Any) -> dict[str, Any] | None:
-    """Loaded weights as a flat dict (only the leaves the loader filled), or None to train from scratch."""
-    loaded = config.weight_loader.load(params_shape)
-    params_io.check_tree_matches(params_shape, loaded, what=f"weights from {config.weight_loader}")
+def load_weights(loader: Any, params_shape: Any) -> dict[str, Any] | None:
+    """`loader.load(params_shape)` as a flat dict (only the leaves it filled), or None to train from scratch.
+
+    Policy and value runs both come through here, so every loader's result is checked against the model's shapes
+    and dtypes before it is placed: a misshaped file fails with one sentence naming the leaf, not inside jit.
+    """
+    loaded = loader.load(params_shape)
+    params_io.check_tree_matches(params_shape, loaded, what=f"weights from {loader}")
     flat = {k: v for k, v in params_io.flatten(loaded).items() if not isinstance(v, jax.ShapeDtypeStruct)}
     return flat or None
 
@@ -388,7 +392,7 @@ class PolicyTask(Task):
         self.data_config, self.dataset = preflight(self.config, mesh)
 
     def load_weights(self, params_shape: Any) -> dict[str, Any] | None:
-        return load_weights(self.config, params_shape)
+        return load_weights(self.config.weight_loader, params_shape)
 
     def create_loader(self, *, sharding, start_step: int, num_batches: int) -> _data_loader.DataLoader:
         return _data_loader.create_data_loader(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from openpi.models import params_io
+from openpi.shared import errors
 from openpi.training import optimizer as _optimizer
 from openpi.training import trainer as _trainer
 
@@ -65,3 +66,24 @@ def test_divergence_is_one_user_error():
     _trainer.check_finite_loss(np.array([1.0]), 3, "run")
     with pytest.raises(_trainer.TrainingDivergedError, match="NaN/inf by step 3 of run; check the labels"):
         _trainer.check_finite_loss(np.array([np.inf]), 3, "run", "check the labels")
+
+
+class _FileLoader:
+    """A weight loader as a third party might write one: fills `backbone` from the given arrays, no checks of its own."""
+
+    def __init__(self, backbone_w: np.ndarray):
+        self.backbone_w = backbone_w
+
+    def load(self, params):
+        return {**params, "backbone": {"w": self.backbone_w}}
+
+    def __repr__(self):
+        return "file.npz"
+
+
+def test_load_weights_checks_every_loader_against_the_model():
+    shapes = jax.eval_shape(_toy().init_params, jax.random.key(0))
+    flat = _trainer.load_weights(_FileLoader(np.ones((3, 3), np.float32)), shapes)
+    assert set(flat) == {"backbone/w"}  # the leaf it left as a shape is initialised fresh
+    with pytest.raises(errors.CheckpointError, match=r"'backbone/w' has shape \(3, 4\) in the weights from file.npz"):
+        _trainer.load_weights(_FileLoader(np.ones((3, 4), np.float32)), shapes)

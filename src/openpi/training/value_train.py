@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from openpi.models import params_io
 from openpi.models import value_model as _value_model
 from openpi.shared import atomic
 from openpi.shared import errors
@@ -238,9 +237,7 @@ class ValueTask(_trainer.Task):
                 )
 
     def load_weights(self, params_shape: Any) -> dict[str, Any] | None:
-        loaded = self.weights.load(params_shape)
-        flat = {k: v for k, v in params_io.flatten(loaded).items() if not isinstance(v, jax.ShapeDtypeStruct)}
-        return flat or None
+        return _trainer.load_weights(self.weights, params_shape)
 
     def load_frozen(self) -> dict[str, Any]:
         return value_checkpoint.load_frozen(self.config.checkpoint_dir)
