@@ -47,7 +47,8 @@ CONTRACTS: dict[str, Contract] = {
         names=tuple(value_config.config_names()), unknown=(("value_dem",), "value_demo"), config=("value_demo",)
     ),
     "compute_norm_stats.py": Contract(
-        names=tuple(_config.config_names()), unknown=(("pi06_yam_vial_30fp",), "pi06_yam_vial_30fps"),
+        names=(*_config.config_names(), *value_config.config_names()),
+        unknown=(("pi06_yam_vial_30fp",), "pi06_yam_vial_30fps"),
         config=("debug_pi06",),
     ),
     "label_advantage_from_vlm.py": Contract(

@@ -29,11 +29,25 @@ import numpy as np
 import tyro
 
 from openpi.datasets import lerobot
+from openpi.shared import cli
 from openpi.shared import errors
 from openpi.shared import normalize
 from openpi.training import config as _config
 
 logger = logging.getLogger("openpi.norm_stats")
+
+PROG = "compute_norm_stats.py"
+USAGE = """Compute `norm_stats.json` (state and actions) for a training config, a value config or a LeRobot dataset.
+
+    uv run scripts/compute_norm_stats.py pi06_yam_vial_30fps           # a registered TrainConfig
+    uv run scripts/compute_norm_stats.py value_demo --repo-id=<dataset> # a ValueTrainConfig: state stats
+    uv run scripts/compute_norm_stats.py /data/my_yam_dataset           # a dataset root (or <org>/<name>)
+    uv run scripts/compute_norm_stats.py /data/ds --output-dir /tmp/stats --action-horizon 50 \\
+        --delta-action-mask 6 -1 6 -1
+
+For a config the output goes to `<assets_base_dir>/<config name>/<asset_id>/norm_stats.json`, the place its
+trainer reads first; for a dataset root to `<assets_base_dir>/<asset_id>/`. Only parquet columns are read (no
+video is decoded)."""
 
 DEFAULT_STATE_KEY = "observation.state"
 DEFAULT_ACTION_KEY = "action"
@@ -324,4 +338,19 @@ def write(plan: Plan, *, num_bins: int = normalize.NUM_QUANTILE_BINS) -> pathlib
         )
     path = normalize.save(plan.output_dir, stats)
     logger.info("Wrote %s from %d frames of %s in %.2f s.", path, ds.num_frames, ds.root, time.perf_counter() - start)
+    return path
+
+
+def main(args: list[str]) -> pathlib.Path:
+    """`scripts/compute_norm_stats.py`'s body: `<config name or dataset> [--flags]`; prints the written path.
+
+    No arguments or `--help` first prints the usage and every policy and value config name (exit 0); a flag
+    before the target is refused. The target may also be a dataset, so an unknown name is reported by `make_plan`
+    (with the nearest config names) rather than by the registry lookup.
+    """
+    args = list(args)
+    if not args or args[0].startswith("-"):
+        cli.split_name(_config_names(), args, kind="config", prog=PROG, description=USAGE)  # exits 0, or raises
+    path = run(cli.parse(Args, args, prog=PROG, description=USAGE))
+    print(path)
     return path

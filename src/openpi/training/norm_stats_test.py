@@ -193,3 +193,19 @@ def test_delta_mask_with_wider_state_than_actions(tmp_path: pathlib.Path):
         chunk[:, :2] -= state[i, :2]
         ref.append(chunk)
     _check(stats["actions"], np.concatenate(ref))
+
+
+def test_main_lists_policy_and_value_configs_and_accepts_a_dataset(tmp_path: pathlib.Path, capsys):
+    from openpi.training import config as _config
+    from openpi.training import value_config
+
+    with pytest.raises(SystemExit) as exit_:
+        cns.main([])
+    listed = capsys.readouterr().out.split()
+    assert exit_.value.code == 0 and {*_config.config_names(), *value_config.config_names()} <= set(listed)
+    with pytest.raises(errors.ConfigError, match="value_demo"):
+        cns.main(["value_dem"])
+    with pytest.raises(errors.ConfigError, match="no-such-flag"):
+        cns.main([str(_fixture("v3.0_image")), "--no-such-flag=1"])
+    path = cns.main([str(_fixture("v3.0_image")), "--output-dir", str(tmp_path / "out")])
+    assert path == tmp_path / "out" / "norm_stats.json" and path.is_file()
