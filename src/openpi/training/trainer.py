@@ -269,7 +269,10 @@ def run(task: Task, *, progress: bool = True) -> RunResult:
     else:
         if partial:
             partial = _place(partial, params_io.flatten(state_sharding.params))
-        init = jax.jit(trainer.init, out_shardings=state_sharding, donate_argnums=(1,))
+        # Donating the loaded weights frees their memory as the state is built (on GPU/TPU, where it matters);
+        # the CPU backend cannot reuse donated buffers and would warn "donated buffers were not usable" each run.
+        donate = () if jax.default_backend() == "cpu" else (1,)
+        init = jax.jit(trainer.init, out_shardings=state_sharding, donate_argnums=donate)
         state = init(init_rng, partial)
         task.after_init(state)
     del partial
