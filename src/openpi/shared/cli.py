@@ -39,6 +39,7 @@ R = TypeVar("R")
 
 TRUE_WORDS = ("1", "true", "yes")
 FALSE_WORDS = ("0", "false", "no")
+NONE_WORDS = ("none",)
 
 logger = logging.getLogger("openpi.cli")
 
@@ -130,7 +131,8 @@ def _negate(name: str) -> str:
 
 def normalize_flags(args: Sequence[str], flags: BoolFlags = BoolFlags()) -> list[str]:
     """Community spellings -> tyro's: `--batch_size=4` == `--batch-size 4`; for the booleans in `flags`,
-    `--flag`, `--no-flag` and `--flag=<true/false/1/0/yes/no>` (or `--flag <word>`) all work.
+    `--flag`, `--no-flag` and `--flag=<true/false/1/0/yes/no>` (or `--flag <word>`) all work, and `bool | None`
+    fields also take `none`/`None`.
 
     Anything after a bare `--` is passed through untouched.
     """
@@ -156,9 +158,14 @@ def normalize_flags(args: Sequence[str], flags: BoolFlags = BoolFlags()) -> list
             continue
         if negated and sep:
             raise errors.ConfigError(f"{name} takes no value; write {base}={value} or {name} alone.")
-        if not sep and not negated and i < len(args) and args[i].strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        # `bool | None` fields also take `none` (tyro's `--flag None`: e.g. "use the checkpoint's setting").
+        words = TRUE_WORDS + FALSE_WORDS + (NONE_WORDS if base in flags.optional else ())
+        if not sep and not negated and i < len(args) and args[i].strip().lower() in words:
             sep, value = "=", args[i]  # `--use_ema false`, as argparse-style scripts accept
             i += 1
+        if sep and base in flags.optional and value.strip().lower() in NONE_WORDS:
+            out.extend([base, "None"])
+            continue
         truth = (not negated) if not sep else _truth(base, value)
         if base in flags.plain:
             out.append(base if truth else _negate(base))

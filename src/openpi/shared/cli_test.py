@@ -43,6 +43,8 @@ def test_bool_flags_read_from_the_dataclass_including_nested_fields():
         (["--load_pretrained"], ["--load-pretrained", "True"]),
         (["--no-load-pretrained"], ["--load-pretrained", "False"]),
         (["--load_pretrained=no"], ["--load-pretrained", "False"]),
+        (["--load_pretrained", "None"], ["--load-pretrained", "None"]),
+        (["--load-pretrained=none", "--batch_size=2"], ["--load-pretrained", "None", "--batch-size=2"]),
         (["--batch_size=4", "--data_dir", "x_y"], ["--batch-size=4", "--data-dir", "x_y"]),
         (["--use-ema", "--", "--batch_size"], ["--use-ema", "--", "--batch_size"]),
     ],
@@ -63,6 +65,14 @@ def test_parse_applies_overrides_on_the_default():
         _Config, ["--batch_size=5", "--use_ema=true", "--inner.repo_id", "b"], default=_REGISTRY["pi05_demo"]
     )
     assert config == _Config(name="pi05_demo", batch_size=5, use_ema=True, inner=_Inner(repo_id="b"))
+
+
+def test_optional_bool_takes_none_and_plain_bool_does_not():
+    default = dataclasses.replace(_REGISTRY["pi05_demo"], load_pretrained=True)
+    assert cli.parse(_Config, ["--load_pretrained", "None"], default=default).load_pretrained is None
+    assert cli.parse(_Config, ["--load-pretrained=NONE", "--batch_size=3"], default=default).batch_size == 3
+    with pytest.raises(errors.ConfigError, match="--use-ema takes true or false"):
+        cli.normalize_flags(["--use_ema=None"], cli.bool_flags(_Config))
 
 
 @pytest.mark.parametrize(
