@@ -1,8 +1,14 @@
 """The per-episode value cache and the fixed batching that make a killed relabelling run resumable."""
 
-import numpy as np
+import time
 
+import numpy as np
+import pytest
+
+from openpi.recap import inference
 from openpi.recap import relabel
+from openpi.shared import atomic
+from openpi.shared import errors
 
 
 def test_cache_round_trip_and_invalidation(tmp_path):
@@ -27,14 +33,14 @@ def test_cache_round_trip_and_invalidation(tmp_path):
 
 def test_episode_split_is_deterministic_contiguous_and_balanced():
     sizes = [10, 10, 10, 10, 40, 5, 5, 5, 5]
-    owner = relabel.split_episodes(sizes, 2)
-    np.testing.assert_array_equal(owner, relabel.split_episodes(sizes, 2))  # every process computes the same
+    owner = relabel.assign_episodes(sizes, 2)
+    np.testing.assert_array_equal(owner, relabel.assign_episodes(sizes, 2))  # every process computes the same
     assert list(owner) == sorted(owner) and set(owner.tolist()) == {0, 1}  # contiguous runs, both used
     per = [sum(s for s, o in zip(sizes, owner, strict=True) if o == p) for p in (0, 1)]
     assert abs(per[0] - per[1]) <= 40
-    np.testing.assert_array_equal(relabel.split_episodes(sizes, 1), 0)
-    assert set(relabel.split_episodes([3] * 8, 8).tolist()) == set(range(8))
-    assert len(relabel.split_episodes([], 4)) == 0
+    np.testing.assert_array_equal(relabel.assign_episodes(sizes, 1), 0)
+    assert set(relabel.assign_episodes([3] * 8, 8).tolist()) == set(range(8))
+    assert len(relabel.assign_episodes([], 4)) == 0
 
 
 def test_episode_works_group_needed_frames_by_episode():
@@ -46,3 +52,21 @@ def test_episode_works_group_needed_frames_by_episode():
     works = relabel.episode_works(cols, np.array([1, 2, 6, 9]))
     assert [w.episode for w in works] == [0, 2]  # episode 1 has nothing to score
     np.testing.assert_array_equal(works[1].frames, [6, 9])
+
+
+def test_process_errors_name_the_first_failing_process(tmp_path):
+    relabel.raise_process_errors(tmp_path, 3)  # no error files: nothing to raise
+    atomic.write_text(tmp_path / "process_00002.error", "Frame 7 of episode 3 is damaged.")
+    time.sleep(0.01)
+    atomic.write_text(tmp_path / "process_00000.error", "JaxRuntimeError: a peer went away.")
+    with pytest.raises(relabel.ProcessError, match=r"process 2 failed \(processes \[0, 2\] failed\): Frame 7") as e:
+        relabel.raise_process_errors(tmp_path, 3)
+    assert isinstance(e.value, errors.UserError)
+    # Only this run's processes count (a stale file of a process index beyond the count is ignored).
+    with pytest.raises(relabel.ProcessError, match="process 0 failed: JaxRuntimeError"):
+        relabel.raise_process_errors(tmp_path, 2)
+
+
+def test_batch_size_rounds_up_to_the_local_device_count():
+    assert [inference.device_batch_size(b, 4) for b in (1, 4, 5, 8, 9)] == [4, 4, 8, 8, 12]
+    assert inference.device_batch_size(7, 1) == 7

@@ -70,16 +70,20 @@ def _cmd(setup, out: pathlib.Path, cache: pathlib.Path, *extra: str) -> list[str
     ]  # fmt: skip
 
 
-def _two(setup, out, cache, *, flags: bool = False) -> list[subprocess.Popen]:
+def _two(setup, out, cache, *, flags: bool = False, env1: dict[str, str] | None = None) -> list[subprocess.Popen]:
+    """Both processes of a run; `env1` is extra environment for process 1 only."""
     port = _free_port()
     procs = []
     for i in range(2):
+        only = (env1 or {}) if i == 1 else {}
         if flags:  # training's flags, before the (implicit) config name
             extra = (f"--coordinator-address=127.0.0.1:{port}", "--num-processes=2", f"--process-id={i}")
-            env = _env()
+            env = _env(**only)
         else:
             extra = ()
-            env = _env(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
+            env = _env(
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i), **only
+            )
         cmd = _cmd(setup, out, cache, *extra)
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
     return procs
@@ -107,7 +111,7 @@ def _owners(data: pathlib.Path) -> tuple[dict[int, int], relabel.DatasetColumns,
     cols = relabel.read_columns(ds)
     needed = advantage.frames_needing_values(cols.intervention == 0, cols.bounds, LOOKAHEAD)
     works = relabel.episode_works(cols, needed)
-    owner = relabel.split_episodes([len(w.frames) for w in works], 2)
+    owner = relabel.assign_episodes([len(w.frames) for w in works], 2)
     return {w.episode: int(p) for w, p in zip(works, owner, strict=True)}, cols, needed
 
 
@@ -152,15 +156,17 @@ def test_sigkill_one_process_then_rerun_gives_the_same_bytes(setup, reference, t
     out, cache = tmp_path / "out", tmp_path / "cache"
     owners, cols, _ = _owners(setup["data"])
     ones = [cols.episode_ids[e] for e, p in owners.items() if p == 1]
+    assert len(ones) >= 2  # so that one cached episode is mid-way
 
     def cached_by_one() -> int:
         return sum(1 for e in ones for _ in cache.rglob(f"episode_{e:06d}.npz"))
 
-    procs = _two(setup, out, cache, flags=True)
+    # Process 1 blocks after caching its first episode: the kill lands mid-way, at a known point.
+    procs = _two(setup, out, cache, flags=True, env1={relabel.PAUSE_AFTER_EPISODES_ENV: "1"})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and procs[1].poll() is None and cached_by_one() < 1:
         time.sleep(0.05)
-    killed = procs[1].poll() is None and cached_by_one() < len(ones)
+    alive = procs[1].poll() is None
     procs[1].send_signal(signal.SIGKILL)
     procs[1].wait()
     # Process 0 waits at the barrier for its dead peer (or fails once the coordinator notices): end the run.
@@ -168,12 +174,29 @@ def test_sigkill_one_process_then_rerun_gives_the_same_bytes(setup, reference, t
     procs[0].wait()
     for p in procs:
         p.stdout.close()
-    if killed:
-        assert not out.exists() and 1 <= cached_by_one() < len(ones)
+    assert alive, "process 1 ended before it cached an episode; it should have paused there"
+    assert not out.exists() and cached_by_one() == 1
     # Everything rerun: the finished episodes come from the cache, the rest is scored, the bytes are the same.
     _wait(_two(setup, out, cache))
     assert _hashes(out) == _hashes(reference)
     assert not list(cache.rglob("*.tmp"))
     report = json.loads((tmp_path / "out.relabel_report" / "report.json").read_text())
-    if killed:
-        assert report["inference"]["frames_cached"] > 0
+    assert report["inference"]["frames_cached"] > 0
+    assert report["inference"]["per_process"][1]["frames_cached"] > 0
+
+
+def test_a_process_that_fails_early_fails_every_process_with_its_message(setup, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    procs = _two(setup, out, cache, env1={relabel.FAIL_PROCESS_ENV: "1"})
+    logs = []
+    for p in procs:
+        log, _ = p.communicate(timeout=300)
+        logs.append(log)
+    # Both stop with the one user error naming process 1 (exit 2), instead of process 0 waiting at the barrier.
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 2, log[-4000:]
+        assert "Relabelling process 1 failed" in log and relabel.FAIL_PROCESS_ENV in log, log[-4000:]
+    assert not out.exists()
+    # The next run (no failure) is not failed by the stale error file, and reuses process 0's cached values.
+    _wait(_two(setup, out, cache))
+    assert out.exists() and not list(cache.glob("*.error"))

@@ -12,6 +12,7 @@ which frames share its batch: a resumed run, or the same episode on another proc
 
 from collections.abc import Callable
 from collections.abc import Sequence
+import logging
 from typing import Any
 
 import numpy as np
@@ -20,16 +21,24 @@ from openpi.recap import decode as _decode
 from openpi.recap import value_cache as _value_cache
 from openpi.shared import progress as _progress
 
+logger = logging.getLogger("openpi.relabel")
+
 # batch of value-model inputs -> values [B]
 ValuesFn = Callable[[dict[str, Any]], Any]
+
+
+def device_batch_size(batch_size: int, num_devices: int) -> int:
+    """`batch_size` rounded up to a multiple of `num_devices`, so every batch splits evenly over the local devices
+    (the extra rows are padding that is scored and dropped) instead of being copied whole onto each device."""
+    return -(-batch_size // num_devices) * num_devices
 
 
 def make_values_fn(model: Any, params: Any, *, fsdp_devices: int = 1, devices: Sequence[Any] | None = None) -> ValuesFn:
     """batch -> values [B] on this process's devices (`jax.local_devices()` by default), params placed once.
 
     The params are laid out like training (`sharding.fsdp_sharding`: replicated with the default fsdp_devices=1,
-    large arrays split over `fsdp_devices`); each batch is split over the devices when it divides evenly, else
-    replicated. Only local devices: processes of a multi-host run score their own episodes and never wait on
+    large arrays split over `fsdp_devices`); each batch is split over the devices, padded with its last row to a
+    multiple of the device count when it does not divide (the padding's values are dropped). Only local devices: processes of a multi-host run score their own episodes and never wait on
     each other during inference.
     """
     import jax
@@ -40,13 +49,16 @@ def make_values_fn(model: Any, params: Any, *, fsdp_devices: int = 1, devices: S
     mesh = _sharding.make_mesh(fsdp_devices, list(jax.local_devices() if devices is None else devices))
     device_params = jax.device_put(params, _sharding.fsdp_sharding(params, mesh))
     batch_split = _sharding.data_sharding(mesh)
-    whole = _sharding.replicated(mesh)
     num_devices = mesh.devices.size
 
     def values_fn(batch: dict[str, Any]) -> np.ndarray:
         size = len(next(iter(jax.tree.leaves(batch))))
-        batch = jax.device_put(batch, batch_split if size % num_devices == 0 else whole)
-        return np.asarray(value_checkpoint.predict_values(model, device_params, batch))
+        padded = device_batch_size(size, num_devices)
+        if padded != size:
+            rows = np.concatenate([np.arange(size), np.full(padded - size, size - 1)])
+            batch = _decode.take(batch, rows)
+        batch = jax.device_put(batch, batch_split)
+        return np.asarray(value_checkpoint.predict_values(model, device_params, batch))[:size]
 
     values_fn.num_devices = num_devices  # type: ignore[attr-defined]
     return values_fn
@@ -64,10 +76,21 @@ def infer_episodes(
     prefetch: int = 4,
     progress: _progress.Progress | None = None,
 ) -> dict[int, np.ndarray]:
-    """Values of every work's frames ({episode position: values}); each episode is cached once complete."""
+    """Values of every work's frames ({episode position: values}); each episode is cached once complete.
+
+    The batch size is rounded up to a multiple of the values fn's device count (`num_devices`, when it has one).
+    """
     out: dict[int, np.ndarray] = {}
     if not works:
         return out
+    num_devices = getattr(values_fn, "num_devices", 1)
+    if batch_size % num_devices:
+        rounded = device_batch_size(batch_size, num_devices)
+        logger.info(
+            "Batch size %d does not divide over %d local devices; scoring batches of %d (padding rows dropped).",
+            batch_size, num_devices, rounded,
+        )  # fmt: skip
+        batch_size = rounded
     filled = {k: 0 for k in range(len(works))}
     values = {k: np.full(len(w.frames), np.nan, np.float32) for k, w in enumerate(works)}
     pending: list[tuple[int, int, int, Any]] = []  # (work, offset in work, rows, items)

@@ -1,6 +1,5 @@
 """Loading the value model for relabelling: checkpoint -> (item factory, values fn, cache key), cameras enforced."""
 
-import pathlib
 from typing import Any
 
 from openpi.recap import inference as _inference
@@ -8,16 +7,8 @@ from openpi.recap import provenance
 from openpi.recap import relabel_config as _config
 from openpi.shared import errors
 
-CACHE_VERSION = 2  # 2: the key holds the source dataset's content fingerprint
-
-
-def _checkpoint_fingerprint(path: pathlib.Path) -> list[Any]:
-    """Names, sizes and mtimes of the checkpoint's files: a new or retrained checkpoint gets a new cache."""
-    out = []
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        st = p.stat()
-        out.append([p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns])
-    return out
+# 2: the key holds the source dataset's content fingerprint; 3: the checkpoint by content only (no paths, no mtimes)
+CACHE_VERSION = 3
 
 
 def load_model(config: _config.RelabelConfig, ds: Any) -> tuple[Any, _inference.ValuesFn, dict[str, Any]]:
@@ -34,7 +25,7 @@ def load_model(config: _config.RelabelConfig, ds: Any) -> tuple[Any, _inference.
             f"Value checkpoint {ckpt} does not exist; pass the --checkpoint_dir written by scripts/train_value.py."
         )
     model, params = value_checkpoint.load_value_checkpoint(ckpt, use_ema=config.use_ema, step=config.step)
-    run_dir, step_dir = value_checkpoint._locate(ckpt, config.step)
+    run_dir, step_dir = value_checkpoint.locate(ckpt, config.step)
     inputs = value_checkpoint.load_value_inputs(ckpt, step=config.step)
     trained = [col for _, col in inputs.data.cameras]
     if config.cameras is not None and list(config.cameras) != trained:
@@ -54,11 +45,13 @@ def load_model(config: _config.RelabelConfig, ds: Any) -> tuple[Any, _inference.
     factory()  # fail early (tokenizer, cameras) before any worker starts
 
     values_fn = _inference.make_values_fn(model, params)
+    # By content only: hosts that mount the shared checkpoint at different paths (or copied it, changing mtimes)
+    # must compute the same digest, or process 0 finds no values for the others' episodes. A retrained or
+    # replaced step changes step_sha256 (every file's bytes).
+    fingerprint = provenance.value_checkpoint_fingerprint(run_dir, step_dir)
     key = {
         "version": CACHE_VERSION,
-        "checkpoint": str(ckpt.resolve()),
-        "checkpoint_files": _checkpoint_fingerprint(ckpt.resolve()),
-        "value_checkpoint": provenance.value_checkpoint_fingerprint(run_dir, step_dir),
+        "value_checkpoint": {k: v for k, v in fingerprint.items() if k != "run"},
         "use_ema": config.use_ema,
         "step": config.step,
         "tokenizer": inputs.tokenizer,

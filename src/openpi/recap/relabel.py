@@ -23,6 +23,7 @@ from collections.abc import Callable
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import sys
 import time
@@ -71,7 +72,7 @@ def episode_works(cols: DatasetColumns, needed: np.ndarray) -> list[_decode.Epis
     return works
 
 
-def split_episodes(sizes: Any, num_processes: int) -> np.ndarray:
+def assign_episodes(sizes: Any, num_processes: int) -> np.ndarray:
     """Process of each episode: contiguous runs of episodes with about equal frame counts per process.
 
     Depends only on the sizes and the process count, so every process computes the same split without talking.
@@ -142,6 +143,49 @@ def collect_values(
     return values
 
 
+def score_works(
+    item_factory: Callable[[], Any],
+    values_fn: ValuesFn,
+    cols: DatasetColumns,
+    works: list[_decode.EpisodeWork],
+    cache: ValueCache,
+    *,
+    batch_size: int,
+    num_workers: int = 2,
+    prefetch: int = 4,
+    progress: bool = True,
+    processes: "Processes | None" = None,
+    run_total: int | None = None,
+) -> dict[str, Any]:
+    """Scores the works the cache lacks into the cache; returns this process's stats (the one inference loop that
+    `relabel` and `infer_values` share)."""
+    procs = processes if processes is not None else Processes()
+    todo = [w for w in works if cache.load(cols.episode_ids[w.episode], w.frames) is None]
+    computed = int(sum(len(w.frames) for w in todo))
+    bar = _progress.Progress(
+        computed,
+        "values",
+        enabled=progress,
+        process_index=procs.index,
+        process_count=procs.count,
+        run_total=run_total,
+    )
+    t0 = time.monotonic()
+    _inference.infer_episodes(
+        item_factory, values_fn, todo, cols.episode_ids, _maybe_pausing(cache),
+        batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, progress=bar,
+    )  # fmt: skip
+    total = int(sum(len(w.frames) for w in works))
+    return {
+        "episodes": len(works),
+        "frames_total": total,
+        "frames_cached": total - computed,
+        "frames_computed": computed,
+        "frames_per_s": bar.rate if computed else 0.0,
+        "inference_s": time.monotonic() - t0,
+    }
+
+
 def infer_values(
     item_factory: Callable[[], Any],
     values_fn: ValuesFn,
@@ -153,24 +197,72 @@ def infer_values(
     num_workers: int = 2,
     prefetch: int = 4,
     progress: bool = True,
-) -> tuple[np.ndarray, dict[str, float]]:
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Values at `needed` frames (NaN elsewhere) in this one process, resuming from and filling the cache."""
     works = episode_works(cols, needed)
-    todo = [w for w in works if cache.load(cols.episode_ids[w.episode], w.frames) is None]
-    computed = int(sum(len(w.frames) for w in todo))
-    bar = _progress.Progress(computed, "values", enabled=progress)
-    _inference.infer_episodes(
-        item_factory, values_fn, todo, cols.episode_ids, cache,
-        batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, progress=bar,
+    stats = score_works(
+        item_factory, values_fn, cols, works, cache,
+        batch_size=batch_size, num_workers=num_workers, prefetch=prefetch, progress=progress,
     )  # fmt: skip
-    values = collect_values(cols, works, cache, "inference")
-    stats = {
-        "frames_total": len(needed),
-        "frames_cached": len(needed) - computed,
-        "frames_computed": computed,
-        "frames_per_s": bar.rate if computed else 0.0,
-    }
-    return values, stats
+    return collect_values(cols, works, cache, "inference"), stats
+
+
+# ------------------------------------------------------------------------------------------ test-only hooks
+
+# Test-only: a process whose index is this value fails before the first barrier (exercises the error files).
+FAIL_PROCESS_ENV = "OPENPI_RELABEL_TEST_FAIL_PROCESS"
+# Test-only: a process blocks (until killed) once it has written this many episodes to the cache.
+PAUSE_AFTER_EPISODES_ENV = "OPENPI_RELABEL_TEST_PAUSE_AFTER_EPISODES"
+
+
+class _PausingCache:
+    """The cache, except that `save` blocks forever after `after` episodes: lets a test kill a process mid-run
+    at a known point instead of racing it."""
+
+    def __init__(self, cache: ValueCache, after: int):
+        self._cache, self._after, self._saved = cache, after, 0
+
+    def save(self, episode_id: int, frames: np.ndarray, values: np.ndarray) -> None:
+        self._cache.save(episode_id, frames, values)
+        self._saved += 1
+        while self._saved >= self._after:
+            time.sleep(1.0)
+
+
+def _maybe_pausing(cache: ValueCache) -> Any:
+    after = os.environ.get(PAUSE_AFTER_EPISODES_ENV)
+    return _PausingCache(cache, int(after)) if after else cache
+
+
+# ------------------------------------------------------------------------------------- errors across processes
+
+
+class ProcessError(errors.UserError):
+    """A process of a multi-process run failed before the values were complete (its message says why)."""
+
+
+def _error_path(root: pathlib.Path, index: int) -> pathlib.Path:
+    return root / f"process_{index:05d}.error"
+
+
+def _one_sentence(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, errors.UserError) else f"{type(exc).__name__}: {text}"
+
+
+def raise_process_errors(root: pathlib.Path, count: int) -> None:
+    """Raises one `ProcessError` naming the first process that left an error file under `root` (after a barrier,
+    so every process raises the same error instead of waiting for a peer that will never arrive)."""
+    failed = [i for i in range(count) if _error_path(root, i).is_file()]
+    if not failed:
+        return
+    # The first to fail is most likely the cause (the others may have failed waiting for it).
+    first = min(failed, key=lambda i: _error_path(root, i).stat().st_mtime_ns)
+    others = f" (processes {failed} failed)" if len(failed) > 1 else ""
+    raise ProcessError(
+        f"Relabelling process {first} failed{others}: {_error_path(root, first).read_text().strip()} Fix that and "
+        "rerun the same command; finished episodes are resumed from the cache."
+    )
 
 
 # -------------------------------------------------------------------------------------------- the output
@@ -203,12 +295,18 @@ def _write_provenance(
             file=sys.stderr,
         )
     tasks = dict(ds.tasks)
+    checkpoint = key.get("value_checkpoint")
+    if checkpoint is not None and "run" not in checkpoint:  # the key holds content only; record where it was read
+        from openpi.training import value_checkpoint
+
+        run_dir, _ = value_checkpoint.locate(config.resolved_checkpoint_dir(), config.step)
+        checkpoint = {"run": str(run_dir), **checkpoint}
     provenance.write(
         target,
         {
             "label_scale": scale,
             "relabel": {
-                "value_checkpoint": key.get("value_checkpoint"),
+                "value_checkpoint": checkpoint,
                 "source": {"root": str(ds.root), "fingerprint": source_fingerprint},
                 "lookahead": config.lookahead,
                 "top_percent": config.top_percent,
@@ -233,11 +331,46 @@ class RelabelResult:
     stats: dict[str, Any]
 
 
+def _score_own(
+    config: RelabelConfig,
+    ds: Any,
+    cols: DatasetColumns,
+    autonomous: np.ndarray,
+    model: Model | None,
+    procs: Processes,
+) -> tuple[dict[str, Any], ValueCache, list[_decode.EpisodeWork], dict[str, Any], str, np.ndarray]:
+    """This process's share before the first barrier: loads the model, scores its episodes into the cache and
+    writes its stats file. Returns (stats, cache, every process's works, cache key, source fingerprint, needed)."""
+    # Every process loads the model: Orbax's restore is itself collective, so it is not where one process fails alone.
+    item_factory, values_fn, key = model if model is not None else load_model(config, ds)
+    if os.environ.get(FAIL_PROCESS_ENV) == str(procs.index):  # as a bad frame would, after the model loaded
+        raise errors.DatasetError(f"{FAIL_PROCESS_ENV} made process {procs.index} fail (a test).")
+    # The source's content, not only its shape: a dataset re-exported at the same path with other frames must not
+    # reuse the values cached for the old ones.
+    source_fingerprint = provenance.dataset_fingerprint(ds.root)
+    key = {**key, "dataset": _dataset_fingerprint(ds), "source": source_fingerprint, "human_col": config.human_col}
+    needed = _adv.frames_needing_values(autonomous, cols.bounds, config.lookahead)
+    works = episode_works(cols, needed)
+    owner = assign_episodes([len(w.frames) for w in works], procs.count)
+    # With several processes writing, only process 0 removes stale temp files, and only after the barrier.
+    cache = ValueCache(config.resolved_cache_dir(), key, clean_stale=procs.count == 1)
+    mine = [w for w, p in zip(works, owner, strict=True) if p == procs.index]
+    scored = score_works(
+        item_factory, values_fn, cols, mine, cache,
+        batch_size=config.batch_size, num_workers=config.num_workers, prefetch=config.prefetch,
+        progress=config.progress, processes=procs, run_total=len(needed),
+    )  # fmt: skip
+    own = {"process_index": procs.index, "local_devices": procs.local_devices, **scored}
+    atomic.write_text(_stats_path(cache, procs.index), json.dumps(own, indent=2, sort_keys=True))
+    return own, cache, works, key, source_fingerprint, needed
+
+
 def relabel(config: RelabelConfig, *, model: Model | None = None, processes: Processes | None = None) -> RelabelResult:
     """Runs the whole pipeline on this process (every process of a multi-host run calls it with the same config).
 
     `model` (item factory, values fn, cache key) overrides loading the checkpoint; `processes` defaults to JAX's
-    view (`jax.process_index()` / `jax.process_count()`) once the model is loaded.
+    view (`jax.process_index()` / `jax.process_count()`). A process that fails before the values are complete
+    makes every process raise one `ProcessError` naming it (no process waits for a peer that already failed).
     """
     from openpi.datasets import lerobot
 
@@ -257,46 +390,24 @@ def relabel(config: RelabelConfig, *, model: Model | None = None, processes: Pro
             "relabel: human frames are always positive."
         )
     adv_cfg = config.advantage_config()
-    item_factory, values_fn, key = model if model is not None else load_model(config, ds)
     procs = processes if processes is not None else Processes.current()
-    # The source's content, not only its shape: a dataset re-exported at the same path with other frames must not
-    # reuse the values cached for the old ones.
-    source_fingerprint = provenance.dataset_fingerprint(ds.root)
-    key = {**key, "dataset": _dataset_fingerprint(ds), "source": source_fingerprint, "human_col": config.human_col}
-    needed = _adv.frames_needing_values(autonomous, cols.bounds, adv_cfg.lookahead)
-    works = episode_works(cols, needed)
-    owner = split_episodes([len(w.frames) for w in works], procs.count)
-    # With several processes writing, only process 0 removes stale temp files, and only after the barrier.
-    cache = ValueCache(config.resolved_cache_dir(), key, clean_stale=procs.count == 1)
-
-    mine = [w for w, p in zip(works, owner, strict=True) if p == procs.index]
-    todo = [w for w in mine if cache.load(cols.episode_ids[w.episode], w.frames) is None]
-    computed = int(sum(len(w.frames) for w in todo))
-    bar = _progress.Progress(
-        computed,
-        "values",
-        enabled=config.progress,
-        process_index=procs.index,
-        process_count=procs.count,
-        run_total=len(needed),
-    )
-    t0 = time.monotonic()
-    _inference.infer_episodes(
-        item_factory, values_fn, todo, cols.episode_ids, cache,
-        batch_size=config.batch_size, num_workers=config.num_workers, prefetch=config.prefetch, progress=bar,
-    )  # fmt: skip
-    own = {
-        "process_index": procs.index,
-        "local_devices": procs.local_devices,
-        "episodes": len(mine),
-        "frames_total": int(sum(len(w.frames) for w in mine)),
-        "frames_computed": computed,
-        "frames_per_s": bar.rate if computed else 0.0,
-        "inference_s": time.monotonic() - t0,
-    }
-    own["frames_cached"] = own["frames_total"] - computed
-    atomic.write_text(_stats_path(cache, procs.index), json.dumps(own, indent=2, sort_keys=True))
+    # A process that fails before the first barrier (model load, a bad frame, a worker) leaves one sentence here
+    # and still reaches the barrier; then every process raises it, instead of the others waiting out the timeout.
+    error_root = config.resolved_cache_dir()
+    error_root.mkdir(parents=True, exist_ok=True)
+    _error_path(error_root, procs.index).unlink(missing_ok=True)  # a previous run's: all gone by the barrier
+    try:
+        own, cache, works, key, source_fingerprint, needed = _score_own(config, ds, cols, autonomous, model, procs)
+    except Exception as exc:
+        if procs.count == 1:
+            raise
+        logger.exception("Process %d failed before its values were complete", procs.index)
+        atomic.write_text(_error_path(error_root, procs.index), _one_sentence(exc))
+        procs.barrier("openpi_relabel_values")
+        raise_process_errors(error_root, procs.count)
+        raise  # unreachable unless the error file vanished
     procs.barrier("openpi_relabel_values")
+    raise_process_errors(error_root, procs.count)
     if procs.index != 0:
         procs.barrier("openpi_relabel_written")
         return RelabelResult(output=target, report=None, result=None, values=None, stats=own)
@@ -368,15 +479,16 @@ def _dataset_fingerprint(ds: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "ProcessError",
     "RelabelConfig",
     "RelabelResult",
     "ValueCache",
+    "assign_episodes",
     "collect_values",
     "episode_works",
     "infer_values",
     "load_model",
     "read_columns",
     "relabel",
-    "split_episodes",
     "vocab",
 ]

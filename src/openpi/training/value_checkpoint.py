@@ -132,7 +132,8 @@ def load_frozen(run_dir: pathlib.Path, *, verify: bool = True) -> dict[str, np.n
     return flat
 
 
-def _read_checkpoint_json(path: pathlib.Path) -> dict:
+def read_checkpoint_json(path: pathlib.Path) -> dict:
+    """A JSON file of a value checkpoint; a damaged one is a `CheckpointError` (rerunning will not help)."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -150,10 +151,10 @@ def _step_meta(step_dir: pathlib.Path) -> dict:
         raise errors.CheckpointError(
             f"{path} is missing: step {step_dir.name} was not saved completely; pass another step or retrain."
         )
-    return _read_checkpoint_json(path)
+    return read_checkpoint_json(path)
 
 
-def _locate(checkpoint: str | os.PathLike, step: int | None) -> tuple[pathlib.Path, pathlib.Path]:
+def locate(checkpoint: str | os.PathLike, step: int | None) -> tuple[pathlib.Path, pathlib.Path]:
     """(run dir, step dir) from a run directory (latest or given step) or a step directory."""
     path = pathlib.Path(checkpoint).expanduser().resolve()
     if not path.is_dir():
@@ -183,7 +184,7 @@ def load_value_checkpoint(
     `use_ema` picks the EMA weights (saved as params/) or the raw trainable weights (train_state/); they are the
     same when the run had no EMA. Frozen backbones come from the run's frozen_params/ (checksum verified).
     """
-    run_dir, step_dir = _locate(checkpoint, step)
+    run_dir, step_dir = locate(checkpoint, step)
     meta = _step_meta(step_dir)
     model = _value_model.ValueModelConfig.from_json(json.dumps(meta["model"]), source=str(step_dir / CONFIG_FILE))
     trainable = params_io.flatten(params_io.restore_params(step_dir / _checkpoints.PARAMS, restore_type=np.ndarray))
@@ -242,7 +243,7 @@ class ValueInputs:
 
 
 def load_value_inputs(checkpoint: str | os.PathLike, *, step: int | None = None) -> ValueInputs:
-    _, step_dir = _locate(checkpoint, step)
+    _, step_dir = locate(checkpoint, step)
     saved = _step_meta(step_dir)
     meta = saved["data"]
     data = _value_config.ValueDataConfig(
@@ -280,3 +281,7 @@ def _predict_fn(model: _value_model.ValueModelConfig):
 def predict_values(model: _value_model.ValueModelConfig, params: dict, batch: dict[str, Any]) -> jax.Array:
     """Expected values [B] for a batch of value-data items (jitted once per model config and batch shape)."""
     return _predict_fn(model)(params, batch)
+
+
+# The old private name, still used by value_train.py (owned by another change): remove once it calls the public one.
+_read_checkpoint_json = read_checkpoint_json
