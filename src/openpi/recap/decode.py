@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from collections.abc import Sequence
 import dataclasses
 import multiprocessing
+import os
 import pickle
 import queue as _queue
 from typing import Any
@@ -58,9 +59,23 @@ def _decode_chunks(item_fn, works: Sequence[tuple[int, EpisodeWork]], chunk_size
             yield k, frames, _data_loader.stack_items([item_fn(int(i), int(i)) for i in frames])
 
 
+def _put(out, item: tuple, parent: int) -> None:
+    """`out.put`, except that a worker whose parent was killed (SIGKILL cannot stop daemon children) exits instead of
+    blocking on a full queue forever."""
+    while True:
+        try:
+            out.put(item, timeout=1.0)
+            return
+        except _queue.Full:
+            if os.getppid() != parent:
+                os._exit(0)  # not SystemExit: exiting normally waits for the queue's feeder thread, which never ends
+
+
 def _worker(factory: ItemFactory, works: list[tuple[int, EpisodeWork]], chunk_size: int, out) -> None:
     """Worker process body: decode the assigned episodes in order; errors travel to the consumer."""
     import sys
+
+    parent = os.getppid()
 
     if "jax" in sys.modules:  # decoding is numpy; never let a worker claim an accelerator
         import jax
@@ -69,13 +84,13 @@ def _worker(factory: ItemFactory, works: list[tuple[int, EpisodeWork]], chunk_si
     try:
         item_fn = factory()
         for k, frames, items in _decode_chunks(item_fn, works, chunk_size):
-            out.put(("chunk", k, frames, items))
+            _put(out, ("chunk", k, frames, items), parent)
     except BaseException as e:
         try:
             pickle.dumps(e)
         except Exception:
             e = RuntimeError(f"{type(e).__name__}: {e}")
-        out.put(("error", -1, None, e))
+        _put(out, ("error", -1, None, e), parent)
 
 
 def decode_episodes(
