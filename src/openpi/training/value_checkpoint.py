@@ -281,7 +281,3 @@ def _predict_fn(model: _value_model.ValueModelConfig):
 def predict_values(model: _value_model.ValueModelConfig, params: dict, batch: dict[str, Any]) -> jax.Array:
     """Expected values [B] for a batch of value-data items (jitted once per model config and batch shape)."""
     return _predict_fn(model)(params, batch)
-
-
-# The old private name, still used by value_train.py (owned by another change): remove once it calls the public one.
-_read_checkpoint_json = read_checkpoint_json

@@ -220,7 +220,7 @@ class ValueTask(_trainer.Task):
         saved_path = latest / value_checkpoint.CONFIG_FILE
         if not saved_path.is_file():
             saved_path = run_dir / value_checkpoint.CONFIG_FILE
-        saved = value_checkpoint._read_checkpoint_json(saved_path)
+        saved = value_checkpoint.read_checkpoint_json(saved_path)
         current = json.loads(current)
         if saved["model"] != current["model"]:
             raise errors.ConfigError(
