@@ -108,6 +108,9 @@ def test_labels_both_formats_source_untouched(setup):
     failure_pos = np.mean(np.concatenate(failure_end) == "positive")
     assert success_pos > 0.8, success_pos
     assert failure_pos < 0.1, failure_pos
+    # The report records the advantage settings and which relabel config ran (neither hides the other).
+    assert res.report["config"]["lookahead"] == LOOKAHEAD and res.report["config"]["top_percent"] == 30.0
+    assert res.report["relabel_config"] == "default"
     # Per task, ~30 % of the autonomous frames are positive.
     for task in res.report["tasks"]:
         if task["autonomous_frames"]:

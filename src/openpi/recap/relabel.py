@@ -458,7 +458,7 @@ def relabel(config: RelabelConfig, *, model: Model | None = None, processes: Pro
             task_names=dict(ds.tasks),
             config=adv_cfg,
             extra={
-                "config": config.name,
+                "relabel_config": config.name,
                 "source": str(ds.root),
                 "output": str(target),
                 "adv_col": config.adv_col,
