@@ -38,8 +38,8 @@ def make_values_fn(model: Any, params: Any, *, fsdp_devices: int = 1, devices: S
 
     The params are laid out like training (`sharding.fsdp_sharding`: replicated with the default fsdp_devices=1,
     large arrays split over `fsdp_devices`); each batch is split over the devices, padded with its last row to a
-    multiple of the device count when it does not divide (the padding's values are dropped). Only local devices: processes of a multi-host run score their own episodes and never wait on
-    each other during inference.
+    multiple of the device count when it does not divide (the padding's values are dropped). Only local devices:
+    processes of a multi-host run score their own episodes and never wait on each other during inference.
     """
     import jax
 

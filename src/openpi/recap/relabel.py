@@ -40,8 +40,6 @@ from openpi.recap import vocab
 from openpi.recap.columns import DatasetColumns
 from openpi.recap.columns import read_columns
 from openpi.recap.inference import ValuesFn
-from openpi.recap.inference import make_values_fn  # noqa: F401 (re-exported)
-from openpi.recap.model_loading import CACHE_VERSION  # noqa: F401 (re-exported)
 from openpi.recap.model_loading import load_model
 from openpi.recap.relabel_config import CONFIGS  # noqa: F401 (re-exported)
 from openpi.recap.relabel_config import RelabelConfig
@@ -50,6 +48,7 @@ from openpi.recap.value_cache import ValueCache
 from openpi.shared import atomic
 from openpi.shared import errors
 from openpi.shared import progress as _progress
+from openpi.training import distributed as _distributed
 
 logger = logging.getLogger("openpi.relabel")
 
@@ -104,17 +103,8 @@ class Processes:
 
     def barrier(self, name: str) -> None:
         """Waits until every process reached `name` (no-op with one process)."""
-        if self.count == 1:
-            return
-        from jax._src import distributed
-
-        client = distributed.global_state.client
-        if client is None:  # started without jax.distributed (cannot happen with count > 1, but be safe)
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices(name)
-            return
-        client.wait_at_barrier(name, timeout_in_ms=BARRIER_TIMEOUT_S * 1000)
+        if self.count > 1:
+            _distributed.barrier(name, timeout_s=BARRIER_TIMEOUT_S)
 
 
 def _stats_path(cache: ValueCache, index: int) -> pathlib.Path:

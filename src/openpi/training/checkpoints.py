@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 
 from openpi.shared import errors
 from openpi.shared import normalize as _normalize
+from openpi.training import distributed as _distributed
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +136,7 @@ def initialize_checkpoint_dir(
 
 
 def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f"openpi_checkpoints_{name}")
+    _distributed.barrier(f"openpi_checkpoints_{name}")
 
 
 def save(
@@ -202,11 +200,17 @@ def latest_step_dir(checkpoint_dir: str | pathlib.Path) -> pathlib.Path | None:
 
     For checks that must run before the checkpoint manager is opened (e.g. which norm stats a resume uses).
     """
+    steps = finished_steps(checkpoint_dir)
+    return pathlib.Path(checkpoint_dir) / str(steps[-1]) if steps else None
+
+
+def finished_steps(checkpoint_dir: str | pathlib.Path) -> list[int]:
+    """The run's finished steps, ascending: folders named by their step (Orbax renames a step to its number only
+    once it is complete) that hold params/."""
     checkpoint_dir = pathlib.Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
-        return None
-    steps = [int(p.name) for p in checkpoint_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    return checkpoint_dir / str(max(steps)) if steps else None
+        return []
+    return sorted(int(p.name) for p in checkpoint_dir.iterdir() if p.name.isdigit() and (p / PARAMS).is_dir())
 
 
 def read_wandb_id(checkpoint_dir: str | pathlib.Path) -> str | None:

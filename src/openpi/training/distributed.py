@@ -54,3 +54,22 @@ def maybe_initialize_distributed(overrides: dict[str, str] | None = None) -> boo
         jax.distributed.initialize()  # cluster auto-detection (SLURM, TPU pods, ...)
         return True
     return False
+
+
+def barrier(name: str, *, timeout_s: float = 3600.0) -> None:
+    """Waits until every process reached the barrier `name` (a no-op in a single-process run).
+
+    A host-side barrier on the jax.distributed coordination service: training syncs around its checkpoint
+    directory with it, relabelling waits with it (for hours: `timeout_s`) for the slowest process's episodes.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as _jax_distributed
+
+    client = _jax_distributed.global_state.client
+    if client is None:  # several processes without jax.distributed's client (not expected): a device collective
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+        return
+    client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))

@@ -166,7 +166,7 @@ def locate(checkpoint: str | os.PathLike, step: int | None) -> tuple[pathlib.Pat
             f"{path} is not a value-model checkpoint (no {CONFIG_FILE}); pass the --checkpoint_dir of "
             "scripts/train_value.py or one of its step folders."
         )
-    steps = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / _checkpoints.PARAMS).is_dir())
+    steps = _checkpoints.finished_steps(path)
     if not steps:
         raise errors.CheckpointError(f"{path} holds no completed training step yet.")
     if step is None:
