@@ -185,6 +185,7 @@ def test_sigkill_one_process_then_rerun_gives_the_same_bytes(setup, reference, t
     assert report["inference"]["per_process"][1]["frames_cached"] > 0
 
 
+@pytest.mark.slow
 def test_a_process_that_fails_early_fails_every_process_with_its_message(setup, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     procs = _two(setup, out, cache, env1={relabel.FAIL_PROCESS_ENV: "1"})

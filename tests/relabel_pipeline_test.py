@@ -152,6 +152,8 @@ def _wait_kill(proc, cond, timeout=120.0):
     proc.wait()
 
 
+# ~50 s: kills a run at several points; the default suite keeps the 2-process SIGKILL test.
+@pytest.mark.slow
 def test_sigkill_at_several_points_then_resume(setup, tmp_path):
     """SIGKILL during start-up, after a few cached episodes and later; the resumed output equals a clean run."""
     source_before = _hashes(setup["v30"])
