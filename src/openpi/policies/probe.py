@@ -296,9 +296,7 @@ def check_dataset(dataset: Any, data_config: Any) -> None:
     structure = _repack_structure(data_config)
     features = [k for k in structure.values() if k not in ("prompt", "loss_weight", vocab.ADV_IND)]
     columns = [c for c in data_config.required_columns if c != vocab.ADV_IND]
-    data_loader.check_dataset(
-        dataset, columns=columns, features=features, fix="pass a dataset recorded for this config (--data-dir)"
-    )
+    data_loader.check_dataset(dataset, columns=columns, features=features, fix="pick the matching config")
 
 
 def draw_frames(dataset: Any, num_frames: int, rng: np.random.Generator) -> np.ndarray:
@@ -372,21 +370,21 @@ def _resolve_step_dir(checkpoint_dir: str | None) -> pathlib.Path:
     return latest
 
 
-def _norm_stats(step_dir: pathlib.Path, asset_id: str | None) -> dict[str, Any]:
-    """The checkpoint's norm stats: its `asset_id`, else its only asset (the data probed may live elsewhere)."""
+def _checkpoint_asset_id(step_dir: pathlib.Path, asset_id: str | None) -> str | None:
+    """The checkpoint's norm-stats asset: `asset_id` if it has it, else its only one (the data probed may live in
+    another folder than the data it was trained on); otherwise `asset_id`, and loading says what it has."""
     from openpi.training import checkpoints
 
     assets = step_dir / checkpoints.ASSETS
     found = sorted(p.name for p in assets.iterdir() if (p / "norm_stats.json").is_file()) if assets.is_dir() else []
-    if asset_id not in found and len(found) == 1:
-        asset_id = found[0]
-    return checkpoints.restore_norm_stats(step_dir, asset_id)
+    return found[0] if asset_id not in found and len(found) == 1 else asset_id
 
 
 def probe(train_config: Any, args: ProbeArgs) -> dict[str, Any]:
     """Runs every perturbation on `args.num_frames` frames; returns the result (also written to `args.output`)."""
     from openpi.datasets import lerobot
     from openpi.policies import policy_config
+    from openpi.training import checkpoints
 
     if args.num_frames < 1:
         raise errors.ConfigError(f"--num-frames must be at least 1, got {args.num_frames}.")
@@ -401,9 +399,14 @@ def probe(train_config: Any, args: ProbeArgs) -> dict[str, Any]:
     if data_root is None:
         raise errors.ConfigError("Pass --data-dir, the dataset to draw frames from.")
     dataset = lerobot.LeRobotDataset.open(data_root)
+    data = train_config.data
+    asset_id = _checkpoint_asset_id(step_dir, data.resolved_asset_id())
+    train_config = dataclasses.replace(
+        train_config, data=dataclasses.replace(data, assets=dataclasses.replace(data.assets, asset_id=asset_id))
+    )
     data_config = policy_config.inference_data_config(train_config, step_dir / "assets")
     check_dataset(dataset, data_config)
-    norm_stats = _norm_stats(step_dir, data_config.asset_id)
+    norm_stats = checkpoints.restore_norm_stats(step_dir, data_config.asset_id)
 
     model = train_config.model
     pistar = bool(getattr(model, "pistar", False))
