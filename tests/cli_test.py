@@ -58,6 +58,9 @@ CONTRACTS: dict[str, Contract] = {
         unknown=(("policy:dummy", "--policy.config=debug_pi6"), "debug_pi06"), config=("policy:dummy",)
     ),
     "collect_rollouts.py": Contract(unknown=(("--tasks", "press_rd"), "press_red")),
+    "probe_policy.py": Contract(
+        names=tuple(_config.config_names()), unknown=(("sim_pi06_infr",), "sim_pi06_infer"), config=("sim_pi06",)
+    ),
     "eval_policy.py": Contract(unknown=(("--env", "tabletp"), "tabletop")),
     "add_recap_columns.py": Contract(config=("/nonexistent/dataset", "--output-dir", "/nonexistent/out")),
     "merge_datasets.py": Contract(config=("/nonexistent/a", "--output-dir", "/nonexistent/out")),

@@ -79,6 +79,11 @@ def test_readme_command_parses(command):
         parsed = serve_cli.cli(args, check_config=False)
         if parsed.policy.config != "x_infer":
             assert parsed.policy.config in _config.config_names()
+    elif script == "scripts/probe_policy.py":
+        from openpi.policies import probe
+
+        config, _ = probe.parse(args)
+        assert config.name == args[0]
     elif script in FLAT_ARGS:
         _cli.parse(FLAT_ARGS[script], args)
         if script == "scripts/eval_policy.py" and "--serve-config" in args:
