@@ -170,6 +170,10 @@ def summarize(changes: Mapping[str, Sequence[tuple[float, float]]]) -> list[dict
                 "first_action_l2": describe([f for _, f in pairs]),
             }
         )
+    noise = next((row["chunk_l2"]["mean"] for row in rows if row["name"] == NOISE), None)
+    for row in rows:
+        # The noise row is the policy's own randomness: the scale the other rows read against.
+        row["chunk_l2_vs_noise"] = row["chunk_l2"]["mean"] / noise if noise else None
     return rows
 
 
@@ -205,18 +209,26 @@ def format_table(result: Mapping[str, Any]) -> str:
         f"({result['num_frames']} frames, seed {result['seed']}, baseline adv_ind={result['adv_ind']})",
         "",
         f"{'perturbation':<24} {'chunk L2: mean':>15} {'median':>9} {'p90':>9}   "
-        f"{'first action L2: mean':>21} {'median':>9} {'p90':>9}  what changed",
+        f"{'first action L2: mean':>21} {'median':>9} {'p90':>9} {'/noise':>9}  what changed",
     ]
     for row in result["rows"]:
-        c, f = row["chunk_l2"], row["first_action_l2"]
+        c, f, rel = row["chunk_l2"], row["first_action_l2"], row.get("chunk_l2_vs_noise")
+        rel_text = f"{rel:>9.3g}" if rel is not None else f"{'-':>9}"
         lines.append(f"{row['name']:<24} {c['mean']:>15.4g} {c['median']:>9.4g} {c['p90']:>9.4g}   "
-                     f"{f['mean']:>21.4g} {f['median']:>9.4g} {f['p90']:>9.4g}  {row['description']}")  # fmt: skip
+                     f"{f['mean']:>21.4g} {f['median']:>9.4g} {f['p90']:>9.4g} {rel_text}  {row['description']}")  # fmt: skip
     ref = result["reference"]
     lines.append(
         f"{'(vs dataset chunk)':<24} {ref['chunk_l2']['mean']:>15.4g} {ref['chunk_l2']['median']:>9.4g} "
         f"{ref['chunk_l2']['p90']:>9.4g}   {ref['first_action_l2']['mean']:>21.4g} "
-        f"{ref['first_action_l2']['median']:>9.4g} {ref['first_action_l2']['p90']:>9.4g}  baseline vs recorded actions"
+        f"{ref['first_action_l2']['median']:>9.4g} {ref['first_action_l2']['p90']:>9.4g} {'':>9}  "
+        "baseline vs recorded actions"
     )
+    identity = next((row for row in result["rows"] if row["name"] == IDENTITY), None)
+    if identity is not None and identity["chunk_l2"]["max"] > 0:
+        lines.append(
+            f"WARNING: the identity row is not 0 (max {identity['chunk_l2']['max']:.3g}): the same request with the "
+            "same noise gives different actions, so every row includes that jitter."
+        )
     for skipped in result["skipped"]:
         lines.append(f"skipped {skipped['name']}: {skipped['reason']}")
     lines.append("")

@@ -114,6 +114,7 @@ def test_probe_on_a_trained_sim_pi06_checkpoint(sim_run, tmp_path, capsys):
     # Same inputs, same noise: exactly the same chunk; a redrawn noise moves it.
     assert rows["identity"]["chunk_l2"]["max"] == 0.0 and rows["identity"]["first_action_l2"]["max"] == 0.0
     assert rows["noise"]["chunk_l2"]["median"] > 0.0 and rows["noise"]["first_action_l2"]["median"] > 0.0
+    assert rows["noise"]["chunk_l2_vs_noise"] == 1.0 and rows["identity"]["chunk_l2_vs_noise"] == 0.0
     # Every other row changed something the model reads (a 2-step model moves little, but not nothing).
     for name in SIM_ROWS - {"identity"}:
         assert rows[name]["chunk_l2"]["mean"] > 0.0, name
@@ -123,7 +124,7 @@ def test_probe_on_a_trained_sim_pi06_checkpoint(sim_run, tmp_path, capsys):
     table = capsys.readouterr().out
     for name in SIM_ROWS:
         assert f"\n{name} " in table
-    assert "Ground truth (tabletop sim, 6 frames)" in table and f"Wrote {out}" in table
+    assert "Ground truth (tabletop sim, 6 frames)" in table and f"Wrote {out}" in table and "WARNING" not in table
 
 
 def test_the_recorded_expert_actions_hit_the_rebuilt_targets(sim_run):
@@ -238,6 +239,20 @@ def test_action_changes_and_the_summary():
     assert rows[0]["chunk_l2"] == {"mean": 2.0, "median": 2.0, "p90": pytest.approx(2.8), "max": 3.0}
     assert rows[0]["first_action_l2"]["mean"] == 1.0 and rows[0]["n"] == 2
     assert rows[1]["description"] == "image blacked out"
+    assert rows[0]["chunk_l2_vs_noise"] == 1.0 and rows[1]["chunk_l2_vs_noise"] == 0.0
+
+
+def test_the_table_warns_when_the_identity_row_is_not_zero():
+    def result(identity_change: float) -> dict:
+        rows = probe.summarize({"identity": [(identity_change, 0.0)], "noise": [(2.0, 1.0)]})
+        reference = {"chunk_l2": rows[1]["chunk_l2"], "first_action_l2": rows[1]["first_action_l2"]}
+        return {"config": "c", "checkpoint_dir": "s", "data_dir": "d", "num_frames": 1, "seed": 0, "adv_ind": None,
+                "rows": rows, "reference": reference, "skipped": [{"name": "prompt_swap", "reason": "one task"}],
+                "ground_truth": None, "ground_truth_skipped": "not tabletop sim data"}  # fmt: skip
+
+    quiet, noisy = probe.format_table(result(0.0)), probe.format_table(result(0.5))
+    assert "WARNING" not in quiet and "WARNING: the identity row is not 0 (max 0.5)" in noisy
+    assert "skipped prompt_swap: one task" in quiet and "Ground truth skipped: not tabletop sim data" in quiet
 
 
 def test_position_targets_and_first_target_errors():
