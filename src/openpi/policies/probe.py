@@ -417,6 +417,11 @@ def probe(train_config: Any, args: ProbeArgs) -> dict[str, Any]:
         train_config, data=dataclasses.replace(data, assets=dataclasses.replace(data.assets, asset_id=asset_id))
     )
     data_config = policy_config.inference_data_config(train_config, step_dir / "assets")
+    if data_config.fake_data or "actions" not in _repack_structure(data_config):
+        raise errors.ConfigError(
+            f"Config {train_config.name} reads no dataset (fake data); probe with the config the checkpoint was "
+            "trained with on a LeRobot dataset."
+        )
     check_dataset(dataset, data_config)
     norm_stats = checkpoints.restore_norm_stats(step_dir, data_config.asset_id)
 

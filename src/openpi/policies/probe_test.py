@@ -175,6 +175,7 @@ def test_pi05_checkpoint_on_robot_data_skips_the_indicator_and_the_ground_truth(
         (["--num-frames", "0"], "--num-frames must be at least 1, got 0."),
         # A YAM config on the tabletop data: the config's cameras are not in the dataset.
         (["--config", "debug_pi06"], "lacks features ['observation.images.head_camera'"),
+        (["--config", "debug"], "Config debug reads no dataset (fake data)"),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(sim_run, argv, message, capsys, tmp_path):
