@@ -59,7 +59,9 @@ class _PaliGemma(nn.Module):
         self.llm = gemma.Module(
             configs=(pg, ae), embed_dtype=c.dtype, use_adarms=(False, c.pi05), remat=c.remat, vocab_size=c.vocab_size
         )
-        self.img = siglip.Module(num_classes=pg.width, variant=c.siglip_variant, dtype_mm=c.dtype, remat=c.remat)
+        self.img = siglip.Module(
+            num_classes=pg.width, variant=c.siglip_variant, dtype_mm=c.dtype, remat=c.remat, posemb=c.siglip_posemb
+        )
 
 
 class Pi0Module(nn.Module):

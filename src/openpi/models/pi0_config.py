@@ -47,6 +47,9 @@ class Pi0Config(_model.BaseModelConfig):
     pistar: bool = False
     # None -> "So400m/14" (openpi), or the tiny "mu/32" when the PaliGemma LLM is a dummy variant.
     siglip_variant: str | None = None
+    # SigLIP position embedding: "learn" (openpi's learned table, the default: checkpoints unchanged) or "sincos2d"
+    # (fixed 2-D sine-cosine grid, no parameter; for from-scratch toy towers that must localise, see siglip.py).
+    siglip_posemb: str = "learn"
     # Rematerialise transformer layers in the backward pass (memory for speed; openpi always does).
     remat: bool = True
     # Toy-size knobs (openpi's values by default; the parameter tree changes only through `vocab_size`):
@@ -90,6 +93,10 @@ class Pi0Config(_model.BaseModelConfig):
             raise errors.ConfigError(f"Pi0Config.vocab_size must be positive, got {self.vocab_size}.")
         gemma.get_config(self.action_expert_variant)
         siglip.get_config(self.siglip_variant)
+        if self.siglip_posemb not in siglip.POSEMB_KINDS:
+            raise errors.ConfigError(
+                f"Pi0Config.siglip_posemb is {self.siglip_posemb!r}; use one of {siglip.POSEMB_KINDS}."
+            )
         if self.dtype not in ("bfloat16", "float32", "float16"):
             raise errors.ConfigError(f"Pi0Config.dtype is {self.dtype!r}; use 'bfloat16' or 'float32'.")
 

@@ -77,6 +77,8 @@ def test_bad_configs_raise_config_errors():
         pi0_config.Pi0Config(paligemma_variant="gemma_7b")
     with pytest.raises(errors.ConfigError, match="SigLIP"):
         pi0_config.Pi0Config(siglip_variant="huge")
+    with pytest.raises(errors.ConfigError, match="siglip_posemb"):
+        pi0_config.Pi0Config(siglip_posemb="learned")
 
 
 def test_inputs_spec_and_fakes():

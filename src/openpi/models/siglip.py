@@ -4,6 +4,11 @@ Images [B, H, W, 3] in [-1, 1] become tokens [B, (H/p)*(W/p), llm_width]: a p x 
 position embedding, scanned encoder blocks (`Transformer/encoderblock`, leading depth axis), `encoder_norm`, and a
 linear `head` (zero-initialised, as openpi) into the LLM width. No pooling: every patch is a prefix token.
 
+Position embeddings: `"learn"` (openpi's, a learned table; the default, so checkpoints load unchanged) or
+`"sincos2d"`, a fixed 2-D sine-cosine grid with no parameter. A from-scratch toy tower has to learn where each
+patch is before anything can use it; the fixed grid gives every token its (row, column) from the first step,
+which is what a task whose action is "go where the red thing is" needs (measured: benchmarks/sim_gate_bench.py).
+
 Besides openpi's So400m/14, tiny variants (big_vision's "mu": width 32, depth 1) with large patches make toy runs
 fast: "mu/32" turns a 224 px image into 7 x 7 = 49 tokens instead of 256 tokens through 27 wide layers.
 """
@@ -38,6 +43,7 @@ _SIZES = {
 }
 # Tiny variants for toy runs on a laptop CPU.
 TINY_VARIANTS = ("mu/32", "mu/16", "mu/14")
+POSEMB_KINDS = ("learn", "sincos2d")
 
 
 def get_config(variant: str) -> Config:
@@ -55,6 +61,23 @@ def num_tokens(variant: str, resolution: tuple[int, int]) -> int:
     """Number of image tokens a variant produces for one image of the given (height, width)."""
     p = get_config(variant).patch_size
     return (resolution[0] // p) * (resolution[1] // p)
+
+
+def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+    """Fixed position embedding [1, h*w, width]: sin/cos of the column then of the row, width // 4 frequencies each.
+
+    Frequencies are spaced geometrically from 1 down to 1/temperature (the transformer recipe, one axis per half),
+    so neighbouring patches differ in the fast channels and far ones in the slow channels.
+    """
+    if width % 4:
+        raise errors.ConfigError(f"The 2-D sin-cos position embedding needs a width divisible by 4, got {width}.")
+    quarter = width // 4
+    omega = 1.0 / temperature ** (np.arange(quarter) / max(quarter - 1, 1))
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    x = cols.reshape(-1, 1) * omega[None]
+    y = rows.reshape(-1, 1) * omega[None]
+    table = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+    return table[None].astype(np.float32)
 
 
 class MlpBlock(nn.Module):
@@ -117,6 +140,7 @@ class Module(nn.Module):
     variant: str = "So400m/14"
     dtype_mm: str = "float32"
     remat: bool = True
+    posemb: str = "learn"
 
     @nn.compact
     def __call__(self, image):
@@ -133,7 +157,12 @@ class Module(nn.Module):
         )(image)
         n, h, w, c = x.shape
         x = x.reshape(n, h * w, c)
-        pos = self.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(c)), (1, h * w, c))
+        if self.posemb == "learn":
+            pos = self.param("pos_embedding", nn.initializers.normal(stddev=1 / np.sqrt(c)), (1, h * w, c))
+        elif self.posemb == "sincos2d":
+            pos = jnp.asarray(posemb_sincos_2d(h, w, c))
+        else:
+            raise errors.ConfigError(f"Unknown SigLIP position embedding {self.posemb!r}; use one of {POSEMB_KINDS}.")
         x = (x + pos).astype(self.dtype_mm)
         x = Encoder(cfg.depth, cfg.mlp_dim, cfg.num_heads, self.dtype_mm, self.remat, name="Transformer")(x)
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype_mm, name="head")(x)

@@ -45,3 +45,23 @@ def test_unknown_variant():
         siglip.get_config("So400m")
     with pytest.raises(errors.ConfigError):
         siglip.get_config("XL/14")
+
+
+def test_sincos2d_position_embedding_has_no_parameter_and_encodes_row_and_column():
+    table = siglip.posemb_sincos_2d(4, 4, 32)
+    assert table.shape == (1, 16, 32)
+    # Every patch gets its own code, and the column code (first half) is shared along a column.
+    assert len({tuple(np.round(row, 6)) for row in table[0]}) == 16
+    grid = table[0].reshape(4, 4, 32)
+    np.testing.assert_allclose(grid[0, :, :16], grid[3, :, :16])
+    np.testing.assert_allclose(grid[:, 0, 16:], grid[:, 3, 16:])
+    module = siglip.Module(num_classes=64, variant="mu/8", posemb="sincos2d")
+    images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1, maxval=1)
+    params = jax.jit(module.init)(jax.random.key(1), images)["params"]
+    assert "pos_embedding" not in params
+    learned = jax.jit(siglip.Module(num_classes=64, variant="mu/8").init)(jax.random.key(1), images)["params"]
+    assert set(learned) - set(params) == {"pos_embedding"}
+    with pytest.raises(errors.ConfigError, match="divisible by 4"):
+        siglip.posemb_sincos_2d(2, 2, 30)
+    with pytest.raises(errors.ConfigError, match="position embedding"):
+        siglip.Module(num_classes=64, variant="mu/8", posemb="rope").init(jax.random.key(1), images)
