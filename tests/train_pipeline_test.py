@@ -52,6 +52,31 @@ def test_batches_carry_model_inputs_and_the_indicator(workspace, tiny_spm_model)
     np.testing.assert_array_equal(np.asarray(again["tokenized_prompt"]), np.asarray(batch["tokenized_prompt"]))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_frame_cache_changes_no_batch(workspace, tiny_spm_model, workers):
+    """Cached frames give the uncached batches bit for bit, indicator dropout included, over several epochs."""
+    cfg = train_support.debug_config(workspace, tiny_spm_model, batch_size=16, num_workers=workers)
+    n = len(_data_loader.open_dataset(cfg.data.repo_id))
+    steps = 3 * n // 16 + 1  # every frame at least twice, so later epochs come from the cache
+    plain = list(_data_loader.create_data_loader(cfg, num_batches=steps))
+    cached_cfg = dataclasses.replace(cfg, frame_cache_gb=1.0)
+    loader = _data_loader.create_data_loader(cached_cfg, num_batches=steps)
+    cached = list(loader)
+    assert len(loader._factory.cache) == n and loader._factory.cache.nbytes > 0
+    for a, b in zip(plain, cached, strict=True):
+        np.testing.assert_array_equal(np.asarray(a["tokenized_prompt"]), np.asarray(b["tokenized_prompt"]))
+        np.testing.assert_array_equal(np.asarray(a["actions"]), np.asarray(b["actions"]))
+        np.testing.assert_array_equal(np.asarray(a["state"]), np.asarray(b["state"]))
+        for cam in a["image"]:
+            np.testing.assert_array_equal(np.asarray(a["image"][cam]), np.asarray(b["image"][cam]))
+    # A budget smaller than the dataset keeps what fits and reads the rest every time.
+    small = dataclasses.replace(cfg, frame_cache_gb=3 * loader._factory.cache.nbytes / n / 2**30)
+    tight = _data_loader.create_data_loader(small, num_batches=steps)
+    for a, b in zip(plain, tight, strict=True):
+        np.testing.assert_array_equal(np.asarray(a["tokenized_prompt"]), np.asarray(b["tokenized_prompt"]))
+    assert 0 < len(tight._factory.cache) < n
+
+
 def test_loss_weight_column_weighs_corrections(workspace, tiny_spm_model):
     cfg = train_support.debug_config(workspace, tiny_spm_model, batch_size=8)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loss_weight_column="intervention"))

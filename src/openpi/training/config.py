@@ -356,6 +356,9 @@ class TrainConfig:
     """Global batch size, over all devices and hosts."""
     num_workers: int = 2
     """Data-loading threads per process."""
+    frame_cache_gb: float = 0.0
+    """Host memory per loader process for frames already read and normalised (0: read every frame every time).
+    Pays off when the dataset (decoded) fits: small and simulated datasets are read thousands of times over."""
     num_train_steps: int = 30_000
     log_interval: int = 100
     save_interval: int = 1000
@@ -493,6 +496,7 @@ def _sim_configs() -> list[TrainConfig]:
         "save_interval": steps,
         "keep_period": None,
         "num_workers": 2,
+        "frame_cache_gb": 2.0,
         "wandb_enabled": False,
         "ema_decay": None,
         "lr_schedule": _optimizer.CosineDecaySchedule(warmup_steps=50, peak_lr=1e-3, decay_steps=steps, decay_lr=5e-5),

@@ -239,6 +239,46 @@ def _repack_keys(repack: Sequence[_transforms.DataTransformFn]) -> list[str] | N
     return keys
 
 
+class FrameCache:
+    """Frames already read and normalised, by dataset index, up to a byte budget (shared by a process's threads).
+
+    Why: reading a frame (parquet row group, PNG or video decode) costs far more than the rest of the chain, and
+    a small dataset is read thousands of times over. What is cached is the frame after repack -> robot ->
+    `Normalize`, which depend on the frame alone; the model transforms (tokenising with per-sample indicator
+    dropout, padding) still run for every sample, so the batches are exactly those of an uncached loader. Once the
+    budget is full, further frames are read as before. Process workers each start with an empty cache.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._items: dict[int, dict[str, Any]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_bytes"])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def get(self, index: int) -> dict[str, Any] | None:
+        return self._items.get(index)
+
+    def put(self, index: int, item: dict[str, Any]) -> None:
+        size = sum(np.asarray(x).nbytes for x in jax.tree.leaves(item))
+        with self._lock:
+            if index not in self._items and self._bytes + size <= self.max_bytes:
+                self._items[index] = item
+                self._bytes += size
+
+
 @dataclasses.dataclass(frozen=True)
 class PolicyItemFactory:
     """Frame i -> model inputs: read the frame and its action chunk, repack, robot, normalize, model transforms.
@@ -251,6 +291,8 @@ class PolicyItemFactory:
     # The dataset opened once by the process (thread workers share it, process workers unpickle it once);
     # None opens `data_config.repo_id` here.
     dataset: Any = None
+    # Normalised frames kept across steps (see FrameCache); None reads every frame every time.
+    cache: FrameCache | None = None
 
     def __call__(self) -> ItemFn:
         dc = self.data_config
@@ -258,13 +300,11 @@ class PolicyItemFactory:
             return FakeItemFn(self.model_config)
         dataset = self.dataset if self.dataset is not None else open_dataset(dc.repo_id)
         repack = _transforms.compose(dc.repack_transforms.inputs)
-        rest = _transforms.compose(
-            [
-                *dc.data_transforms.inputs,
-                _transforms.Normalize(dc.norm_stats, use_quantiles=dc.use_quantile_norm),
-                *dc.model_transforms.inputs,
-            ]
+        per_frame = _transforms.compose(
+            [*dc.data_transforms.inputs, _transforms.Normalize(dc.norm_stats, use_quantiles=dc.use_quantile_norm)]
         )
+        per_sample = _transforms.compose(dc.model_transforms.inputs)
+        cache = self.cache
         wanted = _repack_keys(dc.repack_transforms.inputs)
         keys = None
         if wanted is not None:
@@ -272,7 +312,7 @@ class PolicyItemFactory:
             keys = list(dict.fromkeys(k for k in [*wanted, *extra] if k in dataset.features))
         horizon = self.model_config.action_horizon
 
-        def item(index: int, sample_id: int) -> dict[str, Any]:
+        def normalised_frame(index: int) -> dict[str, Any]:
             frame = dataset.get(index, keys=keys)
             frame[dc.action_key] = dataset.action_chunk(index, dc.action_key, horizon)[0]
             if dc.prompt_from_task:
@@ -280,9 +320,17 @@ class PolicyItemFactory:
             if dc.loss_weight_column is not None:
                 value = float(np.asarray(frame[dc.loss_weight_column], dtype=np.float32).reshape(-1)[0])
                 frame["loss_weight"] = np.float32(1.0 + (dc.loss_weight_scale - 1.0) * value)
-            data = repack(frame)
+            return per_frame(repack(frame))
+
+        def item(index: int, sample_id: int) -> dict[str, Any]:
+            data = cache.get(index) if cache is not None else None
+            if data is None:
+                data = normalised_frame(index)
+                if cache is not None:
+                    cache.put(index, data)
+            data = dict(data)
             data["sample_id"] = sample_id
-            data = rest(data)
+            data = per_sample(data)
             data.pop("sample_id", None)
             return data
 
@@ -396,7 +444,8 @@ def create_data_loader(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    factory = PolicyItemFactory(data_config, config.model, dataset)
+    cache = FrameCache(int(config.frame_cache_gb * 2**30)) if config.frame_cache_gb > 0 else None
+    factory = PolicyItemFactory(data_config, config.model, dataset, cache)
     return DataLoader(
         factory,
         sampler,
