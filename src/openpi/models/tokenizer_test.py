@@ -73,6 +73,15 @@ def test_unknown_indicator_lists_the_valid_ones():
         _tokenizer.normalize_indicator(1.0)
 
 
+def test_parse_indicator_accepts_only_the_three_words():
+    """Issue 20.1: the serving check refuses what `normalize_indicator` reads as "no clause"."""
+    for value, expected in [(" Positive ", "positive"), (b"negative", "negative"), (np.array(["none"]), "none")]:
+        assert _tokenizer.parse_indicator(value) == expected
+    for value in (None, "", float("nan"), True, 1.0, "good", np.array(["none", "none"])):
+        with pytest.raises(_tokenizer.InvalidIndicatorError, match="must be one of 'positive', 'negative' or 'none'"):
+            _tokenizer.parse_indicator(value)
+
+
 def test_indicator_without_state_is_refused():
     with pytest.raises(_tokenizer.TokenizerError, match="discrete state"):
         _tokenizer.format_prompt("t", None, "positive")

@@ -57,3 +57,16 @@ def test_bad_requests_get_one_clear_sentence(url):
     assert "adv_ind" not in empty and "empty" in empty
     assert "scalar" in scalar and "float32 vector" not in scalar
     assert not garbage.rstrip(".").endswith("()") and "msgpack_numpy.packb" in garbage
+
+
+def test_null_and_empty_indicators_are_bad_requests_and_the_connection_keeps_serving(url):
+    """Issue 20.1: "adv_ind": None or "" used to be served unconditionally; a missing key still means positive."""
+    replies = _replies(
+        url,
+        [msgpack_numpy.packb(_obs(adv_ind=None)), msgpack_numpy.packb(_obs(adv_ind="")), msgpack_numpy.packb(_obs())],
+    )
+    null, empty, good = replies
+    for reply, shown in ((null, "None"), (empty, "''")):
+        assert isinstance(reply, str) and reply.startswith(_server.BAD_REQUEST_PREFIX), reply
+        assert f"must be one of 'positive', 'negative' or 'none', got {shown}" in reply
+    assert msgpack_numpy.unpackb(good)["actions"].shape[-1] == 14
