@@ -36,6 +36,7 @@ from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
 from openpi.training import distributed
+from openpi.training import norm_stats as _norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import sharding as _sharding
 from openpi.training import utils as _utils
@@ -429,6 +430,13 @@ def preflight(config: _config.TrainConfig, mesh: jax.sharding.Mesh) -> tuple[_co
 
     dataset = lerobot.LeRobotDataset.open(data_config.repo_id)
     _data_loader.check_policy_dataset(dataset, data_config)
+    columns = {"state": getattr(config.data, "state_key", None), "actions": getattr(config.data, "action_key", None)}
+    _norm_stats.check_fits_dataset(
+        data_config.norm_stats,
+        dataset,
+        {k: v for k, v in columns.items() if v},
+        source=_norm_stats.stats_file(config.data.norm_stats_dirs(config.assets_dirs)),
+    )
     return data_config, dataset
 
 
