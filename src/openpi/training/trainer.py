@@ -230,6 +230,38 @@ def _place(flat: dict[str, Any], shardings: dict[str, jax.sharding.Sharding], dt
     return {k: put(k, v) for k, v in flat.items()}
 
 
+class ProgressLine:
+    """The training loop's one progress line: tqdm's bar, step count and elapsed time, plus one rate and the ETA
+    computed from it.
+
+    tqdm's own rate and remaining time are left out: `pbar.update` runs when a step is dispatched, not when the
+    device has finished it (jit is asynchronous), so tqdm would show a dispatch rate and an ETA that disagree with
+    the real one. The rate shown is steps per second between two log points, measured after the losses of those
+    steps were fetched from the device; the ETA is the remaining steps at that rate.
+    """
+
+    BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+    def __init__(self, total: int, initial: int = 0, *, disable: bool = False, file: Any = None):
+        self._bar = tqdm.tqdm(
+            total=total, initial=initial, dynamic_ncols=True, disable=disable, bar_format=self.BAR_FORMAT, file=file
+        )
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+
+    def show(self, loss: float, steps_per_s: float, remaining_steps: int, **metrics: float) -> None:
+        eta = tqdm.tqdm.format_interval(remaining_steps / max(steps_per_s, 1e-9))
+        extra = "".join(f", {k}={v:.3f}" for k, v in metrics.items())
+        self._bar.set_postfix_str(f"loss={loss:.4f}{extra}, {steps_per_s:.2f} it/s, eta {eta}")
+
+    def __str__(self) -> str:
+        return str(self._bar)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 def run(task: Task, *, progress: bool = True) -> RunResult:
     """Runs (or resumes) training of `task`; returns the final state and the evaluation history."""
     config = task.config
@@ -304,12 +336,7 @@ def run(task: Task, *, progress: bool = True) -> RunResult:
         _checkpoints.save(mngr, step, params=params, train_state=train_state, norm_stats=norm_stats)
         task.after_save(mngr, step)
 
-    pbar = tqdm.tqdm(
-        total=config.num_train_steps,
-        initial=start_step,
-        dynamic_ncols=True,
-        disable=not progress or jax.process_index() != 0,
-    )
+    pbar = ProgressLine(config.num_train_steps, start_step, disable=not progress or jax.process_index() != 0)
     history: list[dict[str, float]] = []
     infos: list[dict[str, jax.Array]] = []
     last_log, last_log_step = time.perf_counter(), start_step
@@ -336,9 +363,8 @@ def run(task: Task, *, progress: bool = True) -> RunResult:
                 metrics.update(val)
                 if val:
                     history.append({"step": step + 1, **val})
-            eta = (config.num_train_steps - step - 1) / max(rate, 1e-9)
-            shown = {k: f"{metrics[k]:.3f}" for k in task.progress_metrics if k in metrics}
-            pbar.set_postfix(loss=f"{metrics['loss']:.4f}", it_s=f"{rate:.2f}", eta=f"{eta:.0f}s", **shown)
+            shown = {k: metrics[k] for k in task.progress_metrics if k in metrics}
+            pbar.show(metrics["loss"], rate, config.num_train_steps - step - 1, **shown)
             logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             metrics_logger.log(metrics, step)
         if is_save:
