@@ -152,6 +152,7 @@ def load(directory: pathlib.Path | str) -> dict[str, NormStats]:
         )
     stats = deserialize_json(path.read_text(), source=str(path))
     check_finite(stats, source=str(path))
+    check_ordered(stats, source=str(path))
     return stats
 
 
@@ -366,6 +367,26 @@ def unnormalize(x: np.ndarray, stats: NormStats, *, use_quantiles: bool = False)
     return np.concatenate([head.astype(dtype), tail.astype(dtype)], axis=-1)
 
 
+def check_ordered(stats: Mapping[str, NormStats], *, source: str = "norm stats") -> None:
+    """Refuses a negative std or q01 above q99: either would flip the sign of a dim's normalised values."""
+    for key, s in stats.items():
+        negative = np.flatnonzero(s.std < 0)
+        if len(negative):
+            d = int(negative[0])
+            raise NormStatsError(
+                f"{source}: {key!r}.std is {s.std[d]:g} at dim {d}; a standard deviation cannot be negative, so the "
+                "file is corrupt or hand-edited: recompute it with scripts/compute_norm_stats.py."
+            )
+        if s.has_quantiles:
+            crossed = np.flatnonzero(s.q01 > s.q99)
+            if len(crossed):
+                d = int(crossed[0])
+                raise NormStatsError(
+                    f"{source}: {key!r}.q01 is {s.q01[d]:g} above q99 {s.q99[d]:g} at dim {d}; the quantiles are "
+                    "swapped or hand-edited: recompute them with scripts/compute_norm_stats.py."
+                )
+
+
 # Extra stats dims count as padding (openpi's stats of zero-padded data) when every field is this close to zero.
 _PADDING_ATOL = 1e-6
 
@@ -414,6 +435,7 @@ __all__ = [
     "NormStatsNotFoundError",
     "RunningStats",
     "check_finite",
+    "check_ordered",
     "check_width",
     "compute",
     "deserialize_json",
