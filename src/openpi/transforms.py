@@ -408,7 +408,14 @@ class TokenizePrompt:
                 "Indicator dropout needs the frame's 'sample_id' (set by the training data loader) to seed its draw; "
                 "run the chain through the data loader, or set indicator_dropout to 0 outside training."
             )
-        sample_id = int(np.asarray(data["sample_id"]))
+        raw_id = data["sample_id"]
+        arr = None if isinstance(raw_id, str | bytes) or raw_id is None else np.asarray(raw_id)
+        if arr is None or arr.ndim != 0 or not np.issubdtype(arr.dtype, np.integer):
+            raise TransformError(
+                f"'sample_id' must be one integer (the frame's id), got {raw_id!r}; the training data loader sets it, "
+                "so pass the frame index, or set indicator_dropout to 0 outside training."
+            )
+        sample_id = int(arr)
         rng = np.random.default_rng([self.seed, sample_id, 0x1D])
         return _tokenizer.IndicatorDropout(self.indicator_dropout).apply(raw, rng)
 

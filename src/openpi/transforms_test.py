@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -167,6 +169,18 @@ def test_pi06_tokenizer_refuses_a_frame_without_its_indicator(tiny_spm_model):
     _, dropout = _tokenize(tiny_spm_model, indicator_dropout=0.3)
     with pytest.raises(_t.TransformError, match="sample_id"):
         dropout({"prompt": "x", "state": np.zeros(14, np.float32), "adv_ind": "positive"})
+
+
+@pytest.mark.parametrize("sample_id", [None, "3", 2.5, np.array([1, 2])])
+def test_indicator_dropout_refuses_a_sample_id_that_is_not_an_integer(tiny_spm_model, sample_id):
+    """Issue 20: sample_id=None raised a raw TypeError from int()."""
+    _, dropout = _tokenize(tiny_spm_model, indicator_dropout=0.3)
+    frame = {"prompt": "x", "state": np.zeros(14, np.float32), "adv_ind": "positive", "sample_id": sample_id}
+    with pytest.raises(
+        _t.TransformError, match=re.escape(f"'sample_id' must be one integer (the frame's id), got {sample_id!r}")
+    ):
+        dropout(frame)
+    dropout({**frame, "sample_id": np.int64(3)})
 
 
 def test_resize_with_pad_refuses_empty_images():
