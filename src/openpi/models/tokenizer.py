@@ -58,8 +58,15 @@ def discretize_state(state: np.ndarray) -> np.ndarray:
         raise TokenizerError(
             f"The state for the prompt must be one vector, got shape {state.shape}; tokenize one frame at a time."
         )
-    if not np.issubdtype(state.dtype, np.number) or not np.all(np.isfinite(state)):
-        raise TokenizerError(f"The state for the prompt must be finite numbers, got {state!r}; check normalisation.")
+    if not np.issubdtype(state.dtype, np.number):
+        raise TokenizerError(f"The state for the prompt must be numbers, got dtype {state.dtype}; check the state.")
+    bad = np.flatnonzero(~np.isfinite(state))
+    if len(bad):
+        dims = bad[:8].tolist() + (["..."] if len(bad) > 8 else [])
+        raise TokenizerError(
+            f"The normalised state for the prompt has {len(bad)} NaN/inf values (dims {dims}); check the state and "
+            "its norm stats."
+        )
     return np.digitize(state, bins=np.linspace(-1, 1, NUM_STATE_BINS + 1)[:-1]) - 1
 
 

@@ -36,7 +36,7 @@ def test_state_bins_follow_openpi_digitize():
     expected = np.digitize(state, np.linspace(-1, 1, 257)[:-1]) - 1
     np.testing.assert_array_equal(_tokenizer.discretize_state(state), expected)
     assert _tokenizer.state_to_text(np.array([-1.5, 1.5])) == "-1 255"
-    with pytest.raises(_tokenizer.TokenizerError, match="finite"):
+    with pytest.raises(_tokenizer.TokenizerError, match=r"1 NaN/inf values \(dims \[1\]\)"):
         _tokenizer.discretize_state(np.array([0.0, np.nan]))
     with pytest.raises(_tokenizer.TokenizerError, match="one vector"):
         _tokenizer.discretize_state(np.zeros((2, 3)))

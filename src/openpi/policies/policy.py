@@ -82,7 +82,7 @@ def check_request(obs: Any) -> None:
     """Checks the parts of a raw robot observation every openpi robot layout shares.
 
     Array leaves under a key path containing "image" (`images/cam_high`, `observation/image`) must be numpy
-    arrays of rank 3 with dtype uint8 or float; state leaves must be real-valued 1-d vectors. The robot
+    arrays of rank 3 with dtype uint8 or float; state leaves must be finite real-valued 1-d vectors. The robot
     transforms check the rest (which cameras, the state dimension, images sent as something else).
     """
     if not isinstance(obs, Mapping):
@@ -129,6 +129,12 @@ def check_request(obs: Any) -> None:
                 raise ObservationError(f"State {path!r} has dtype {dtype}; send a float32 vector.")
             if arr.ndim != 1 or arr.size == 0:
                 raise ObservationError(f"State {path!r} has shape {arr.shape}; send a non-empty 1-d vector.")
+            bad = np.flatnonzero(~np.isfinite(arr))
+            if len(bad):
+                dims = bad[:8].tolist() + (["..."] if len(bad) > 8 else [])
+                raise ObservationError(
+                    f"State {path!r} has {len(bad)} NaN/inf values (dims {dims}); send finite joint values."
+                )
 
 
 class Policy(BasePolicy):
