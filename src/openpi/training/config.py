@@ -559,8 +559,9 @@ def _configs() -> list[TrainConfig]:
             wandb_enabled=False,
             ema_decay=None,
         ),
-        # Dummy pi0.6 on a synthetic YAM dataset (tiny SigLIP, dummy Gemma experts); CPU-friendly.
-        TrainConfig(
+        # Dummy pi0.6 on a synthetic YAM dataset (tiny SigLIP, dummy Gemma experts); CPU-friendly. Its `_infer`
+        # twin serves it (indicator dropout off), like every pi0.6 config.
+        *_with_infer_twins([TrainConfig(
             name="debug_pi06",
             exp_name="debug",
             model=_pi06(**_DUMMY),
@@ -572,7 +573,7 @@ def _configs() -> list[TrainConfig]:
             overwrite=True,
             wandb_enabled=False,
             lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=2, peak_lr=1e-3, decay_steps=100, decay_lr=1e-4),
-        ),
+        )]),
         # Stage 2 of the RECAP loop: plain pi0.5 SFT on the YAM demonstrations.
         TrainConfig(name="pi05_yam_vial_30fps", model=pi0_config.Pi0Config(pi05=True), weight_loader=base_loader,
                     data=sft_data, batch_size=56),
