@@ -129,6 +129,19 @@ def test_every_config_that_drops_the_indicator_has_an_infer_twin():
     assert dataclasses.replace(infer, name="debug_pi06", indicator_dropout=None) == _config.get_config("debug_pi06")
 
 
+def test_demo_recap_starts_from_the_demo_pi06_checkpoint():
+    """Issue 20: stage 6 of the demo trained from scratch, where the real `_recap` configs start from a checkpoint."""
+    recap, pi06 = _config.get_config("demo_pi06_recap"), _config.get_config("demo_pi06")
+    assert isinstance(recap.weight_loader, weight_loaders.CheckpointWeightLoader)
+    last = pi06.num_train_steps - 1
+    assert recap.weight_loader.params_path == f"./demo_output/checkpoints/demo_pi06/demo/{last}/params"
+    assert recap.model == pi06.model  # the weights fit
+    moved = _config.cli(
+        ["demo_pi06_recap", "--exp-name=x", "--weight-loader.params-path=/runs/demo_pi06/demo/99/params"]
+    )
+    assert moved.weight_loader == weight_loaders.CheckpointWeightLoader("/runs/demo_pi06/demo/99/params")
+
+
 def test_norm_stats_in_both_places_must_agree(tmp_path):
     """Issue 14.4: stats under <assets>/<config>/<asset_id> and <assets>/<asset_id> that differ are refused."""
     from openpi.shared import normalize
