@@ -232,6 +232,27 @@ def merged_label_scale(datasets: Any, *, rescale: bool, allow_unrecorded: bool =
     return LabelScale(mode=mode, c_fail=c_fail, task_normaliser=normaliser)
 
 
+def check_normaliser_recorded(ds: Any, scale: LabelScale, *, fix: str) -> None:
+    """Refuses a paper-mode scale without a normaliser for every task of `ds` (empty, missing or incomplete): the
+    scale of its value labels is then unknown. `fix` ends the sentence (what to do)."""
+    if scale.mode != "paper":
+        return
+    from openpi.recap import convert
+
+    path = meta_path(ds.root)
+    if not scale.task_normaliser:
+        raise ProvenanceError(
+            f"{path} records paper-mode labels but no task_normaliser (empty or missing), so the scale of its "
+            f"value labels is unknown; {fix}."
+        )
+    missing = sorted(set(convert.episode_tasks(ds)) - set(scale.task_normaliser))
+    if missing:
+        raise ProvenanceError(
+            f"{path} records paper-mode labels but no task_normaliser entry for task {missing[0]!r}, so the "
+            f"scale of its value labels is unknown; {fix}."
+        )
+
+
 def check_labels_on_scale(ds: Any, scale: LabelScale) -> None:
     """Refuses a dataset whose `value_label` column is not what its recorded `scale` gives, naming the episode.
 
@@ -242,22 +263,9 @@ def check_labels_on_scale(ds: Any, scale: LabelScale) -> None:
     """
     import numpy as np
 
-    from openpi.recap import convert
-
     path = meta_path(ds.root)
     fix = "relabel the dataset (scripts/add_recap_columns.py --overwrite-columns) or merge with --rescale-labels"
-    if scale.mode == "paper":
-        if not scale.task_normaliser:
-            raise ProvenanceError(
-                f"{path} records paper-mode labels but no task_normaliser (empty or missing), so the scale of its "
-                f"value labels is unknown; {fix}."
-            )
-        missing = sorted(set(convert.episode_tasks(ds)) - set(scale.task_normaliser))
-        if missing:
-            raise ProvenanceError(
-                f"{path} records paper-mode labels but no task_normaliser entry for task {missing[0]!r}, so the "
-                f"scale of its value labels is unknown; {fix}."
-            )
+    check_normaliser_recorded(ds, scale, fix=fix)
     column = next((c for c in LABEL_COLUMNS[1:] if ds.has_column(c)), None)
     if column is None:
         return

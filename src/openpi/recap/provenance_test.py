@@ -132,3 +132,12 @@ def test_merge_refuses_a_hand_edited_value_label(tmp_path):
     provenance.write(edited.root, {k: v for k, v in provenance.read(a).items() if k != "version"})
     with pytest.raises(provenance.ProvenanceError, match=r"value_label of episode 1 in .*edited.* frame 3"):
         merge.merge_datasets([edited], tmp_path / "m")
+
+
+def test_a_reference_scale_without_normaliser_is_a_provenance_error(tmp_path):
+    """Issue 20.3: --task-max-length-from took an empty normaliser and labelled the batch on its own scale."""
+    ref = _iteration(tmp_path, "ref", [12, 9], [True, False])
+    assert convert.reference_label_scale(ref, None).task_normaliser == {TASK: 12}
+    _tamper(ref, lambda s: s.update(task_normaliser={}))
+    with pytest.raises(provenance.ProvenanceError, match=r"records paper-mode labels but no task_normaliser.*drop"):
+        convert.reference_label_scale(ref, None)
