@@ -250,9 +250,13 @@ class ProgressLine:
     def update(self, n: int = 1) -> None:
         self._bar.update(n)
 
-    def show(self, loss: float, steps_per_s: float, remaining_steps: int, **metrics: float) -> None:
-        eta = tqdm.tqdm.format_interval(remaining_steps / max(steps_per_s, 1e-9))
+    def show(self, loss: float, steps_per_s: float | None, remaining_steps: int, **metrics: float) -> None:
+        """`steps_per_s` None: no rate yet (the first interval, which includes compilation), so no ETA either."""
         extra = "".join(f", {k}={v:.3f}" for k, v in metrics.items())
+        if steps_per_s is None:
+            self._bar.set_postfix_str(f"loss={loss:.4f}{extra}, it/s after the first log interval")
+            return
+        eta = tqdm.tqdm.format_interval(remaining_steps / max(steps_per_s, 1e-9))
         self._bar.set_postfix_str(f"loss={loss:.4f}{extra}, {steps_per_s:.2f} it/s, eta {eta}")
 
     def __str__(self) -> str:
@@ -364,7 +368,9 @@ def run(task: Task, *, progress: bool = True) -> RunResult:
                 if val:
                     history.append({"step": step + 1, **val})
             shown = {k: metrics[k] for k in task.progress_metrics if k in metrics}
-            pbar.show(metrics["loss"], rate, config.num_train_steps - step - 1, **shown)
+            # The first interval includes compiling the step: its rate would promise an ETA of hours.
+            measured = rate if step > start_step else None
+            pbar.show(metrics["loss"], measured, config.num_train_steps - step - 1, **shown)
             logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             metrics_logger.log(metrics, step)
         if is_save:

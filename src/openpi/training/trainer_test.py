@@ -102,4 +102,6 @@ def test_the_progress_line_shows_one_rate_and_an_eta_computed_from_it():
     assert len(re.findall(r"it/s|s/it", text)) == 1 and "0.41 it/s" in text, text
     assert "eta 05:36" in text and "<" not in text, text  # 138 / 0.41 = 336.6 s; no tqdm remaining time
     assert "62/200" in text and "loss=0.1234, grad_norm=2.000" in text, text
+    line.show(0.5, None, 199)  # the first interval includes compilation: no rate, no ETA of hours
+    assert "eta" not in str(line) and "it/s after the first log interval" in str(line), str(line)
     line.close()
