@@ -11,7 +11,7 @@ dummy-size `demo_*` configs and a tiny tokenizer trained on the spot (no weights
     3  pi0.6 fine-tune (indicator in the prompt)    scripts/train.py demo_pi06
     4  value model on value_label                   scripts/compute_norm_stats.py + train_value.py value_demo
     5  relabel adv_ind with the value model         scripts/label_advantage_from_vlm.py
-    6  pi0.6 fine-tune on the relabelled data       scripts/train.py demo_pi06_recap
+    6  pi0.6 fine-tune on the relabelled data       scripts/train.py demo_pi06_recap (from stage 3's weights)
     7  serve the checkpoint, query it with our client, print a summary
 
 Artefacts (datasets, checkpoints, the relabelling report and its PNGs) land under `--out`.
@@ -214,9 +214,12 @@ def main(args: Args) -> None:
         if report.exists():
             stage.summary = {"report": str(report.parent)}
     if args.from_stage <= 6:
-        stage = runner.stage(6, "pi0.6 fine-tune on the relabelled dataset (demo_pi06_recap)")
+        stage = runner.stage(6, "pi0.6 on the relabelled data, from stage 3 (demo_pi06_recap)")
+        # As the real `_recap` configs: start from a checkpoint (here the last step stage 3 wrote), not from scratch.
+        start_params = _latest_step_dir(checkpoints / "demo_pi06" / "demo") / "params"
         log = runner.run(stage, [*py, "scripts/train.py", "demo_pi06_recap", f"--data.repo-id={relabelled}",
-                                 *common_train], "6_train_recap")  # fmt: skip
+                                 f"--weight-loader.params-path={start_params}", *common_train],
+                         "6_train_recap")  # fmt: skip
         stage.summary = {"first_loss": _first_metric(log, "loss"), "last_loss": _last_metric(log, "loss")}
 
     stage = runner.stage(7, "Serve the RECAP checkpoint and query it with openpi_client")

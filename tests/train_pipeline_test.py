@@ -14,6 +14,7 @@ import train_support
 
 from openpi.models import tokenizer as _tokenizer
 from openpi.shared import errors
+from openpi.shared import normalize
 from openpi.training import data_loader as _data_loader
 from openpi.training import distributed
 from openpi.training import sharding as _sharding
@@ -83,6 +84,24 @@ def test_loss_weight_column_weighs_corrections(workspace, tiny_spm_model):
     batch = next(iter(_data_loader.create_data_loader(cfg, num_batches=1)))
     weights = np.asarray(batch["loss_weight"])
     assert weights.shape == (8,) and set(np.unique(weights)) <= {1.0, 2.0}
+
+
+def test_norm_stats_narrower_than_the_data_are_refused_at_preflight_and_first_batch(
+    workspace, tiny_spm_model, tmp_path
+):
+    """Issue 20.4: 7-dim state stats on 14-dim data normalised dims 0-6 and passed 7-13 through raw."""
+    cfg = train_support.debug_config(workspace, tiny_spm_model, batch_size=2)
+    stats = normalize.load(pathlib.Path(workspace["assets_base_dir"]) / "yam_synthetic")
+    narrow = {**stats, "state": normalize.NormStats(**{k: v[:7] for k, v in stats["state"].to_dict().items()})}
+    path = normalize.save(tmp_path / "assets" / "yam_synthetic", narrow)
+    reused = dataclasses.replace(cfg, assets_base_dir=str(tmp_path / "assets"))
+    with pytest.raises(
+        normalize.NormStatsError,
+        match=rf"Norm stats for 'state' in {path} have 7 dims but the data has 14, so dims 7-13",
+    ):
+        _trainer.preflight(reused, _sharding.make_mesh(1))
+    with pytest.raises(normalize.NormStatsError, match=r"'state' have 7 dims but the data has 14"):
+        next(iter(_data_loader.create_data_loader(reused, num_batches=1)))
 
 
 def test_preflight_fails_fast_with_one_sentence(workspace, tiny_spm_model, tmp_path):
@@ -185,5 +204,5 @@ def test_bad_indicator_values_are_found_before_training(workspace, tiny_spm_mode
     pq.write_table(table, path)
     cfg = train_support.debug_config(workspace, tiny_spm_model)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, repo_id=str(bad)))
-    with pytest.raises(errors.DatasetError, match="'maybe' at frame 3"):
+    with pytest.raises(errors.DatasetError, match=r"'adv_ind' is 'maybe' at episode 0, frame 3 \(index 3\)"):
         _trainer.preflight(cfg, _sharding.make_mesh(1))

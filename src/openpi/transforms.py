@@ -183,7 +183,7 @@ def unnormalize_array(x: np.ndarray, stats: Any, *, use_quantiles: bool) -> np.n
 
 
 def _apply_to_stats_keys(
-    data: DataDict, norm_stats: Mapping[str, Any], fn: Callable[[np.ndarray, Any], np.ndarray], strict: bool
+    data: DataDict, norm_stats: Mapping[str, Any], fn: Callable[..., np.ndarray], strict: bool, with_key: bool = False
 ) -> DataDict:
     flat = flatten_dict(data)
     for key, stats in norm_stats.items():
@@ -191,13 +191,17 @@ def _apply_to_stats_keys(
             if strict:
                 raise TransformError(f"Norm stats name {key!r} but the data has only {sorted(flat)}.")
             continue
-        flat[key] = fn(flat[key], stats)
+        flat[key] = fn(flat[key], stats, key) if with_key else fn(flat[key], stats)
     return unflatten_dict(flat)
 
 
 @dataclasses.dataclass(frozen=True)
 class Normalize:
-    """Normalises the keys that have stats (usually `state` and `actions`)."""
+    """Normalises the keys that have stats (usually `state` and `actions`).
+
+    The stats must be as wide as the data (`openpi.shared.normalize.check_width`: wider only by padding dims);
+    narrower stats are refused rather than normalising the leading dims only.
+    """
 
     norm_stats: Mapping[str, Any] | None
     use_quantiles: bool = False
@@ -206,8 +210,14 @@ class Normalize:
     def __call__(self, data: DataDict) -> DataDict:
         if self.norm_stats is None:
             return data
-        fn = lambda x, s: normalize_array(x, s, use_quantiles=self.use_quantiles)  # noqa: E731
-        return _apply_to_stats_keys(data, self.norm_stats, fn, self.strict)
+
+        def fn(x: np.ndarray, stats: Any, key: str) -> np.ndarray:
+            stats = _as_norm_stats(stats)
+            # Narrower stats would normalise the leading dims only and pass the rest through raw.
+            _normalize.check_width(key, stats, int(np.shape(x)[-1]) if np.ndim(x) else 1)
+            return normalize_array(x, stats, use_quantiles=self.use_quantiles)
+
+        return _apply_to_stats_keys(data, self.norm_stats, fn, self.strict, with_key=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,7 +408,14 @@ class TokenizePrompt:
                 "Indicator dropout needs the frame's 'sample_id' (set by the training data loader) to seed its draw; "
                 "run the chain through the data loader, or set indicator_dropout to 0 outside training."
             )
-        sample_id = int(np.asarray(data["sample_id"]))
+        raw_id = data["sample_id"]
+        arr = None if isinstance(raw_id, str | bytes) or raw_id is None else np.asarray(raw_id)
+        if arr is None or arr.ndim != 0 or not np.issubdtype(arr.dtype, np.integer):
+            raise TransformError(
+                f"'sample_id' must be one integer (the frame's id), got {raw_id!r}; the training data loader sets it, "
+                "so pass the frame index, or set indicator_dropout to 0 outside training."
+            )
+        sample_id = int(arr)
         rng = np.random.default_rng([self.seed, sample_id, 0x1D])
         return _tokenizer.IndicatorDropout(self.indicator_dropout).apply(raw, rng)
 

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -169,6 +171,18 @@ def test_pi06_tokenizer_refuses_a_frame_without_its_indicator(tiny_spm_model):
         dropout({"prompt": "x", "state": np.zeros(14, np.float32), "adv_ind": "positive"})
 
 
+@pytest.mark.parametrize("sample_id", [None, "3", 2.5, np.array([1, 2])])
+def test_indicator_dropout_refuses_a_sample_id_that_is_not_an_integer(tiny_spm_model, sample_id):
+    """Issue 20: sample_id=None raised a raw TypeError from int()."""
+    _, dropout = _tokenize(tiny_spm_model, indicator_dropout=0.3)
+    frame = {"prompt": "x", "state": np.zeros(14, np.float32), "adv_ind": "positive", "sample_id": sample_id}
+    with pytest.raises(
+        _t.TransformError, match=re.escape(f"'sample_id' must be one integer (the frame's id), got {sample_id!r}")
+    ):
+        dropout(frame)
+    dropout({**frame, "sample_id": np.int64(3)})
+
+
 def test_resize_with_pad_refuses_empty_images():
     """Issue 14.9: a (0, 0, 3) image used to raise ZeroDivisionError."""
     with pytest.raises(_t.TransformError, match="empty"):
@@ -190,3 +204,26 @@ def test_state_bins_use_the_float64_normalised_value(tiny_spm_model):
     assert normed.dtype == np.float64
     # After tokenisation the model still gets float32.
     assert _t.PadStatesAndActions(4)({"state": normed})["state"].dtype == np.float32
+
+
+def test_normalize_refuses_stats_narrower_than_the_data():
+    """Issue 20.4: 7-dim state stats on 14-dim data normalised dims 0-6 and passed 7-13 through raw."""
+    data = {"state": np.ones(14, np.float32), "actions": np.ones((5, 14), np.float32)}
+    with pytest.raises(
+        errors.UserError, match=r"Norm stats for 'state' have 7 dims but the data has 14.*dims 7-13.*compute_norm_stats"
+    ):
+        _t.Normalize({"state": _stats(7), "actions": _stats(14)})(data)
+    with pytest.raises(errors.UserError, match=r"'actions' have 7 dims but the data has 14"):
+        _t.Normalize({"state": _stats(14), "actions": _stats(7)}, use_quantiles=True)(data)
+
+
+def test_normalize_accepts_wider_stats_only_when_the_extra_dims_are_padding():
+    """openpi's rule: stats computed on zero-padded data are sliced to the data's dims; real extra dims are refused."""
+    padded = {k: np.concatenate([v, np.zeros(18, np.float32)]) for k, v in _stats(14).items()}
+    x = np.arange(14, dtype=np.float32)
+    np.testing.assert_array_equal(
+        _t.Normalize({"state": padded})({"state": x})["state"],
+        _t.Normalize({"state": _stats(14)})({"state": x})["state"],
+    )
+    with pytest.raises(errors.UserError, match=r"'state' have 14 dims but the data has 7.*dims 7-13 are not padding"):
+        _t.Normalize({"state": _stats(14)})({"state": np.ones(7)})

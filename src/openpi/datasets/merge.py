@@ -100,7 +100,9 @@ def merge_datasets(
     `openpi.recap.provenance`), or the merge is refused; `rescale_labels` instead recomputes `reward_label` and
     `value_label` of the merged dataset on one scale (per task, the longest normaliser). Labels whose scale a
     source does not record are refused too, unless `allow_unrecorded_label_scale` (merged as they are, the scale
-    recorded as unknown). The merged dataset's meta/recap.json records the scale and every source (root, content
+    recorded as unknown). Without `rescale_labels` every source's `value_label` is recomputed from the scale it
+    records and a mismatch (an edited recap.json, edited labels, a paper scale without normaliser) is refused.
+    The merged dataset's meta/recap.json records the scale and every source (root, content
     fingerprint, its own provenance).
 
     Cameras must be stored alike (all video with one codec per camera, or all image); `convert_cameras="image"`

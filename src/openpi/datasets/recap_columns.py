@@ -2,7 +2,8 @@
 
 RECAP.md fixes the columns (`intervention`, `reward`, `reward_label`, `value_label`, `adv_ind`); a
 dataset made by another tool may spell `value_label` as `value_lable`, which we read as the same column.
-Training, value training and relabelling all call `validate_recap_columns` before they start, so a bad
+Relabelling and value training call `validate_recap_columns` before they start, and policy training runs the
+same indicator check (`check_indicator_column`, through `training.data_loader.check_dataset`), so a bad
 dataset fails in one sentence that names the column, the episode and the frame, not deep inside a
 jitted step.
 """
@@ -84,7 +85,7 @@ def validate_recap_columns(ds: reader.LeRobotDataset, required: Iterable[str] = 
                 f"{_HINT}."
             )
         if name == ADV_IND:
-            _check_adv_ind(ds, actual, values)
+            check_indicator_column(ds, actual)
         elif name == INTERVENTION:
             _check_intervention(ds, actual, values)
         else:
@@ -92,7 +93,13 @@ def validate_recap_columns(ds: reader.LeRobotDataset, required: Iterable[str] = 
     return names
 
 
-def _check_adv_ind(ds, actual: str, values: np.ndarray) -> None:
+def check_indicator_column(ds: reader.LeRobotDataset, actual: str = ADV_IND) -> None:
+    """The one indicator check of policy training and relabelling: every cell is exactly positive / negative / none.
+
+    A null cell (read as ""), NaN, "" or any other spelling is refused with its episode and frame: the tokenizer
+    would read it as "no indicator" and train the unconditional prompt without a word.
+    """
+    values = ds.column(actual).reshape(ds.num_frames)
     if values.dtype.kind != "U":
         raise errors.DatasetError(
             f"RECAP column {actual!r} of {ds.root} holds {values.dtype} values, expected strings "
@@ -103,7 +110,8 @@ def _check_adv_ind(ds, actual: str, values: np.ndarray) -> None:
         i = int(bad[0])
         raise errors.DatasetError(
             f"RECAP column {actual!r} is {str(values[i])!r} at {_where(ds, i)} of {ds.root} ({len(bad)} bad frames); "
-            f"it must be one of {', '.join(ADV_IND_VALUES)}, relabel the dataset."
+            f"it must be exactly one of {', '.join(ADV_IND_VALUES)}; relabel the dataset "
+            "(scripts/label_advantage_from_vlm.py)."
         )
 
 

@@ -17,7 +17,8 @@ that a small model can actually learn:
 * Four kinds of episodes, cycled per task: human demonstrations (``intervention`` 1 throughout),
   autonomous successes (at varied speeds, so values differ between fast and slow), autonomous failures, and
   autonomous episodes that drift off and are corrected by a human segment before finishing autonomously.
-* The five RECAP columns come from `openpi.recap.labels` over the whole dataset (per-task max length).
+* The five RECAP columns come from `openpi.recap.labels` over the whole dataset (per-task max length), and
+  ``meta/recap.json`` records that label scale, as `add_recap_columns` does.
 
 Episode ``i`` depends only on ``(seed, i)``, so datasets of different sizes share their first episodes.
 """
@@ -343,4 +344,26 @@ def write_dataset(
     with writer:
         for ep in episodes:
             writer.add_episode(ep.frames, ep.task)
-        return writer.finalize()
+        ds = writer.finalize()
+    _record_label_scale(ds, config.labels)
+    return ds
+
+
+def _record_label_scale(ds, label_config: labels_lib.LabelConfig) -> None:
+    """meta/recap.json with the scale the labels were computed on (per task, its longest episode), as
+    `add_recap_columns` records it; episodes passed in that were labelled on another scale are left unrecorded."""
+    import logging
+
+    from openpi.recap import convert
+    from openpi.recap import provenance
+
+    normaliser = convert.task_max_lengths(ds) if label_config.mode == "paper" else {}
+    scale = provenance.LabelScale(mode=label_config.mode, c_fail=label_config.c_fail, task_normaliser=normaliser)
+    try:
+        provenance.check_labels_on_scale(ds, scale)
+    except provenance.ProvenanceError as e:
+        logging.getLogger(__name__).warning(
+            "%s records no label scale: its episodes' labels are on another (%s)", ds.root, e
+        )
+        return
+    provenance.write(ds.root, {"label_scale": scale.to_json()})

@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from openpi.recap.vocab import ADV_IND_VALUES
 from openpi.recap.vocab import INDICATORS
 from openpi.recap.vocab import NEGATIVE
 from openpi.recap.vocab import NO_INDICATOR
@@ -57,8 +58,15 @@ def discretize_state(state: np.ndarray) -> np.ndarray:
         raise TokenizerError(
             f"The state for the prompt must be one vector, got shape {state.shape}; tokenize one frame at a time."
         )
-    if not np.issubdtype(state.dtype, np.number) or not np.all(np.isfinite(state)):
-        raise TokenizerError(f"The state for the prompt must be finite numbers, got {state!r}; check normalisation.")
+    if not np.issubdtype(state.dtype, np.number):
+        raise TokenizerError(f"The state for the prompt must be numbers, got dtype {state.dtype}; check the state.")
+    bad = np.flatnonzero(~np.isfinite(state))
+    if len(bad):
+        dims = bad[:8].tolist() + (["..."] if len(bad) > 8 else [])
+        raise TokenizerError(
+            f"The normalised state for the prompt has {len(bad)} NaN/inf values (dims {dims}); check the state and "
+            "its norm stats."
+        )
     return np.digitize(state, bins=np.linspace(-1, 1, NUM_STATE_BINS + 1)[:-1]) - 1
 
 
@@ -97,6 +105,27 @@ def normalize_indicator(adv_ind: object) -> str | None:
     raise InvalidIndicatorError(
         f"Unknown advantage indicator {adv_ind!r}; valid values are 'positive', 'negative' and 'none' "
         "(or a missing value, meaning no indicator)."
+    )
+
+
+def parse_indicator(adv_ind: object, *, source: str = "'adv_ind'") -> str:
+    """A requested indicator that must be one of the three words: returns "positive", "negative" or "none".
+
+    Unlike `normalize_indicator` (which reads a missing cell as "no clause"), this refuses None, NaN, "", booleans
+    and any other value: what the serving path uses, so a client's null is never served unconditionally. Case
+    and surrounding whitespace are ignored; a one-element array (a LeRobot `string [1]` cell) is unwrapped.
+    """
+    value = adv_ind
+    if isinstance(value, np.ndarray | list | tuple):
+        arr = np.asarray(value, dtype=object).reshape(-1)
+        value = arr[0] if arr.size == 1 else None
+    if isinstance(value, bytes | np.bytes_):
+        value = bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, str) and value.strip().lower() in ADV_IND_VALUES:
+        return value.strip().lower()
+    raise InvalidIndicatorError(
+        f"The advantage indicator {source} must be one of 'positive', 'negative' or 'none', got {adv_ind!r}; send "
+        "one of these words ('none' for the unconditional prompt), or leave the key out for the server's default."
     )
 
 

@@ -36,7 +36,7 @@ def test_state_bins_follow_openpi_digitize():
     expected = np.digitize(state, np.linspace(-1, 1, 257)[:-1]) - 1
     np.testing.assert_array_equal(_tokenizer.discretize_state(state), expected)
     assert _tokenizer.state_to_text(np.array([-1.5, 1.5])) == "-1 255"
-    with pytest.raises(_tokenizer.TokenizerError, match="finite"):
+    with pytest.raises(_tokenizer.TokenizerError, match=r"1 NaN/inf values \(dims \[1\]\)"):
         _tokenizer.discretize_state(np.array([0.0, np.nan]))
     with pytest.raises(_tokenizer.TokenizerError, match="one vector"):
         _tokenizer.discretize_state(np.zeros((2, 3)))
@@ -71,6 +71,15 @@ def test_unknown_indicator_lists_the_valid_ones():
         _tokenizer.normalize_indicator(np.array(["positive", "negative"]))
     with pytest.raises(_tokenizer.InvalidIndicatorError):
         _tokenizer.normalize_indicator(1.0)
+
+
+def test_parse_indicator_accepts_only_the_three_words():
+    """Issue 20.1: the serving check refuses what `normalize_indicator` reads as "no clause"."""
+    for value, expected in [(" Positive ", "positive"), (b"negative", "negative"), (np.array(["none"]), "none")]:
+        assert _tokenizer.parse_indicator(value) == expected
+    for value in (None, "", float("nan"), True, 1.0, "good", np.array(["none", "none"])):
+        with pytest.raises(_tokenizer.InvalidIndicatorError, match="must be one of 'positive', 'negative' or 'none'"):
+            _tokenizer.parse_indicator(value)
 
 
 def test_indicator_without_state_is_refused():

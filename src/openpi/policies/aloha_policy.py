@@ -91,17 +91,37 @@ def encode_actions_inv(actions: np.ndarray, *, adapt_to_pi: bool) -> np.ndarray:
     return actions
 
 
+# How far outside [0, 1] a float image may stray (resampling overshoot, rounding) before it is refused.
+FLOAT_IMAGE_TOLERANCE = 1e-3
+
+
 def to_hwc_uint8(image: Any, name: str) -> np.ndarray:
-    """Accepts CHW or HWC, uint8 or float in [0, 1]; returns HWC uint8."""
+    """Accepts CHW or HWC, uint8 or float in [0, 1] (within `FLOAT_IMAGE_TOLERANCE`); returns HWC uint8.
+
+    Anything else is refused rather than clipped or cast: float frames in 0..255 (the commonest client mistake)
+    would otherwise collapse to black and white, and NaN to black.
+    """
     image = np.asarray(image)
     if image.ndim != 3 or 3 not in (image.shape[0], image.shape[-1]):
         raise transforms.TransformError(
             f"Camera {name!r} must be a 3-channel image (CHW or HWC) but has shape {image.shape}."
         )
     if np.issubdtype(image.dtype, np.floating):
+        finite = np.isfinite(image)
+        lo, hi = (float(image[finite].min()), float(image[finite].max())) if finite.any() else (np.nan, np.nan)
+        if not finite.all() or lo < -FLOAT_IMAGE_TOLERANCE or hi > 1.0 + FLOAT_IMAGE_TOLERANCE:
+            nan = f" and {int((~finite).sum())} NaN/inf values" if not finite.all() else ""
+            raise transforms.TransformError(
+                f"Camera {name!r} is a {image.dtype} image with values in [{lo:g}, {hi:g}]{nan}, but float images "
+                "must lie in [0, 1]; send uint8 in 0..255 (for 0..255 floats: image.astype(np.uint8)), or divide "
+                "by 255."
+            )
         image = (np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
     elif image.dtype != np.uint8:
-        image = image.astype(np.uint8)
+        raise transforms.TransformError(
+            f"Camera {name!r} has dtype {image.dtype}; send uint8 in 0..255 (image.astype(np.uint8) after checking "
+            "the range) or float in [0, 1]."
+        )
     if image.shape[0] == 3 and image.shape[-1] != 3:
         image = np.transpose(image, (1, 2, 0))
     return image

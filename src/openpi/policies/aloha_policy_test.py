@@ -26,6 +26,33 @@ def test_float_chw_images_become_uint8_hwc():
     assert out.shape == (8, 10, 3) and out.dtype == np.uint8 and out[0, 0, 0] == 127
 
 
+def test_float_images_within_a_small_tolerance_of_0_1_are_accepted():
+    image = np.full((8, 10, 3), 1.0 + 1e-4, np.float32)
+    image[0, 0] = -1e-4
+    out = aloha_policy.to_hwc_uint8(image, "cam_high")
+    assert out[0, 0, 0] == 0 and out[1, 1, 1] == 255
+
+
+@pytest.mark.parametrize(
+    ("image", "seen"),
+    [
+        (np.full((8, 10, 3), 1e300, np.float64), r"\[1e\+300, 1e\+300\]"),
+        (np.full((8, 10, 3), -5.0, np.float32), r"\[-5, -5\]"),
+        (np.linspace(0, 255, 240, dtype=np.float32).reshape(8, 10, 3), r"\[0, 255\]"),  # the commonest mistake
+        (np.where(np.eye(8, 10)[..., None] > 0, np.nan, 0.5).repeat(3, -1), "NaN"),
+    ],
+)
+def test_float_images_outside_0_1_are_refused_not_clipped(image, seen):
+    """Issue 20.2: these were clipped (0..255 floats collapsed to 0/255, NaN became 0) and returned actions."""
+    with pytest.raises(transforms.TransformError, match=rf"Camera 'cam_left_wrist' .*{seen}.*astype\(np.uint8\)"):
+        aloha_policy.to_hwc_uint8(image, "cam_left_wrist")
+
+
+def test_non_uint8_integer_images_are_refused():
+    with pytest.raises(transforms.TransformError, match=r"Camera 'cam_high' has dtype int16; send uint8"):
+        aloha_policy.to_hwc_uint8(np.full((8, 10, 3), 300, np.int16), "cam_high")
+
+
 def test_bad_inputs_say_what_is_wrong():
     example = aloha_policy.make_aloha_example()
     with pytest.raises(transforms.TransformError, match="cam_top"):

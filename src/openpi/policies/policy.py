@@ -6,7 +6,7 @@ reports ``policy_timing.infer_ms`` (model time only).
 
 RECAP specifics, fixed here rather than left to each config:
   - the advantage indicator defaults to ``positive`` when the request carries no ``adv_ind``, and a request
-    may ask for ``negative`` or ``none`` (no clause); anything else is a clear error;
+    may ask for ``negative`` or ``none`` (no clause); anything else (None, NaN, "" included) is a clear error;
   - indicator dropout (a training-time regulariser) is switched off in every `TokenizePrompt` of the chain,
     even when a training config is served, so the clause is never silently dropped;
   - optional classifier-free guidance (``cfg_beta``, β): the input chain runs a second time with
@@ -82,7 +82,7 @@ def check_request(obs: Any) -> None:
     """Checks the parts of a raw robot observation every openpi robot layout shares.
 
     Array leaves under a key path containing "image" (`images/cam_high`, `observation/image`) must be numpy
-    arrays of rank 3 with dtype uint8 or float; state leaves must be real-valued 1-d vectors. The robot
+    arrays of rank 3 with dtype uint8 or float; state leaves must be finite real-valued 1-d vectors. The robot
     transforms check the rest (which cameras, the state dimension, images sent as something else).
     """
     if not isinstance(obs, Mapping):
@@ -129,6 +129,12 @@ def check_request(obs: Any) -> None:
                 raise ObservationError(f"State {path!r} has dtype {dtype}; send a float32 vector.")
             if arr.ndim != 1 or arr.size == 0:
                 raise ObservationError(f"State {path!r} has shape {arr.shape}; send a non-empty 1-d vector.")
+            bad = np.flatnonzero(~np.isfinite(arr))
+            if len(bad):
+                dims = bad[:8].tolist() + (["..."] if len(bad) > 8 else [])
+                raise ObservationError(
+                    f"State {path!r} has {len(bad)} NaN/inf values (dims {dims}); send finite joint values."
+                )
 
 
 class Policy(BasePolicy):
@@ -229,7 +235,8 @@ class Policy(BasePolicy):
     def infer(self, obs: dict, *, noise: np.ndarray | None = None) -> dict:  # type: ignore[override]
         """Returns ``{"actions": [H, D_robot], "policy_timing": {"infer_ms": ...}, ...}`` for one observation."""
         check_request(obs)
-        adv_ind = _tokenizer.normalize_indicator(obs[vocab.ADV_IND]) if vocab.ADV_IND in obs else self._default_adv_ind
+        # A missing key means the documented default; a present one must be one of the three words (never null).
+        adv_ind = _tokenizer.parse_indicator(obs[vocab.ADV_IND]) if vocab.ADV_IND in obs else self._default_adv_ind
         # With CFG the request's indicator is the conditional prompt and "none" the unconditional one.
         inputs = self._transform_inputs(obs, adv_ind or "none")
         uncond_prompt = uncond_mask = None

@@ -172,6 +172,24 @@ def test_bad_requests_raise_user_errors(plain):
         plain.infer(_obs(state=np.zeros(7, np.float32)))
 
 
+@pytest.mark.parametrize("value", [None, "", float("nan"), True, "maybe", np.array(["none", "none"])])
+def test_a_served_indicator_must_be_one_of_the_three_words(plain, value):
+    """Issue 20.1: None and "" used to be served unconditionally, while a missing key means positive."""
+    with pytest.raises(errors.UserError, match=r"'adv_ind' must be one of 'positive', 'negative' or 'none'") as e:
+        plain.infer(_obs(adv_ind=value))
+    assert "leave the key out" in str(e.value)
+
+
+def test_a_non_finite_state_is_named_by_its_dims_not_printed_whole(plain):
+    """Issue 20: the NaN-state reply printed the whole array and blamed normalisation."""
+    state = np.zeros(14, np.float32)
+    state[[3, 9]] = np.nan
+    state[11] = np.inf
+    with pytest.raises(errors.UserError, match=r"State 'state' has 3 NaN/inf values \(dims \[3, 9, 11\]\)") as e:
+        plain.infer(_obs(state=state))
+    assert "nan, nan" not in str(e.value) and "array(" not in str(e.value) and len(str(e.value)) < 200
+
+
 def test_repack_transforms_keep_the_served_indicator(train_config, params, chains, plain, noise):
     """Issue 14.2: a serving repack that does not name adv_ind must not turn the prompt unconditional."""
     inputs, outputs = chains

@@ -373,6 +373,10 @@ def reference_label_scale(root: str | os.PathLike, c_fail: float | None) -> prov
             f"--c-fail {c_fail:g} differs from the reference's c_fail ({scale.describe()}); drop --c-fail to use the "
             "reference's, so both batches share one value scale."
         )
+    # An empty normaliser would silently label the batch on its own scale instead of the reference's.
+    provenance.check_normaliser_recorded(
+        ds, scale, fix="relabel the reference with scripts/add_recap_columns.py, or drop --task-max-length-from"
+    )
     return scale
 
 

@@ -14,7 +14,8 @@ different scales merge without complaint and train a value model on targets that
 
 `c_fail: null` means "the task's normaliser" (`labels.LabelConfig`); `label_scale: null` means unknown (the
 labels were made by a tool that did not record it). Readers use it: the converter reuses a reference dataset's
-normaliser, merge refuses datasets on different scales (or rescales them on request), and the relabel cache key
+normaliser, merge refuses datasets on different scales (or rescales them on request) and datasets whose value labels
+are not what their recorded scale gives (`check_labels_on_scale`), and the relabel cache key
 holds the source's content fingerprint.
 """
 
@@ -203,6 +204,9 @@ def merged_label_scale(datasets: Any, *, rescale: bool, allow_unrecorded: bool =
         return None
     scales = {str(ds.root): read_label_scale(ds.root) for ds in labelled}
     if not rescale:
+        for ds in labelled:
+            if scales[str(ds.root)] is not None:
+                check_labels_on_scale(ds, scales[str(ds.root)])
         if allow_unrecorded and any(s is None for s in scales.values()):
             return None
         return check_same_scale(scales)
@@ -226,6 +230,59 @@ def merged_label_scale(datasets: Any, *, rescale: bool, allow_unrecorded: bool =
             for task, length in convert.task_max_lengths(ds).items():
                 normaliser[task] = max(normaliser.get(task, 0), int(length))
     return LabelScale(mode=mode, c_fail=c_fail, task_normaliser=normaliser)
+
+
+def check_normaliser_recorded(ds: Any, scale: LabelScale, *, fix: str) -> None:
+    """Refuses a paper-mode scale without a normaliser for every task of `ds` (empty, missing or incomplete): the
+    scale of its value labels is then unknown. `fix` ends the sentence (what to do)."""
+    if scale.mode != "paper":
+        return
+    from openpi.recap import convert
+
+    path = meta_path(ds.root)
+    if not scale.task_normaliser:
+        raise ProvenanceError(
+            f"{path} records paper-mode labels but no task_normaliser (empty or missing), so the scale of its "
+            f"value labels is unknown; {fix}."
+        )
+    missing = sorted(set(convert.episode_tasks(ds)) - set(scale.task_normaliser))
+    if missing:
+        raise ProvenanceError(
+            f"{path} records paper-mode labels but no task_normaliser entry for task {missing[0]!r}, so the "
+            f"scale of its value labels is unknown; {fix}."
+        )
+
+
+def check_labels_on_scale(ds: Any, scale: LabelScale) -> None:
+    """Refuses a dataset whose `value_label` column is not what its recorded `scale` gives, naming the episode.
+
+    The labels are a function of each episode's length, outcome and task and of the scale, so they are recomputed
+    (`rescaled_columns`) and compared frame by frame: a recap.json whose normaliser was edited, or labels changed
+    after it was written, would otherwise merge under a scale that a share of the episodes does not carry. A
+    paper-mode scale without a normaliser for every task of the dataset cannot be checked, and is refused too.
+    """
+    import numpy as np
+
+    path = meta_path(ds.root)
+    fix = "relabel the dataset (scripts/add_recap_columns.py --overwrite-columns) or merge with --rescale-labels"
+    check_normaliser_recorded(ds, scale, fix=fix)
+    column = next((c for c in LABEL_COLUMNS[1:] if ds.has_column(c)), None)
+    if column is None:
+        return
+    try:
+        expected = rescaled_columns(ds, scale)["value_label"]
+    except errors.UserError as e:
+        raise ProvenanceError(f"{path} records a label scale its episodes cannot have ({e}); {fix}.") from e
+    actual = np.asarray(ds.column(column), np.float64).reshape(ds.num_frames, -1)[:, 0]
+    bad = np.flatnonzero(~np.isclose(actual, expected, rtol=0.0, atol=1e-5))
+    if len(bad):
+        i = int(bad[0])
+        ep = ds.episode_for_frame(i)
+        raise ProvenanceError(
+            f"The {column} of episode {ep.episode_index} in {ds.root} does not match the scale its {RECAP_META_PATH} "
+            f"records ({scale.describe()}): {actual[i]:g} at frame {i - ep.from_index} where that scale gives "
+            f"{expected[i]:g} ({len(bad)} frames differ); the file or the labels were edited, so {fix}."
+        )
 
 
 def rescaled_columns(ds: Any, scale: LabelScale) -> dict[str, Any]:

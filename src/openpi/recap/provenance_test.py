@@ -89,3 +89,55 @@ def test_three_iterations_keep_one_label_scale(tmp_path):
     assert json.loads((tmp_path / "cli" / "meta" / "recap.json").read_text())["label_scale"]["task_normaliser"] == {
         TASK: 30
     }
+
+
+def _tamper(root: pathlib.Path, edit) -> None:
+    meta = provenance.read(root)
+    edit(meta["label_scale"])
+    provenance.write(root, {k: v for k, v in meta.items() if k != "version"})
+
+
+@pytest.mark.parametrize("edit", [lambda s: s.update(task_normaliser={}), lambda s: s.pop("task_normaliser")])
+def test_an_empty_or_missing_normaliser_is_a_provenance_error(tmp_path, edit):
+    """Issue 20.3: the merge recorded the other dataset's scale for episodes labelled on another one."""
+    a = _iteration(tmp_path, "a", [12, 9], [True, False])
+    b = _iteration(tmp_path, "b", [12, 5], [False, True])
+    _tamper(b, edit)
+    with pytest.raises(provenance.ProvenanceError, match=rf"{b}/meta/recap.json records paper-mode labels but no "):
+        merge.merge_datasets([a, b], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_recomputes_value_labels_from_the_recorded_scale(tmp_path):
+    """Issue 20.3: a recap.json whose normaliser was edited (12 -> 20) merged; the labels are on 12."""
+    a = _iteration(tmp_path, "a", [12, 9], [True, False])
+    b = _iteration(tmp_path, "b", [12, 5], [False, True])
+    merge.merge_datasets([a, b], tmp_path / "ok")  # the honest pair merges
+    for root in (a, b):
+        _tamper(root, lambda s: s.update(task_normaliser={TASK: 20}))
+    with pytest.raises(
+        provenance.ProvenanceError,
+        match=rf"value_label of episode 0 in {a} does not match .*normalisers \{{'{TASK}': 20\}}.* frame 0",
+    ):
+        merge.merge_datasets([a, b], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_refuses_a_hand_edited_value_label(tmp_path):
+    a = _iteration(tmp_path, "a", [12, 9], [True, False])
+    ds = lerobot.LeRobotDataset.open(a)
+    values = np.array(ds.column("value_label"))
+    values[ds.episodes[1].from_index + 3] -= 0.25
+    edited = lerobot.copy_with_columns(ds, tmp_path / "edited", {"value_label": values})
+    provenance.write(edited.root, {k: v for k, v in provenance.read(a).items() if k != "version"})
+    with pytest.raises(provenance.ProvenanceError, match=r"value_label of episode 1 in .*edited.* frame 3"):
+        merge.merge_datasets([edited], tmp_path / "m")
+
+
+def test_a_reference_scale_without_normaliser_is_a_provenance_error(tmp_path):
+    """Issue 20.3: --task-max-length-from took an empty normaliser and labelled the batch on its own scale."""
+    ref = _iteration(tmp_path, "ref", [12, 9], [True, False])
+    assert convert.reference_label_scale(ref, None).task_normaliser == {TASK: 12}
+    _tamper(ref, lambda s: s.update(task_normaliser={}))
+    with pytest.raises(provenance.ProvenanceError, match=r"records paper-mode labels but no task_normaliser.*drop"):
+        convert.reference_label_scale(ref, None)

@@ -57,3 +57,36 @@ def test_bad_requests_get_one_clear_sentence(url):
     assert "adv_ind" not in empty and "empty" in empty
     assert "scalar" in scalar and "float32 vector" not in scalar
     assert not garbage.rstrip(".").endswith("()") and "msgpack_numpy.packb" in garbage
+
+
+def test_null_and_empty_indicators_are_bad_requests_and_the_connection_keeps_serving(url):
+    """Issue 20.1: "adv_ind": None or "" used to be served unconditionally; a missing key still means positive."""
+    replies = _replies(
+        url,
+        [msgpack_numpy.packb(_obs(adv_ind=None)), msgpack_numpy.packb(_obs(adv_ind="")), msgpack_numpy.packb(_obs())],
+    )
+    null, empty, good = replies
+    for reply, shown in ((null, "None"), (empty, "''")):
+        assert isinstance(reply, str) and reply.startswith(_server.BAD_REQUEST_PREFIX), reply
+        assert f"must be one of 'positive', 'negative' or 'none', got {shown}" in reply
+    assert msgpack_numpy.unpackb(good)["actions"].shape[-1] == 14
+
+
+def test_float_images_outside_0_1_are_bad_requests(url):
+    """Issue 20.2: float frames in 0..255, NaN or huge values used to be clipped and answered with actions."""
+    frames = {
+        "0..255": np.random.default_rng(1).uniform(0, 255, (224, 224, 3)).astype(np.float32),
+        "nan": np.full((224, 224, 3), np.nan, np.float32),
+        "huge": np.full((224, 224, 3), 1e300, np.float64),
+    }
+    messages = []
+    for frame in frames.values():
+        obs = _obs()
+        obs["images"]["cam_left_wrist"] = frame
+        messages.append(msgpack_numpy.packb(obs))
+    *bad, good = _replies(url, [*messages, msgpack_numpy.packb(_obs())])
+    for reply in bad:
+        assert isinstance(reply, str) and reply.startswith(_server.BAD_REQUEST_PREFIX), reply
+        assert "Camera 'cam_left_wrist'" in reply and "must lie in [0, 1]" in reply, reply
+    assert "float32 image with values in [0" in bad[0] and "NaN/inf" in bad[1] and "[1e+300, 1e+300]" in bad[2]
+    assert msgpack_numpy.unpackb(good)["actions"].shape[-1] == 14

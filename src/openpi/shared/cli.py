@@ -227,7 +227,60 @@ def parse(
     except SystemExit as e:
         if e.code in (0, None):
             raise
-        raise errors.ConfigError(f"{_one_line(captured.getvalue())}; run `{prog} --help` for the flags.") from None
+        message = _one_line(captured.getvalue())
+        if not message.startswith("Unrecognized") and not config:
+            # tyro reports missing required arguments before unknown flags; a typo is the likelier mistake.
+            message = _unrecognized(default if default is not None else cls, args) or message
+        raise errors.ConfigError(f"{message}; run `{prog} --help` for the flags.") from None
+
+
+def _unrecognized(cls: type | Any, args: Sequence[str]) -> str | None:
+    """tyro's "Unrecognized options: ..." sentence for the `--flags` in `args` that no field of the dataclass `cls`
+    (nested fields under their dotted prefix) can take, with the nearest flag for the first; None when all fit."""
+    known: set[str] = set()
+    open_prefixes: set[str] = set()  # fields whose sub-flags are not listed here (unions, subcommands)
+
+    def walk(obj: Any, prefix: str) -> None:
+        klass = obj if isinstance(obj, type) else type(obj)
+        if not dataclasses.is_dataclass(klass):
+            open_prefixes.add(prefix)
+            return
+        try:
+            hints = typing.get_type_hints(klass, include_extras=True)
+        except Exception:
+            open_prefixes.add(prefix)
+            return
+        for field in dataclasses.fields(klass):
+            hint = hints.get(field.name, field.type)
+            tp = _unwrap(hint)
+            name = prefix + field.name.replace("_", "-")
+            known.update({name, _negate(name)})
+            value = getattr(obj, field.name, None) if not isinstance(obj, type) else None
+            if value is not None and dataclasses.is_dataclass(value):
+                walk(value, name + ".")
+            elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
+                walk(tp, name + ".")
+            elif tp is not bool:
+                open_prefixes.add(name + ".")
+
+    walk(cls, "--")
+    if "--" in open_prefixes:
+        return None  # not a dataclass: nothing to check against
+    unknown = []
+    for arg in args:
+        if arg == "--":
+            break
+        name = arg.partition("=")[0]
+        if not name.startswith("--") or name == "--help" or name in known:
+            continue
+        if not any(name.startswith(p) for p in open_prefixes):
+            unknown.append(name)
+    if not unknown:
+        return None
+    import difflib
+
+    nearest = next((m[0] for u in unknown if (m := difflib.get_close_matches(u, sorted(known), n=1, cutoff=0.8))), None)
+    return f"Unrecognized options: {', '.join(unknown)}" + (f" (did you mean {nearest}?)" if nearest else "")
 
 
 def _print_usage(prog: str, names: Sequence[str], kind: str, description: str | None) -> None:

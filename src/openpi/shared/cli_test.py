@@ -90,6 +90,34 @@ def test_parse_reduces_a_bad_flag_to_one_line(args, message, capsys):
     assert capsys.readouterr().err == ""  # tyro's box is swallowed
 
 
+@dataclasses.dataclass(frozen=True)
+class _Required:
+    source: str
+    output_dir: str
+    overwrite: bool = False
+    inner: _Inner = _Inner()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus-flag"], "Unrecognized options: --bogus-flag"),
+        (["--output-dir", "x", "--bogus_flag=1"], "Unrecognized options: --bogus-flag"),
+        (
+            ["--inner.nope", "--no-overwrite", "--ovewrite"],
+            "Unrecognized options: --inner.nope, --ovewrite (did you mean --overwrite?)",
+        ),
+    ],
+)
+def test_an_unknown_flag_is_named_even_when_a_required_one_is_missing(args, message):
+    """Issue 20: `--bogus-flag` alone was answered with "missing --output-dir" (tyro checks the required first)."""
+    with pytest.raises(errors.ConfigError) as info:
+        cli.parse(_Required, args, prog="prog.py")
+    assert str(info.value) == f"{message}; run `prog.py --help` for the flags."
+    with pytest.raises(errors.ConfigError, match="Missing"):
+        cli.parse(_Required, ["--overwrite"], prog="prog.py")  # only the required ones missing: tyro's message
+
+
 @pytest.mark.parametrize("first", [None, "-h", "--help"])
 def test_no_config_or_help_prints_the_names_and_exits_0(first, capsys):
     with pytest.raises(SystemExit) as info:

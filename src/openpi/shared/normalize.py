@@ -152,6 +152,7 @@ def load(directory: pathlib.Path | str) -> dict[str, NormStats]:
         )
     stats = deserialize_json(path.read_text(), source=str(path))
     check_finite(stats, source=str(path))
+    check_ordered(stats, source=str(path))
     return stats
 
 
@@ -366,6 +367,57 @@ def unnormalize(x: np.ndarray, stats: NormStats, *, use_quantiles: bool = False)
     return np.concatenate([head.astype(dtype), tail.astype(dtype)], axis=-1)
 
 
+def check_ordered(stats: Mapping[str, NormStats], *, source: str = "norm stats") -> None:
+    """Refuses a negative std or q01 above q99: either would flip the sign of a dim's normalised values."""
+    for key, s in stats.items():
+        negative = np.flatnonzero(s.std < 0)
+        if len(negative):
+            d = int(negative[0])
+            raise NormStatsError(
+                f"{source}: {key!r}.std is {s.std[d]:g} at dim {d}; a standard deviation cannot be negative, so the "
+                "file is corrupt or hand-edited: recompute it with scripts/compute_norm_stats.py."
+            )
+        if s.has_quantiles:
+            crossed = np.flatnonzero(s.q01 > s.q99)
+            if len(crossed):
+                d = int(crossed[0])
+                raise NormStatsError(
+                    f"{source}: {key!r}.q01 is {s.q01[d]:g} above q99 {s.q99[d]:g} at dim {d}; the quantiles are "
+                    "swapped or hand-edited: recompute them with scripts/compute_norm_stats.py."
+                )
+
+
+# Extra stats dims count as padding (openpi's stats of zero-padded data) when every field is this close to zero.
+_PADDING_ATOL = 1e-6
+
+
+def check_width(key: str, stats: NormStats, width: int, *, source: str | None = None) -> None:
+    """Refuses stats whose width does not fit data of `width` dims under the padding rule, naming key and dims.
+
+    The rule: the stats must be as wide as the data; wider stats are sliced to the data's dims only when the
+    extra dims are padding (all fields zero: stats of zero-padded data, as openpi may ship). Narrower stats
+    would normalise the leading dims and pass the rest through raw, so they are refused.
+    """
+    if stats.dim == width:
+        return
+    where = f"Norm stats for {key!r}" + (f" in {source}" if source else "")
+    fix = (
+        "recompute the stats for this data (scripts/compute_norm_stats.py <config>), or give the config its own "
+        "asset id (assets.asset_id) if another dataset's stats were reused"
+    )
+    if stats.dim < width:
+        raise NormStatsError(
+            f"{where} have {stats.dim} dims but the data has {width}, so dims "
+            f"{stats.dim}-{width - 1} would pass through unnormalised; {fix}."
+        )
+    fields = [getattr(stats, n) for n in ("mean", "std", "q01", "q99") if getattr(stats, n) is not None]
+    if not all(np.all(np.abs(f[width:]) <= _PADDING_ATOL) for f in fields):
+        raise NormStatsError(
+            f"{where} have {stats.dim} dims but the data has {width}, and dims "
+            f"{width}-{stats.dim - 1} are not padding (non-zero stats), so they describe other data; {fix}."
+        )
+
+
 def check_finite(stats: Mapping[str, NormStats], *, source: str = "norm stats") -> None:
     """Refuses stats with NaN/inf (a corrupt file would otherwise silently produce NaN actions)."""
     for key, s in stats.items():
@@ -383,6 +435,8 @@ __all__ = [
     "NormStatsNotFoundError",
     "RunningStats",
     "check_finite",
+    "check_ordered",
+    "check_width",
     "compute",
     "deserialize_json",
     "load",

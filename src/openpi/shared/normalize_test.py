@@ -156,6 +156,20 @@ def test_load_errors_name_the_file(tmp_path: pathlib.Path):
         normalize.load(tmp_path)
 
 
+def test_load_refuses_negative_std_and_crossed_quantiles(tmp_path: pathlib.Path):
+    """Issue 20: a negative std flips the sign of a dim, q01 > q99 flips the quantile range; both used to load."""
+    good = {"mean": [0.0, 1.0], "std": [1.0, 0.0], "q01": [-1.0, 1.0], "q99": [1.0, 1.0]}
+    (tmp_path / "norm_stats.json").write_text(json.dumps({"norm_stats": {"state": good}}))
+    normalize.load(tmp_path)  # a constant dim (std 0, q01 == q99) is fine
+    for field, value, match in (
+        ("std", [1.0, -0.5], r"'state'.std is -0.5 at dim 1; a standard deviation cannot be negative"),
+        ("q01", [-1.0, 2.0], r"'state'.q01 is 2 above q99 1 at dim 1"),
+    ):
+        (tmp_path / "norm_stats.json").write_text(json.dumps({"norm_stats": {"state": {**good, field: value}}}))
+        with pytest.raises(normalize.NormStatsError, match=rf"{tmp_path}/norm_stats.json: {match}.*compute_norm_stats"):
+            normalize.load(tmp_path)
+
+
 def test_save_is_atomic(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
     good = {"state": normalize.NormStats(mean=np.zeros(2), std=np.ones(2), q01=-np.ones(2), q99=np.ones(2))}
     normalize.save(tmp_path, good)

@@ -38,6 +38,8 @@ YAM_SFT_PARAMS = "./checkpoints/pi05_yam_vial_30fps/sft/29999/params"
 PI05_BASE_PARAMS = "gs://openpi-assets/checkpoints/pi05_base/params"
 DEMO_DATASET = "./demo_output/data/yam_synthetic"
 DEMO_RECAP_DATASET = "./demo_output/data/yam_synthetic_recap"
+# The last step demo_pi06 writes with its defaults (300 steps, --exp-name=demo): what demo_pi06_recap starts from.
+DEMO_PI06_PARAMS = "./demo_output/checkpoints/demo_pi06/demo/299/params"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -563,8 +565,9 @@ def _configs() -> list[TrainConfig]:
             wandb_enabled=False,
             ema_decay=None,
         ),
-        # Dummy pi0.6 on a synthetic YAM dataset (tiny SigLIP, dummy Gemma experts); CPU-friendly.
-        TrainConfig(
+        # Dummy pi0.6 on a synthetic YAM dataset (tiny SigLIP, dummy Gemma experts); CPU-friendly. Its `_infer`
+        # twin serves it (indicator dropout off), like every pi0.6 config.
+        *_with_infer_twins([TrainConfig(
             name="debug_pi06",
             exp_name="debug",
             model=_pi06(**_DUMMY),
@@ -576,7 +579,7 @@ def _configs() -> list[TrainConfig]:
             overwrite=True,
             wandb_enabled=False,
             lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=2, peak_lr=1e-3, decay_steps=100, decay_lr=1e-4),
-        ),
+        )]),
         # Stage 2 of the RECAP loop: plain pi0.5 SFT on the YAM demonstrations.
         TrainConfig(name="pi05_yam_vial_30fps", model=pi0_config.Pi0Config(pi05=True), weight_loader=base_loader,
                     data=sft_data, batch_size=56),
@@ -588,9 +591,12 @@ def _configs() -> list[TrainConfig]:
                     data=dataclasses.replace(demo_data, use_adv_ind=False), **{k: v for k, v in demo.items() if k != "model"}),
         *_with_infer_twins([
             TrainConfig(name="demo_pi06", data=demo_data, **demo),
+            # Stage 6 starts from stage 3's weights, as the real `_recap` configs start from a checkpoint
+            # (scripts/demo.py passes the step it wrote with --weight-loader.params-path).
             TrainConfig(
                 name="demo_pi06_recap",
                 data=dataclasses.replace(demo_data, repo_id=DEMO_RECAP_DATASET),
+                weight_loader=weight_loaders.CheckpointWeightLoader(DEMO_PI06_PARAMS),
                 **demo,
             ),
         ]),

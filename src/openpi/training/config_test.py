@@ -114,6 +114,34 @@ def test_indicator_dropout_defaults_to_the_papers_rate_for_pi06_only(tiny_spm_mo
             assert _config.get_config(name).resolved_indicator_dropout == 0.0, name
 
 
+def test_every_config_that_drops_the_indicator_has_an_infer_twin():
+    """Issue 20: debug_pi06 (dropout 0.3) had no debug_pi06_infer to serve with."""
+    names = set(_config.config_names())
+    missing = [
+        n
+        for n in names
+        if not n.endswith("_infer")
+        and _config.get_config(n).resolved_indicator_dropout > 0
+        and f"{n}_infer" not in names
+    ]
+    assert not missing, missing
+    infer = _config.get_config("debug_pi06_infer")
+    assert dataclasses.replace(infer, name="debug_pi06", indicator_dropout=None) == _config.get_config("debug_pi06")
+
+
+def test_demo_recap_starts_from_the_demo_pi06_checkpoint():
+    """Issue 20: stage 6 of the demo trained from scratch, where the real `_recap` configs start from a checkpoint."""
+    recap, pi06 = _config.get_config("demo_pi06_recap"), _config.get_config("demo_pi06")
+    assert isinstance(recap.weight_loader, weight_loaders.CheckpointWeightLoader)
+    last = pi06.num_train_steps - 1
+    assert recap.weight_loader.params_path == f"./demo_output/checkpoints/demo_pi06/demo/{last}/params"
+    assert recap.model == pi06.model  # the weights fit
+    moved = _config.cli(
+        ["demo_pi06_recap", "--exp-name=x", "--weight-loader.params-path=/runs/demo_pi06/demo/99/params"]
+    )
+    assert moved.weight_loader == weight_loaders.CheckpointWeightLoader("/runs/demo_pi06/demo/99/params")
+
+
 def test_norm_stats_in_both_places_must_agree(tmp_path):
     """Issue 14.4: stats under <assets>/<config>/<asset_id> and <assets>/<asset_id> that differ are refused."""
     from openpi.shared import normalize

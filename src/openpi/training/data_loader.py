@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from openpi import transforms as _transforms
+from openpi.datasets import recap_columns
 from openpi.models import model as _model
 from openpi.recap import vocab
 from openpi.shared import errors
@@ -385,7 +386,7 @@ def check_dataset(
     if len(dataset) == 0:
         raise errors.DatasetError(f"Dataset {dataset.root} has no frames.")
     if vocab.ADV_IND in columns:
-        _check_indicator_column(dataset, dataset.root)
+        recap_columns.check_indicator_column(dataset)
 
 
 def check_policy_dataset(dataset: Any, data_config: Any) -> None:
@@ -395,22 +396,6 @@ def check_policy_dataset(dataset: Any, data_config: Any) -> None:
     check_dataset(
         dataset, columns=data_config.required_columns, features=wanted, fix="fix the config's columns or repack"
     )
-
-
-def _check_indicator_column(dataset: Any, repo_id: str | None) -> None:
-    """Every adv_ind cell must be positive / negative / none, found before training rather than mid-run."""
-    from openpi.models import tokenizer as _tokenizer
-
-    column = np.asarray(dataset.column(vocab.ADV_IND), dtype=object).reshape(len(dataset), -1)[:, 0]
-    for value in dict.fromkeys(column.tolist()):
-        try:
-            _tokenizer.normalize_indicator(value)
-        except errors.UserError:
-            frame = int(np.flatnonzero(column == value)[0])
-            raise errors.DatasetError(
-                f"Dataset {repo_id} has adv_ind {value!r} at frame {frame}; valid values are positive, negative "
-                "and none. Relabel the dataset (scripts/label_advantage_from_vlm.py)."
-            ) from None
 
 
 def create_data_loader(

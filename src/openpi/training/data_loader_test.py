@@ -2,8 +2,12 @@ import dataclasses
 
 import jax
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from openpi.datasets import lerobot
+from openpi.datasets import recap_columns_test
 from openpi.models import pi0_config
 from openpi.shared import errors
 from openpi.training import data_loader as _dl
@@ -84,3 +88,41 @@ def test_sampler_permutes_each_epoch_once():
     assert [fresh.local_batch(s)[0].tolist() for s in range(6)] == first  # the cache changes no batch
     expected = np.concatenate([np.random.default_rng([1, e]).permutation(10) for e in range(3)])
     assert [i for batch in first for i in batch] == expected[:24].tolist()
+
+
+@pytest.mark.parametrize(
+    ("cells", "shown"),
+    [
+        ([None] * 10, "''"),  # parquet nulls read as ""
+        ([""] * 10, "''"),
+        (["positive"] * 7 + ["None", "positive", "none"], "'None'"),  # a stringified null is not the word none
+        (["positive"] * 5 + ["Positive"] * 5, "'Positive'"),
+    ],
+)
+def test_policy_training_refuses_indicator_cells_that_are_not_the_three_words(tmp_path, cells, shown):
+    """Issue 20.1: null / "" indicator cells used to pass and train the unconditional prompt on every frame."""
+    root = recap_columns_test.write_labelled(tmp_path / "good").root
+    for path in sorted((root / "data").rglob("*.parquet")):
+        table = pq.read_table(path)
+        n = table.num_rows
+        column = pa.array(cells[:n], type=pa.string())
+        cells = cells[n:]
+        pq.write_table(table.set_column(table.schema.get_field_index("adv_ind"), "adv_ind", column), path)
+    ds = lerobot.LeRobotDataset.open(root)
+    with pytest.raises(errors.DatasetError, match=rf"'adv_ind' is {shown} at episode \d, frame \d \(index \d+\)") as e:
+        _dl.check_dataset(ds, columns=["adv_ind"])
+    assert "positive, negative, none" in str(e.value)
+
+
+def test_policy_training_refuses_a_float_indicator_column(tmp_path):
+    """Issue 20.1: an adv_ind column of NaN floats (what pandas writes for a missing label) is not an indicator."""
+    ds = recap_columns_test.write_labelled(tmp_path / "good")
+    nan = lerobot.copy_with_columns(
+        ds,
+        tmp_path / "nan",
+        {"adv_ind": np.full(len(ds), np.nan, np.float32)},
+        features_update={"adv_ind": {"dtype": "float32", "shape": [1]}},
+    )
+    with pytest.raises(errors.DatasetError, match=r"'adv_ind' of .* holds float32 values, expected strings"):
+        _dl.check_dataset(nan, columns=["adv_ind"])
+    _dl.check_dataset(ds, columns=["adv_ind"])  # the labelled dataset passes

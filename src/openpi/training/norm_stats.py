@@ -236,6 +236,26 @@ def compute_norm_stats(
     return out
 
 
+def check_fits_dataset(
+    stats: dict[str, normalize.NormStats], ds: Any, columns: dict[str, str], *, source: str | None = None
+) -> None:
+    """Refuses stats whose width does not fit the parquet columns they are computed from (`columns`: stats key ->
+    column, as `compute_norm_stats` reads them), before anything compiles; `normalize.check_width` holds the rule.
+
+    Reusing another dataset's asset id (one stats file for several configs) makes narrower stats easy to hit.
+    """
+    for key, column in columns.items():
+        feature = ds.features.get(column)
+        if key in stats and feature is not None:
+            normalize.check_width(key, stats[key], int((feature.get("shape") or [1])[-1]), source=source)
+
+
+def stats_file(dirs: list[pathlib.Path]) -> str | None:
+    """The norm_stats.json the trainers load from `dirs` (the first that exists), for messages."""
+    found = [d / normalize.NORM_STATS_FILENAME for d in dirs if (d / normalize.NORM_STATS_FILENAME).is_file()]
+    return str(found[0]) if found else None
+
+
 def plan_for_config(cfg: Any, args: Args) -> Plan:
     """The plan for a `TrainConfig` or a `ValueTrainConfig` object (registered or built in code)."""
     from openpi.training import value_config as _value_config

@@ -36,6 +36,7 @@ from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
 from openpi.training import distributed
+from openpi.training import norm_stats as _norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import sharding as _sharding
 from openpi.training import utils as _utils
@@ -229,6 +230,42 @@ def _place(flat: dict[str, Any], shardings: dict[str, jax.sharding.Sharding], dt
     return {k: put(k, v) for k, v in flat.items()}
 
 
+class ProgressLine:
+    """The training loop's one progress line: tqdm's bar, step count and elapsed time, plus one rate and the ETA
+    computed from it.
+
+    tqdm's own rate and remaining time are left out: `pbar.update` runs when a step is dispatched, not when the
+    device has finished it (jit is asynchronous), so tqdm would show a dispatch rate and an ETA that disagree with
+    the real one. The rate shown is steps per second between two log points, measured after the losses of those
+    steps were fetched from the device; the ETA is the remaining steps at that rate.
+    """
+
+    BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+    def __init__(self, total: int, initial: int = 0, *, disable: bool = False, file: Any = None):
+        self._bar = tqdm.tqdm(
+            total=total, initial=initial, dynamic_ncols=True, disable=disable, bar_format=self.BAR_FORMAT, file=file
+        )
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+
+    def show(self, loss: float, steps_per_s: float | None, remaining_steps: int, **metrics: float) -> None:
+        """`steps_per_s` None: no rate yet (the first interval, which includes compilation), so no ETA either."""
+        extra = "".join(f", {k}={v:.3f}" for k, v in metrics.items())
+        if steps_per_s is None:
+            self._bar.set_postfix_str(f"loss={loss:.4f}{extra}, it/s after the first log interval")
+            return
+        eta = tqdm.tqdm.format_interval(remaining_steps / max(steps_per_s, 1e-9))
+        self._bar.set_postfix_str(f"loss={loss:.4f}{extra}, {steps_per_s:.2f} it/s, eta {eta}")
+
+    def __str__(self) -> str:
+        return str(self._bar)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 def run(task: Task, *, progress: bool = True) -> RunResult:
     """Runs (or resumes) training of `task`; returns the final state and the evaluation history."""
     config = task.config
@@ -303,12 +340,7 @@ def run(task: Task, *, progress: bool = True) -> RunResult:
         _checkpoints.save(mngr, step, params=params, train_state=train_state, norm_stats=norm_stats)
         task.after_save(mngr, step)
 
-    pbar = tqdm.tqdm(
-        total=config.num_train_steps,
-        initial=start_step,
-        dynamic_ncols=True,
-        disable=not progress or jax.process_index() != 0,
-    )
+    pbar = ProgressLine(config.num_train_steps, start_step, disable=not progress or jax.process_index() != 0)
     history: list[dict[str, float]] = []
     infos: list[dict[str, jax.Array]] = []
     last_log, last_log_step = time.perf_counter(), start_step
@@ -335,9 +367,10 @@ def run(task: Task, *, progress: bool = True) -> RunResult:
                 metrics.update(val)
                 if val:
                     history.append({"step": step + 1, **val})
-            eta = (config.num_train_steps - step - 1) / max(rate, 1e-9)
-            shown = {k: f"{metrics[k]:.3f}" for k in task.progress_metrics if k in metrics}
-            pbar.set_postfix(loss=f"{metrics['loss']:.4f}", it_s=f"{rate:.2f}", eta=f"{eta:.0f}s", **shown)
+            shown = {k: metrics[k] for k in task.progress_metrics if k in metrics}
+            # The first interval includes compiling the step: its rate would promise an ETA of hours.
+            measured = rate if step > start_step else None
+            pbar.show(metrics["loss"], measured, config.num_train_steps - step - 1, **shown)
             logger.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             metrics_logger.log(metrics, step)
         if is_save:
@@ -429,6 +462,13 @@ def preflight(config: _config.TrainConfig, mesh: jax.sharding.Mesh) -> tuple[_co
 
     dataset = lerobot.LeRobotDataset.open(data_config.repo_id)
     _data_loader.check_policy_dataset(dataset, data_config)
+    columns = {"state": getattr(config.data, "state_key", None), "actions": getattr(config.data, "action_key", None)}
+    _norm_stats.check_fits_dataset(
+        data_config.norm_stats,
+        dataset,
+        {k: v for k, v in columns.items() if v},
+        source=_norm_stats.stats_file(config.data.norm_stats_dirs(config.assets_dirs)),
+    )
     return data_config, dataset
 
 

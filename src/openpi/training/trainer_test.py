@@ -87,3 +87,21 @@ def test_load_weights_checks_every_loader_against_the_model():
     assert set(flat) == {"backbone/w"}  # the leaf it left as a shape is initialised fresh
     with pytest.raises(errors.CheckpointError, match=r"'backbone/w' has shape \(3, 4\) in the weights from file.npz"):
         _trainer.load_weights(_FileLoader(np.ones((3, 4), np.float32)), shapes)
+
+
+def test_the_progress_line_shows_one_rate_and_an_eta_computed_from_it():
+    """Issue 20: tqdm's dispatch rate (5.89it/s, ETA 20 s) sat beside the measured one (it_s=0.41, eta=337s)."""
+    import io
+    import re
+
+    line = _trainer.ProgressLine(200, 0, file=io.StringIO())
+    for _ in range(62):
+        line.update()  # dispatched in microseconds: tqdm alone would show thousands of it/s
+    line.show(0.1234, 0.41, 138, grad_norm=2.0)
+    text = str(line)
+    assert len(re.findall(r"it/s|s/it", text)) == 1 and "0.41 it/s" in text, text
+    assert "eta 05:36" in text and "<" not in text, text  # 138 / 0.41 = 336.6 s; no tqdm remaining time
+    assert "62/200" in text and "loss=0.1234, grad_norm=2.000" in text, text
+    line.show(0.5, None, 199)  # the first interval includes compilation: no rate, no ETA of hours
+    assert "eta" not in str(line) and "it/s after the first log interval" in str(line), str(line)
+    line.close()

@@ -28,6 +28,7 @@ from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
 from openpi.training import data_loader as _data_loader
 from openpi.training import distributed
+from openpi.training import norm_stats as _norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import sharding as _sharding
 from openpi.training import trainer as _trainer
@@ -166,6 +167,8 @@ class ValueTask(_trainer.Task):
         value_data.check_dataset(self.dataset, config.data)
         _check_tokenizer(config)
         self.norm_stats = self._norm_stats()
+        source = None if config.resume else _norm_stats.stats_file(config.data.norm_stats_dirs(config.assets_dirs))
+        _norm_stats.check_fits_dataset(self.norm_stats, self.dataset, {"state": config.data.state_key}, source=source)
         if not (config.resume and config.checkpoint_dir.is_dir()):
             self.weights.validate()
         train_eps, val_eps = value_data.split_episodes(

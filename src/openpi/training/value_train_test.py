@@ -7,6 +7,7 @@ import pytest
 
 from openpi.datasets import synthetic
 from openpi.shared import errors
+from openpi.shared import normalize
 from openpi.shared import testing
 from openpi.training import norm_stats
 from openpi.training import optimizer as _optimizer
@@ -72,3 +73,16 @@ def test_training_without_norm_stats_names_the_command(run, gemma3_spm_model, tm
     with pytest.raises(errors.ConfigError, match=r"compute_norm_stats\.py value_debug"):
         value_train.train(config, progress=False)
     assert not (tmp_path / "run").exists()  # refused before the run directory was made
+
+
+def test_state_stats_narrower_than_the_state_are_refused_before_the_run(gemma3_spm_model, tmp_path):
+    """Issue 20.4: a reused asset id with 7-dim state stats normalised only the leading dims of the 14-dim state."""
+    root = tmp_path / "ds"
+    synthetic.write_dataset(root, synthetic.SyntheticConfig(num_episodes=2, image_size=32, max_length=16))
+    config = _config(root, gemma3_spm_model, tmp_path / "run")
+    path = norm_stats.write_for_config(config)
+    (stats,) = normalize.load(path).values()
+    normalize.save(path.parent, {"state": normalize.NormStats(**{k: v[:7] for k, v in stats.to_dict().items()})})
+    with pytest.raises(normalize.NormStatsError, match=rf"'state' in {path} have 7 dims but the data has 14"):
+        value_train.train(config, progress=False)
+    assert not (tmp_path / "run").exists()
