@@ -149,7 +149,7 @@ class _Clock:
 # ------------------------------------------------------------------------------------------------ data
 
 
-def _envs(config: ExperimentConfig) -> dict[str, Any]:
+def make_envs(config: ExperimentConfig) -> dict[str, Any]:
     tasks = config.tasks or tuple(_registry.task_names(config.env))
     return {task: _rollout.make_env(config.env, task, config.image_size) for task in tasks}
 
@@ -247,7 +247,7 @@ def _slice(ep: _rollout.Episode, start: int, stop: int) -> _rollout.Episode:
     )
 
 
-def _write(root: pathlib.Path, episodes, envs: dict[str, Any], image_size: int | None) -> pathlib.Path:
+def write_episodes(root: pathlib.Path, episodes, envs: dict[str, Any], image_size: int | None) -> pathlib.Path:
     env = next(iter(envs.values()))
     limits = {e.prompt: e.max_steps for e in envs.values()}
     _dataset.write_dataset(root, episodes, env, image_size=image_size, task_max_steps=limits, overwrite=True)
@@ -279,9 +279,16 @@ class Trained:
     step_dir: pathlib.Path
 
 
-def train_policy(config: ExperimentConfig, name: str, config_name: str, data_root: pathlib.Path) -> Trained:
-    """Norm stats + training of one arm through the project's trainer."""
+def policy_train_config(
+    config: ExperimentConfig,
+    name: str,
+    config_name: str,
+    data_root: pathlib.Path,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """One arm's TrainConfig on `data_root`, its norm stats computed; `overrides`: TrainConfig fields (e.g. model)."""
     from openpi.training import config as _config
+    from openpi.training import norm_stats
 
     budget = config.budget
     base = _config.get_config(config_name)
@@ -302,11 +309,24 @@ def train_policy(config: ExperimentConfig, name: str, config_name: str, data_roo
         overwrite=True,
         lr_schedule=_schedule(base.lr_schedule, steps),
     )
-    from openpi.training import norm_stats
-    from openpi.training import trainer
-
+    if overrides:
+        train_config = dataclasses.replace(train_config, **overrides)
     norm_stats.run(norm_stats.Args(target=config_name, repo_id=str(data_root), assets_base_dir=assets, asset_id=name,
                                    output_dir=train_config.assets_dirs / name))  # fmt: skip
+    return train_config
+
+
+def train_policy(
+    config: ExperimentConfig,
+    name: str,
+    config_name: str,
+    data_root: pathlib.Path,
+    overrides: dict[str, Any] | None = None,
+) -> Trained:
+    """Norm stats + training of one arm through the project's trainer (see `policy_train_config`)."""
+    from openpi.training import trainer
+
+    train_config = policy_train_config(config, name, config_name, data_root, overrides)
     trainer.train(train_config, progress=True)
     return Trained(train_config, _latest_step(train_config.checkpoint_dir))
 
@@ -427,24 +447,31 @@ def serve(trained: Trained, *, cfg_beta: float | None = None):
         yield running.port
 
 
-def evaluate(config: ExperimentConfig, envs, port: int, *, adv_ind: str | None) -> dict[str, Any]:
-    """Closed-loop success per task on the evaluation seeds, through the websocket client (no operator)."""
-    jobs = [(task, seed) for i, task in enumerate(envs) for seed in _seeds(EVAL_SEED, i, config.budget.eval_per_task)]
+def evaluate_episodes(
+    config: ExperimentConfig, envs, port: int, *, adv_ind: str | None, seed: int = EVAL_SEED
+) -> list[_metrics.EpisodeResult]:
+    """Closed-loop episodes on the evaluation seeds (task i: seed + 10,000 i + k), through the websocket client."""
+    jobs = [(task, s) for i, task in enumerate(envs) for s in _seeds(seed, i, config.budget.eval_per_task)]
     episodes = _served_episodes(config, port, jobs, operator=False, adv_ind=adv_ind, label="eval", keep_frames=False)
-    return _metrics.summarize(_rollout.episode_result(ep) for ep in episodes)
+    return [_rollout.episode_result(ep) for ep in episodes]
+
+
+def evaluate(
+    config: ExperimentConfig, envs, port: int, *, adv_ind: str | None, seed: int = EVAL_SEED
+) -> dict[str, Any]:
+    """Closed-loop success per task on the evaluation seeds (from `seed`), through the websocket client."""
+    return _metrics.summarize(evaluate_episodes(config, envs, port, adv_ind=adv_ind, seed=seed))
 
 
 # ------------------------------------------------------------------------------------------------ the experiment
 
 
-def run(config: ExperimentConfig) -> dict[str, Any]:
-    """Runs the whole experiment under `config.out_dir`; returns (and writes) the results."""
+def prepare_run_dir(out: pathlib.Path) -> None:
+    """Creates `out`, installs the toy tokenizers under its own data home and turns on the compilation cache."""
     import jax
 
     from openpi.shared import testing
 
-    budget = config.budget
-    out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     # The real tokenizers cannot be downloaded: tiny real ones at their real places under the run's own data home.
     data_home = out / "openpi_data_home"
@@ -454,8 +481,16 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
     # scripts/train.py does across runs; JAX_COMPILATION_CACHE_DIR overrides the place.
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path("~/.cache/jax").expanduser()))
+
+
+def run(config: ExperimentConfig) -> dict[str, Any]:
+    """Runs the whole experiment under `config.out_dir`; returns (and writes) the results."""
+
+    budget = config.budget
+    out = config.out_dir
+    prepare_run_dir(out)
     clock = _Clock()
-    envs = _envs(config)
+    envs = make_envs(config)
     first = next(iter(envs.values()))
     image_size = config.image_size if first.cameras else None
     data = out / "data"
@@ -471,9 +506,9 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         heldout = collect_expert(envs, block=HELDOUT_SEED, per_task=budget.heldout_per_task,
                                  quality=config.mediocre_quality, human=False, operator=False, seed=config.seed + 200)  # fmt: skip
         all_episodes = demos + rollouts
-        it0 = _write(data / "it0", all_episodes, envs, image_size)
-        filtered = _write(data / "it0_filtered", filtered_for_bc(all_episodes), envs, image_size)
-        heldout_root = _write(data / "heldout", heldout, envs, image_size)
+        it0 = write_episodes(data / "it0", all_episodes, envs, image_size)
+        filtered = write_episodes(data / "it0_filtered", filtered_for_bc(all_episodes), envs, image_size)
+        heldout_root = write_episodes(data / "heldout", heldout, envs, image_size)
         results["data"]["it0"] = _episode_stats(all_episodes)
 
     def evaluate_arm(arm: str, iteration: int, trained: Trained, *, adv_ind=None, cfg_beta=None):
@@ -500,7 +535,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
                 new = collect_policy(config, envs, port, block=COLLECT_SEED_BLOCK * iteration)
             results["data"][f"it{iteration - 1}_collected"] = _episode_stats(new)
             merged_episodes += new
-            merged = _write(data / f"merged_it{iteration}", merged_episodes, envs, image_size)
+            merged = write_episodes(data / f"merged_it{iteration}", merged_episodes, envs, image_size)
         with clock.stage(f"value model (iteration {iteration})"):
             value_ckpt = train_value(config, f"it{iteration}", merged)
             results["value"][str(iteration)] = value_spearman(config, value_ckpt, heldout_root)

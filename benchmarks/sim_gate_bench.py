@@ -1,0 +1,86 @@
+"""The learnability gate in one command: BC (pi0.5, the real model) on clean expert demonstrations of the tabletop
+tasks, evaluated closed-loop over the websocket client on held-out layouts (see `openpi.sim.gate`).
+
+    uv run benchmarks/sim_gate_bench.py                              # the gate arm on the evaluation seeds
+    uv run benchmarks/sim_gate_bench.py --arms sim_pi05 sim_pi05_gate --validation   # compare arms (validation seeds)
+    uv run benchmarks/sim_gate_bench.py --eval-seed 3000000          # an independent re-run on other held-out seeds
+    uv run benchmarks/sim_gate_bench.py --toy                        # the plumbing in a minute (never saved)
+
+Writes `<out>/sim_gate.json`; a non-toy run on the evaluation seeds also writes `benchmarks/results/sim_gate.json`
+(with the machine), and a validation run `benchmarks/results/sim_gate_validation.json` (the table of what was tried).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+import sys
+
+import tyro
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    arms: tuple[str, ...] = ("sim_pi05",)
+    """Registered policy configs to train and evaluate (see `uv run scripts/train.py --help` for the names)."""
+    layouts: int = 600
+    """Distinct demonstration layouts, each demonstrated under all three prompts."""
+    steps: int | None = None
+    """Train steps per arm (default: each config's own)."""
+    validation: bool = False
+    """Evaluate on the validation seeds (where settings are chosen) instead of the evaluation seeds."""
+    eval_seed: int | None = None
+    """First evaluation seed (default: 1,000,000, or the validation block 700,000 with --validation)."""
+    eval_per_task: int = 67
+    tasks: tuple[str, ...] | None = None
+    """Tabletop tasks (default all three); `--tasks press_red` is the diagnostic that needs no prompt."""
+    toy: bool = False
+    """A few layouts, steps and episodes: checks the plumbing only (results are never saved)."""
+    out: pathlib.Path = pathlib.Path("./sim_output/sim_gate_bench")
+    save_results: bool = True
+
+
+def main(args: Args) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from openpi.sim import experiment
+    from openpi.sim import gate
+
+    out = args.out.expanduser().absolute()
+    experiment.clean_outputs(out)
+    eval_seed = args.eval_seed
+    if eval_seed is None:
+        eval_seed = gate.VALIDATION_SEED if args.validation else experiment.EVAL_SEED
+    config = gate.GateConfig(
+        out_dir=out,
+        layouts=2 if args.toy else args.layouts,
+        eval_seed=eval_seed,
+        eval_per_task=1 if args.toy else args.eval_per_task,
+        batch_size=8 if args.toy else 32,
+        tasks=args.tasks,
+    )
+    steps = 2 if args.toy else args.steps
+    train = (("num_train_steps", steps),) if steps is not None else ()
+    arms = [gate.Arm(name=name, config_name=name, train=train) for name in args.arms]
+    results = gate.run(config, arms)
+    print(gate.table(results))
+    if not args.toy:
+        import run_all
+
+        results["machine"] = run_all.machine_description()
+    (out / "sim_gate.json").write_text(json.dumps(results, indent=2) + "\n")
+    if args.save_results and not args.toy:
+        name = "sim_gate_validation.json" if args.validation else "sim_gate.json"
+        if args.tasks:
+            name = name.replace(".json", f"_{'_'.join(args.tasks)}.json")
+        shutil.copyfile(out / "sim_gate.json", RESULTS / name)
+        print(f"Wrote {RESULTS / name}")
+    return results
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
