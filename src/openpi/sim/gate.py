@@ -84,7 +84,7 @@ def _experiment_config(config: GateConfig, arm: Arm, steps: int) -> _experiment.
         num_clients=config.num_clients,
     )
     return _experiment.ExperimentConfig(
-        out_dir=config.out_dir, budget=budget, seed=config.seed, bc_config=arm.config_name
+        out_dir=config.out_dir, budget=budget, seed=config.seed, tasks=config.tasks, bc_config=arm.config_name
     )
 
 
