@@ -50,22 +50,16 @@ class Args:
     out: pathlib.Path = pathlib.Path("./sim_output/sim_gate_sweep")
 
 
-def _expert_frames(tasks, seeds, horizon: int) -> list[dict]:
-    from openpi.sim import tabletop
-
+def _frames(episodes, horizon: int) -> list[dict]:
+    """Every frame of `episodes` with its action chunk (past the episode's end the last action repeats, as in
+    `LeRobotDataset.action_chunk`)."""
     frames = []
-    for seed in seeds:
-        for task in tasks:
-            env = tabletop.TabletopEnv(task)
-            obs, steps = env.reset(seed), []
-            while not env.done:
-                action = env.expert_action()
-                steps.append((obs, action))
-                obs = env.step(action)
-            actions = np.stack([a for _, a in steps])
-            for t, (o, _) in enumerate(steps):
-                chunk = actions[np.minimum(np.arange(t, t + horizon), len(steps) - 1)]  # LeRobot's end padding
-                frames.append({"images": o["images"], "state": o["state"], "actions": chunk, "prompt": o["prompt"]})
+    for ep in episodes:
+        actions = np.stack(ep.actions)
+        for t in range(ep.length):
+            chunk = actions[np.minimum(np.arange(t, t + horizon), ep.length - 1)]
+            images = {camera: frames_[t] for camera, frames_ in ep.images.items()}
+            frames.append({"images": images, "state": ep.states[t], "actions": chunk, "prompt": ep.prompt})
     return frames
 
 
@@ -77,6 +71,7 @@ def main(args: Args) -> dict:
     from openpi.models import model as _model
     from openpi.sim import experiment
     from openpi.sim import gate
+    from openpi.sim import metrics
     from openpi.sim import tabletop
     from openpi.training import data_loader as _dl
     from openpi.training import optimizer as _optimizer
@@ -109,7 +104,9 @@ def main(args: Args) -> dict:
     unnormalize = _transforms.Unnormalize(dc.norm_stats, use_quantiles=dc.use_quantile_norm)
 
     start = time.monotonic()
-    frames = _expert_frames(args.tasks, range(args.layouts), model_config.action_horizon)
+    task_envs = experiment.make_envs(dataclasses.replace(exp, tasks=args.tasks))
+    episodes = gate.demonstrations(gate.GateConfig(out_dir=out, layouts=args.layouts), task_envs)
+    frames = _frames(episodes, model_config.action_horizon)
     data = jax.tree.map(np.asarray, _dl.stack_items([chain(dict(f)) for f in frames]))
     print(f"data: {args.layouts * len(args.tasks)} episodes, {len(frames)} frames in {time.monotonic() - start:.0f}s")
 
@@ -143,7 +140,7 @@ def main(args: Args) -> dict:
                     used[j] += 1
         successes = int(sum(e.success for e in envs))
         return {"successes": successes, "episodes": len(envs), "success_rate": successes / len(envs),
-                "ci95": list(gate.wilson(successes, len(envs))), "first_target_error": float(np.mean(first_error))}  # fmt: skip
+                "ci95": list(metrics.wilson_interval(successes, len(envs))), "first_target_error": float(np.mean(first_error))}  # fmt: skip
 
     trainer = _trainer.policy_trainer(cfg)
     rng = jax.random.key(cfg.seed)

@@ -8,6 +8,7 @@ import numpy as np
 from openpi.datasets import lerobot
 from openpi.sim import experiment
 from openpi.sim import gate
+from openpi.sim import metrics
 
 
 def test_toy_gate_trains_serves_and_evaluates_on_the_chosen_seeds(tmp_path):
@@ -33,7 +34,7 @@ def test_toy_gate_trains_serves_and_evaluates_on_the_chosen_seeds(tmp_path):
     )
     assert record["episodes"] == 2 and 0 <= record["successes"] <= 2
     low, high = record["ci95"]
-    assert (low, high) == gate.wilson(record["successes"], record["episodes"])
+    assert (low, high) == metrics.wilson_interval(record["successes"], record["episodes"])
     assert 0.0 <= low <= record["success_rate"] <= high <= 1.0
     assert record["train_seconds"] > 0
     # The trained checkpoint is the arm's config, with the override applied.

@@ -270,8 +270,8 @@ def _repack_structure(data_config: Any) -> dict[str, str]:
 class FrameReader:
     """Frame i of a dataset -> (the robot observation a client would send, the recorded action chunk [H, D]).
 
-    The same steps as the training loader (`data_loader.PolicyItemFactory`) up to the repack: read the frame and
-    its action chunk, the task text as the prompt when the config reads it, then the config's repack.
+    Read with the training loader's rule (`data_loader.read_frame`: features, action chunk, task text as the prompt
+    when the config reads it), then the config's repack.
     """
 
     dataset: Any
@@ -283,16 +283,15 @@ class FrameReader:
         structure = _repack_structure(self.data_config)
         self.repack = _transforms.compose(self.data_config.repack_transforms.inputs)
         synthetic = {"prompt", "loss_weight", vocab.ADV_IND}
-        self.keys = [k for k in dict.fromkeys(structure.values()) if k not in synthetic]
+        extra = [self.data_config.loss_weight_column] if self.data_config.loss_weight_column is not None else []
+        self.keys = [k for k in dict.fromkeys([*structure.values(), *extra]) if k not in synthetic]
         self.cameras = [robot.split("/", 1)[1] for robot in structure if robot.startswith("images/")]
 
     def __call__(self, index: int) -> tuple[dict[str, Any], np.ndarray]:
-        dc = self.data_config
-        frame = self.dataset.get(int(index), keys=self.keys)
-        frame[dc.action_key] = self.dataset.action_chunk(int(index), dc.action_key, self.horizon)[0]
-        if dc.prompt_from_task:
-            frame["prompt"] = frame["task"]
-        frame["loss_weight"] = np.float32(1.0)
+        from openpi.training import data_loader
+
+        frame = data_loader.read_frame(self.dataset, self.data_config, int(index), self.keys, self.horizon)
+        frame.setdefault("loss_weight", np.float32(1.0))
         frame[vocab.ADV_IND] = self.adv_ind  # the probe sets the indicator itself
         obs = self.repack(frame)
         obs.pop("loss_weight", None)

@@ -158,8 +158,13 @@ def _seeds(block: int, task_i: int, n: int) -> list[int]:
     return [block + task_i * 10_000 + i for i in range(n)]
 
 
-def collect_expert(envs, *, block: int, per_task: int, quality: float, human: bool, operator: bool, seed: int):
-    """Episodes of the scripted expert per task (demonstrations, or the mediocre autonomous policy + operator)."""
+def collect_expert(
+    envs, *, block: int, per_task: int, quality: float, human: bool, operator: bool, seed: int, same_layouts=False
+):
+    """Episodes of the scripted expert per task (demonstrations, or the mediocre autonomous policy + operator).
+
+    `same_layouts`: every task uses the seeds block..block+per_task-1 (one layout under every prompt) instead of
+    a seed range of its own."""
     episodes = []
     for i, (_, env) in enumerate(envs.items()):
 
@@ -174,7 +179,8 @@ def collect_expert(envs, *, block: int, per_task: int, quality: float, human: bo
                 else inner
             )
 
-        episodes += _rollout.run_episodes(env, _seeds(block, i, per_task), agent)
+        seeds = list(range(block, block + per_task)) if same_layouts else _seeds(block, i, per_task)
+        episodes += _rollout.run_episodes(env, seeds, agent)
     return episodes
 
 

@@ -59,19 +59,9 @@ class GateConfig:
 
 
 def demonstrations(config: GateConfig, envs: dict[str, Any]) -> list[_rollout.Episode]:
-    """Noise-free expert episodes: `layouts` seeds, each under every task's prompt (or one task per layout)."""
-    episodes = []
-    for i, (task, env) in enumerate(envs.items()):
-        seeds = range(config.layouts) if config.all_prompts else range(i * 10_000, i * 10_000 + config.layouts)
-
-        def agent(environment, i=i):
-            from openpi.sim import expert as _expert
-
-            return _rollout.ExpertAgent(environment, _expert.ScriptedExpert(1.0, seed=config.seed + i), human=True)
-
-        del task
-        episodes += _rollout.run_episodes(env, list(seeds), agent)
-    return episodes
+    """Noise-free expert episodes of `layouts` seeds per task, the same layouts under every prompt by default."""
+    return _experiment.collect_expert(envs, block=0, per_task=config.layouts, quality=1.0, human=True,
+                                      operator=False, seed=config.seed, same_layouts=config.all_prompts)  # fmt: skip
 
 
 def _experiment_config(config: GateConfig, arm: Arm, steps: int) -> _experiment.ExperimentConfig:
@@ -163,7 +153,3 @@ def table(results: dict[str, Any]) -> str:
             f"{r['successes']:>4d}/{r['episodes']:<3d} [{low:.3f}, {high:.3f}]"
         )
     return "\n".join(lines)
-
-
-def wilson(successes: int, episodes: int) -> tuple[float, float]:
-    return _metrics.wilson_interval(successes, episodes)

@@ -280,6 +280,23 @@ class FrameCache:
                 self._bytes += size
 
 
+def read_frame(dataset: Any, data_config: Any, index: int, keys: list[str] | None, horizon: int) -> dict[str, Any]:
+    """Frame `index` as the repack transform reads it: the features `keys`, the action chunk of `horizon` steps
+    under the action key, the task text as `prompt` (when the config reads it) and the per-frame `loss_weight`.
+
+    The one reading rule for everything that feeds a policy dataset frame through a config's transforms (the
+    training loader and the policy probe)."""
+    dc = data_config
+    frame = dataset.get(index, keys=keys)
+    frame[dc.action_key] = dataset.action_chunk(index, dc.action_key, horizon)[0]
+    if dc.prompt_from_task:
+        frame["prompt"] = frame["task"]
+    if dc.loss_weight_column is not None:
+        value = float(np.asarray(frame[dc.loss_weight_column], dtype=np.float32).reshape(-1)[0])
+        frame["loss_weight"] = np.float32(1.0 + (dc.loss_weight_scale - 1.0) * value)
+    return frame
+
+
 @dataclasses.dataclass(frozen=True)
 class PolicyItemFactory:
     """Frame i -> model inputs: read the frame and its action chunk, repack, robot, normalize, model transforms.
@@ -314,14 +331,7 @@ class PolicyItemFactory:
         horizon = self.model_config.action_horizon
 
         def normalised_frame(index: int) -> dict[str, Any]:
-            frame = dataset.get(index, keys=keys)
-            frame[dc.action_key] = dataset.action_chunk(index, dc.action_key, horizon)[0]
-            if dc.prompt_from_task:
-                frame["prompt"] = frame["task"]
-            if dc.loss_weight_column is not None:
-                value = float(np.asarray(frame[dc.loss_weight_column], dtype=np.float32).reshape(-1)[0])
-                frame["loss_weight"] = np.float32(1.0 + (dc.loss_weight_scale - 1.0) * value)
-            return per_frame(repack(frame))
+            return per_frame(repack(read_frame(dataset, dc, index, keys, horizon)))
 
         def item(index: int, sample_id: int) -> dict[str, Any]:
             data = cache.get(index) if cache is not None else None
