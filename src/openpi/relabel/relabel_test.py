@@ -9,7 +9,7 @@ import pytest
 
 from openpi.datasets import lerobot
 from openpi.datasets import synthetic
-from openpi.recap import relabel
+from openpi.relabel import relabel
 from openpi.shared import testing
 from openpi.training import data_loader
 from openpi.training import norm_stats
