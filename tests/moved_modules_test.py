@@ -15,6 +15,7 @@ MOVED = {
     )},
     "openpi.recap.convert": "openpi.datasets.convert",
     "openpi.recap.convert_cli": "openpi.datasets.convert_cli",
+    "openpi.policies.probe": "openpi.sim.probe",
 }  # fmt: skip
 
 

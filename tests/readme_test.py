@@ -80,7 +80,7 @@ def test_readme_command_parses(command):
         if parsed.policy.config != "x_infer":
             assert parsed.policy.config in _config.config_names()
     elif script == "scripts/probe_policy.py":
-        from openpi.policies import probe
+        from openpi.sim import probe
 
         config, _ = probe.parse(args)
         assert config.name == args[0]
