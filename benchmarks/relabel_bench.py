@@ -1,6 +1,6 @@
 """Relabelling throughput (frames/s): the decode-only ceiling, 1 process, 2 processes, and the full-size model.
 
-Runs the real pipeline (`openpi.recap.relabel.relabel`: decoding worker processes reading whole episodes, the jitted
+Runs the real pipeline (`openpi.relabel.relabel.relabel`: decoding worker processes reading whole episodes, the jitted
 value model on every local device, the per-episode cache, the dataset writer and the report) with freshly
 initialised weights, so no checkpoint is needed. The 2-process row starts this file twice as `--role=worker`,
 joined by jax.distributed on 127.0.0.1 exactly as a multi-host run is (every process initialises the same weights).
@@ -59,7 +59,7 @@ def _value_config(full: bool):
 def _model_and_factory(full: bool, data_root: pathlib.Path, tok: pathlib.Path):
     import jax
 
-    from openpi.recap import inference
+    from openpi.relabel import inference
     from openpi.training import value_data
 
     cfg = _value_config(full)
@@ -71,7 +71,7 @@ def _model_and_factory(full: bool, data_root: pathlib.Path, tok: pathlib.Path):
 
 def _relabel(full: bool, data_root, tok, out, *, batch_size, num_workers, lookahead) -> dict:
     """One relabelling run in this process (the process may be one of several); its stats and wall time."""
-    from openpi.recap import relabel
+    from openpi.relabel import relabel
 
     factory, values_fn = _model_and_factory(full, data_root, tok)
     config = relabel.RelabelConfig(
@@ -89,8 +89,8 @@ def _decode_only(full: bool, data_root, tok, *, batch_size: int, num_workers: in
 
     from openpi.datasets import lerobot
     from openpi.recap import advantage
-    from openpi.recap import decode
-    from openpi.recap import relabel
+    from openpi.relabel import decode
+    from openpi.relabel import relabel
     from openpi.training import value_data
 
     cfg = _value_config(full)
@@ -114,7 +114,7 @@ def _full_model_batch8() -> dict:
     import jax
     import numpy as np
 
-    from openpi.recap import inference
+    from openpi.relabel import inference
 
     model = _value_config(True).model
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ Every local device is used; several hosts run the same command with training's d
 (README: "Relabelling at scale").
 """
 
-from openpi.recap import relabel_cli
+from openpi.relabel import relabel_cli
 from openpi.shared import cli
 
 

@@ -6,14 +6,14 @@
 Rows: the sampling noise redrawn, each image swapped with another episode's or blacked out, another task's prompt,
 the state perturbed, and (pi0.6) the indicator flipped, all with the sampling noise held fixed except the noise row;
 on tabletop sim data also the first-target error against the prompted button. Prints a table and writes JSON.
-The body is `openpi.policies.probe.main`.
+The body is `openpi.sim.probe.main`.
 """
 
 from collections.abc import Sequence
 import sys
 
-from openpi.policies import probe
 from openpi.shared import cli
+from openpi.sim import probe
 
 
 def main(argv: Sequence[str] | None = None) -> None:

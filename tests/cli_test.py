@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from openpi.recap import relabel_config
+from openpi.relabel import relabel_config
 from openpi.training import config as _config
 from openpi.training import value_config
 

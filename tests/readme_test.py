@@ -8,9 +8,9 @@ import shlex
 
 import pytest
 
+from openpi.datasets import convert_cli
 from openpi.datasets import merge_cli
 from openpi.datasets import synthetic_cli
-from openpi.recap import convert_cli
 from openpi.serving import serve_cli
 from openpi.shared import cli as _cli
 from openpi.sim import collect_cli
@@ -70,7 +70,7 @@ def test_readme_command_parses(command):
 
         assert args[0] in norm_stats.config_names()
     elif script == "scripts/label_advantage_from_vlm.py":
-        from openpi.recap import relabel_cli
+        from openpi.relabel import relabel_cli
         from openpi.training import distributed
 
         flags, _ = distributed.pop_distributed_flags(args)
@@ -80,7 +80,7 @@ def test_readme_command_parses(command):
         if parsed.policy.config != "x_infer":
             assert parsed.policy.config in _config.config_names()
     elif script == "scripts/probe_policy.py":
-        from openpi.policies import probe
+        from openpi.sim import probe
 
         config, _ = probe.parse(args)
         assert config.name == args[0]

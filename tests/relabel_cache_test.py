@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from openpi.recap import inference
-from openpi.recap import relabel
+from openpi.relabel import inference
+from openpi.relabel import relabel
 from openpi.shared import atomic
 from openpi.shared import errors
 
@@ -44,7 +44,7 @@ def test_episode_split_is_deterministic_contiguous_and_balanced():
 
 
 def test_episode_works_group_needed_frames_by_episode():
-    from openpi.recap import columns
+    from openpi.relabel import columns
 
     bounds = [(0, 4), (4, 6), (6, 10)]
     zeros = np.zeros(10)

@@ -22,7 +22,7 @@ from openpi.datasets import lerobot
 from openpi.datasets import synthetic
 from openpi.recap import advantage
 from openpi.recap import provenance
-from openpi.recap import relabel
+from openpi.relabel import relabel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "label_advantage_from_vlm.py"

@@ -15,8 +15,8 @@ import relabel_support
 
 from openpi.datasets import lerobot
 from openpi.datasets import synthetic
-from openpi.recap import relabel
-from openpi.recap import relabel_cli
+from openpi.relabel import relabel
+from openpi.relabel import relabel_cli
 from openpi.shared import cli
 from openpi.shared import errors
 from openpi.shared import testing

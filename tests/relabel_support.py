@@ -4,13 +4,13 @@ import dataclasses
 import pathlib
 
 from openpi.datasets import synthetic
-from openpi.shared import testing
+from openpi.models import value_model
 from openpi.training import norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import value_config
 from openpi.training import value_train
 
-TINY = testing.tiny_value_model()
+TINY = value_model.tiny_config()
 CAMERAS = (("cam_high", synthetic.HEAD_CAMERA), ("cam_left_wrist", synthetic.LEFT_WRIST_CAMERA))
 DATA = synthetic.SyntheticConfig(num_episodes=12, image_size=32, max_length=24)
 

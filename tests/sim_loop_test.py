@@ -28,6 +28,7 @@ from openpi.sim import dataset as sim_dataset
 from openpi.sim import eval_cli as eval_policy
 from openpi.sim import metrics
 from openpi.sim import operator as _operator
+from openpi.sim import serve as sim_serve
 from openpi.training import config as _config
 from openpi_client import base_policy
 
@@ -223,11 +224,11 @@ def test_unknown_task_in_a_real_process_is_one_line_with_status_2(tmp_path):
 
 
 def test_serve_policy_warms_sim_configs_up_with_an_env_observation(served, caplog):
-    example = serve_cli._sim_example(_config.get_config("sim_pi06").data)
+    example = sim_serve.warmup_example(_config.get_config("sim_pi06").data)
     assert example is not None and example["images"]["top"].shape == (32, 32, 3) and example["prompt"]
     recording, _ = served
     caplog.set_level("INFO", logger="openpi.serve_policy")
-    serve_cli._warmup(recording.policy, _config.get_config("sim_pi06_infer"))
+    serve_cli._warmup(recording.policy, _config.get_config("sim_pi06_infer"), sim_serve.warmup_example)
     assert "Warm-up request done" in caplog.text
 
 

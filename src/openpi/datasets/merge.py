@@ -30,6 +30,7 @@ from openpi.datasets import parquet_schema
 from openpi.datasets import reader
 from openpi.datasets import rewrite
 from openpi.datasets import writer
+from openpi.recap import provenance
 from openpi.shared import errors
 
 # The encoder that writes each codec LeRobot records in info.json (`video.codec`).
@@ -109,8 +110,6 @@ def merge_datasets(
     decodes every video source to image mode first, `"video"` encodes image sources and re-encodes other codecs
     to the first video source's codec (lossy, like any encode).
     """
-    from openpi.recap import provenance  # RECAP-specific; imported here so the dataset layer stays importable alone
-
     if not sources:
         raise errors.ConfigError("merge_datasets needs at least one source dataset.")
     if version not in info_lib.SUPPORTED_VERSIONS:

@@ -354,10 +354,9 @@ def _record_label_scale(ds, label_config: labels_lib.LabelConfig) -> None:
     `add_recap_columns` records it; episodes passed in that were labelled on another scale are left unrecorded."""
     import logging
 
-    from openpi.recap import convert
     from openpi.recap import provenance
 
-    normaliser = convert.task_max_lengths(ds) if label_config.mode == "paper" else {}
+    normaliser = labels_lib.task_max_lengths(ds) if label_config.mode == "paper" else {}
     scale = provenance.LabelScale(mode=label_config.mode, c_fail=label_config.c_fail, task_normaliser=normaliser)
     try:
         provenance.check_labels_on_scale(ds, scale)

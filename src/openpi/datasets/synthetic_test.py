@@ -146,12 +146,11 @@ def test_write_and_read_back(tmp_path: pathlib.Path, version: str, use_videos: b
 
 def test_the_written_dataset_records_its_label_scale(tmp_path: pathlib.Path):
     """Issue 20: the demo's dataset recorded no label scale, so relabelling it warned and merging it was refused."""
-    from openpi.recap import convert
     from openpi.recap import provenance
 
     ds = synthetic.write_dataset(tmp_path / "demo", SMALL, use_videos=False)
     scale = provenance.read_label_scale(ds.root)
-    assert scale == provenance.LabelScale(mode="paper", c_fail=None, task_normaliser=convert.task_max_lengths(ds))
+    assert scale == provenance.LabelScale(mode="paper", c_fail=None, task_normaliser=labels.task_max_lengths(ds))
     provenance.check_labels_on_scale(ds, scale)
 
 

@@ -276,3 +276,19 @@ class ValueModel(nn.Module):
 
 def count_params(tree: Any) -> int:
     return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def tiny_config(**overrides: Any) -> ValueModelConfig:
+    """The value model the value-training and relabelling tests share: SigLIP mu/16 at 32 px, the dummy Gemma3,
+    two cameras, mean readout (override any field, e.g. `cameras` or `freeze_mode`). Here, not in
+    `shared.testing`, because the shared layer sits below models."""
+    fields = {
+        "siglip_variant": "mu/16",
+        "gemma3_variant": "dummy",
+        "image_resolution": (32, 32),
+        "max_token_len": 16,
+        "dtype": "float32",
+        "cameras": ("base_0_rgb", "left_wrist_0_rgb"),
+        "readout": "mean",
+    }
+    return ValueModelConfig(**{**fields, **overrides})

@@ -6,6 +6,9 @@ the weights were trained with, not whatever sits in the local assets folder toda
 
 Inference chain (openpi's order): repack → default prompt → robot inputs → normalize → model inputs;
 outputs run model outputs → unnormalize → robot outputs → repack outputs.
+
+The training config (an `openpi.training.config.TrainConfig`) is passed in, never imported: training sits above
+policies (its registry names the robot transforms defined here), so it is typed `Any` and named in the docstrings.
 """
 
 from __future__ import annotations
@@ -26,13 +29,11 @@ from openpi.policies import policy as _policy
 from openpi.shared import download
 from openpi.shared import errors
 from openpi.shared import normalize as _normalize
-from openpi.training import checkpoints as _checkpoints
-from openpi.training import config as _config
 
 logger = logging.getLogger(__name__)
 
 
-def _metadata(train_config: _config.TrainConfig, cfg_beta: float | None, extra: Mapping[str, Any]) -> dict:
+def _metadata(train_config: Any, cfg_beta: float | None, extra: Mapping[str, Any]) -> dict:
     model = train_config.model
     meta = dict(train_config.policy_metadata or {})
     meta.setdefault("config", train_config.name)
@@ -45,9 +46,9 @@ def _metadata(train_config: _config.TrainConfig, cfg_beta: float | None, extra: 
 
 
 def inference_data_config(
-    train_config: _config.TrainConfig, assets_dirs: pathlib.Path, tokenizer_path: str | os.PathLike | None = None
-) -> _config.DataConfig:
-    """The config's data pipeline as used for inference: indicator dropout off."""
+    train_config: Any, assets_dirs: pathlib.Path, tokenizer_path: str | os.PathLike | None = None
+) -> Any:
+    """The config's data pipeline (a `DataConfig`) as used for inference: indicator dropout off."""
     return train_config.data.create(
         assets_dirs,
         train_config.model,
@@ -58,8 +59,8 @@ def inference_data_config(
 
 
 def _build_policy(
-    train_config: _config.TrainConfig,
-    data_config: _config.DataConfig,
+    train_config: Any,
+    data_config: Any,
     params: Any,
     norm_stats: Mapping[str, _normalize.NormStats] | None,
     *,
@@ -98,7 +99,7 @@ def _build_policy(
 
 
 def create_trained_policy(
-    train_config: _config.TrainConfig,
+    train_config: Any,
     checkpoint_dir: str | os.PathLike,
     *,
     repack_transforms: _transforms.Group | None = None,
@@ -113,7 +114,7 @@ def create_trained_policy(
     """A policy serving the weights of one checkpoint step (``<checkpoint_dir>/params``).
 
     Args:
-        train_config: The config the checkpoint was trained with (model shape, transforms, asset id).
+        train_config: The `TrainConfig` the checkpoint was trained with (model shape, transforms, asset id).
         checkpoint_dir: A step directory (``checkpoints/<config>/<exp>/<step>``), local or in the openpi cache.
         repack_transforms: Optional renaming of the client's keys into the robot layout.
         sample_kwargs: Extra ``sample_actions`` arguments (e.g. ``{"num_steps": 10}``).
@@ -138,7 +139,7 @@ def create_trained_policy(
     # Cheap checks first (tokenizer, norm stats), so a wrong path fails before gigabytes of weights load.
     data_config = inference_data_config(train_config, checkpoint_dir / "assets", tokenizer_path)
     if norm_stats is None:
-        norm_stats = _checkpoints.restore_norm_stats(checkpoint_dir, data_config.asset_id)
+        norm_stats = _normalize.load_step_norm_stats(checkpoint_dir, data_config.asset_id)
         logger.info("Loaded norm stats from %s", checkpoint_dir / "assets" / str(data_config.asset_id))
     params = params_io.restore_params(params_dir, dtype=_serving_dtype(train_config.model), restore_type=jax.Array)
     params_io.check_tree_matches(
@@ -179,7 +180,7 @@ def random_params(model_config: Any, *, seed: int = 0, scale: float = 0.02, dtyp
 
 
 def create_dummy_policy(
-    train_config: _config.TrainConfig,
+    train_config: Any,
     *,
     tokenizer_path: str | os.PathLike | None = None,
     sample_kwargs: Mapping[str, Any] | None = None,

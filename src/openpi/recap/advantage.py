@@ -1,6 +1,6 @@
 """N-step advantages, per-task thresholds and the advantage indicator (RECAP stage 5).
 
-Pure numpy, no I/O: the relabelling pipeline (`openpi.recap.relabel`) gathers the per-frame columns and the value
+Pure numpy, no I/O: the relabelling pipeline (`openpi.relabel.relabel`) gathers the per-frame columns and the value
 predictions, and this module turns them into `adv_ind` strings. Everything operates on flat per-frame arrays over the
 whole dataset plus explicit episode boundaries, because LeRobot v3.0 stores many episodes per file and the threshold
 must be computed over the whole dataset, never per file or per shard.

@@ -35,6 +35,7 @@ end) are ``"positive"``; autonomous frames are ``"none"`` until the value model 
 from collections.abc import Mapping
 from collections.abc import Sequence
 import dataclasses
+from typing import Any
 from typing import Literal
 
 import numpy as np
@@ -270,3 +271,26 @@ def _task_normaliser(
                 )
         longest = {task: int(task_max_length[task]) for task in longest}
     return np.asarray([longest[task] for task in tasks], dtype=np.float64)
+
+
+def episode_tasks(ds: Any) -> list[str]:
+    """The task of each episode: the task of its first frame (LeRobot allows several; labels need one)."""
+    task_index = ds.column("task_index")
+    out = []
+    for ep in ds.episodes:
+        index = int(task_index[ep.from_index])
+        if index not in ds.tasks:
+            raise errors.DatasetError(
+                f"Episode {ep.episode_index} of {ds.root} uses task_index {index}, which the task table does not "
+                "list; the dataset's meta/ folder is incomplete."
+            )
+        out.append(ds.tasks[index])
+    return out
+
+
+def task_max_lengths(ds: Any) -> dict[str, int]:
+    """The longest episode of each task: the paper-mode normaliser `ds` was (or would be) labelled with."""
+    out: dict[str, int] = {}
+    for task, ep in zip(episode_tasks(ds), ds.episodes, strict=True):
+        out[task] = max(out.get(task, 0), ep.length)
+    return out

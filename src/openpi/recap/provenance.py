@@ -28,6 +28,7 @@ import json
 import pathlib
 from typing import Any
 
+from openpi.recap import labels
 from openpi.shared import atomic
 from openpi.shared import errors
 
@@ -221,13 +222,11 @@ def merged_label_scale(datasets: Any, *, rescale: bool, allow_unrecorded: bool =
     mode, c_fail = modes.pop() if modes else ("paper", None)
     normaliser: dict[str, int] = {}
     if mode == "paper":
-        from openpi.recap import convert
-
         for scale in known:
             for task, length in scale.task_normaliser.items():
                 normaliser[task] = max(normaliser.get(task, 0), int(length))
         for ds in datasets:
-            for task, length in convert.task_max_lengths(ds).items():
+            for task, length in labels.task_max_lengths(ds).items():
                 normaliser[task] = max(normaliser.get(task, 0), int(length))
     return LabelScale(mode=mode, c_fail=c_fail, task_normaliser=normaliser)
 
@@ -237,15 +236,13 @@ def check_normaliser_recorded(ds: Any, scale: LabelScale, *, fix: str) -> None:
     scale of its value labels is then unknown. `fix` ends the sentence (what to do)."""
     if scale.mode != "paper":
         return
-    from openpi.recap import convert
-
     path = meta_path(ds.root)
     if not scale.task_normaliser:
         raise ProvenanceError(
             f"{path} records paper-mode labels but no task_normaliser (empty or missing), so the scale of its "
             f"value labels is unknown; {fix}."
         )
-    missing = sorted(set(convert.episode_tasks(ds)) - set(scale.task_normaliser))
+    missing = sorted(set(labels.episode_tasks(ds)) - set(scale.task_normaliser))
     if missing:
         raise ProvenanceError(
             f"{path} records paper-mode labels but no task_normaliser entry for task {missing[0]!r}, so the "
@@ -293,9 +290,6 @@ def rescaled_columns(ds: Any, scale: LabelScale) -> dict[str, Any]:
     """
     import numpy as np
 
-    from openpi.recap import convert
-    from openpi.recap import labels
-
     for column in ("reward", "intervention"):
         if not ds.has_column(column):
             raise ProvenanceError(
@@ -308,7 +302,7 @@ def rescaled_columns(ds: Any, scale: LabelScale) -> dict[str, Any]:
     columns = labels.compute_columns(
         episode_lengths=np.asarray([ep.length for ep in ds.episodes], np.int64),
         success=success,
-        tasks=convert.episode_tasks(ds),
+        tasks=labels.episode_tasks(ds),
         intervention=intervention,
         config=labels.LabelConfig(mode=scale.mode, c_fail=scale.c_fail),
         task_max_length=dict(scale.task_normaliser) if scale.mode == "paper" else None,

@@ -2,7 +2,7 @@
 
 RECAP (shared/design/RECAP.md) stores five per-frame columns and conditions the policy on one word per frame.
 The same strings are written by the labeller (`recap.labels`), relabelled by the value model (`recap.advantage`,
-`recap.relabel`), checked on datasets (`datasets.recap_columns`) and put into prompts (`models.tokenizer`); they
+`relabel.relabel`), checked on datasets (`datasets.recap_columns`) and put into prompts (`models.tokenizer`); they
 all import them from here so a spelling cannot drift between writer and reader. Plain strings only: importing this
 module pulls in neither numpy nor JAX, so scripts and data tools can use it cheaply.
 

@@ -17,6 +17,7 @@ always off at inference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Sequence
 import dataclasses
 import errno
@@ -45,6 +46,8 @@ from openpi.training import config as _config
 logger = logging.getLogger("openpi.serve_policy")
 
 API_KEY_ENV = "OPENPI_API_KEY"
+# A sim config's data config -> a first observation of an env that fits it (None: no env fits); see `serve`.
+SimExample = Callable[[_config.LeRobotSimDataConfig], dict | None]
 # Lets `--port` etc. follow the subcommand, as in openpi's usage (tyro >= 1.0 name; the old alias does not work there).
 _CASCADE = getattr(tyro.conf, "CascadeSubcommandArgs", None) or tyro.conf.ConsolidateSubcommandArgs
 
@@ -131,30 +134,12 @@ def create_policy(args: Args) -> _policy.Policy:
     )
 
 
-def _sim_example(data: _config.LeRobotSimDataConfig) -> dict | None:
-    """The first observation of the first registered sim env whose cameras and action size fit the config.
-
-    The config does not name its env, so the one that produces what its clients will send is looked up; an env
-    whose optional extra is missing is skipped (the first request then pays for compilation).
-    """
-    from openpi import sim
-
-    for env_name in sim.env_names():
-        try:
-            env = sim.make_env(env_name, sim.task_names(env_name)[0])
-        except sim.SimError:
-            continue
-        if env.action_dim == data.action_dim and set(data.cameras) <= set(env.cameras):
-            return env.reset(0)
-    return None
-
-
-def _warmup(policy: _policy.Policy, train_config: _config.TrainConfig) -> None:
+def _warmup(policy: _policy.Policy, train_config: _config.TrainConfig, sim_example: SimExample | None = None) -> None:
     example = None
     if isinstance(train_config.data, _config.LeRobotYamDataConfig):
         example = yam_policy.make_yam_example()
-    elif isinstance(train_config.data, _config.LeRobotSimDataConfig):
-        example = _sim_example(train_config.data)
+    elif isinstance(train_config.data, _config.LeRobotSimDataConfig) and sim_example is not None:
+        example = sim_example(train_config.data)
     if example is None:
         logger.info("No example observation for %s; the first request will compile the model.", train_config.name)
         return
@@ -198,8 +183,12 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def serve(args: Args) -> None:
-    """Loads, warms up and serves until SIGTERM or Ctrl-C; a busy port fails before any weights are loaded."""
+def serve(args: Args, *, sim_example: SimExample | None = None) -> None:
+    """Loads, warms up and serves until SIGTERM or Ctrl-C; a busy port fails before any weights are loaded.
+
+    `sim_example` gives the warm-up observation of a sim config (`openpi.sim.serve` passes it: the simulator sits
+    above serving, so this module cannot look an env up itself); without it a sim config's first request compiles.
+    """
     try:
         _check_port_free(args.host, args.port)
         api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
@@ -207,7 +196,7 @@ def serve(args: Args) -> None:
             logger.warning("Serving on %s without an API key: anyone who can reach this port can query it.", args.host)
         policy = create_policy(args)
         if args.warmup:
-            _warmup(policy, _config.get_config(args.policy.config))
+            _warmup(policy, _config.get_config(args.policy.config), sim_example)
         server = websocket_policy_server.WebsocketPolicyServer(
             policy,
             host=args.host,
@@ -227,12 +216,12 @@ def serve(args: Args) -> None:
         logger.info("Stopped.")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, *, sim_example: SimExample | None = None) -> None:
     """The script: `serve_policy.py policy:checkpoint|policy:dummy [--options]`; user errors exit 2 in one line."""
 
     def run(args: list[str]) -> None:
         _stop_on_sigterm()
-        serve(cli(args))
+        serve(cli(args), sim_example=sim_example)
 
     _cli.run(run, argv, name="openpi.serve_policy")
 

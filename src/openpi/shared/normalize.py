@@ -21,6 +21,8 @@ from openpi.shared import atomic
 from openpi.shared import errors
 
 NORM_STATS_FILENAME = "norm_stats.json"
+# The folder of a checkpoint step that holds its norm stats, one subfolder per asset id (openpi's layout).
+CHECKPOINT_ASSETS = "assets"
 NUM_QUANTILE_BINS = 5000
 # Padding of the histogram range beyond the observed min/max, so the extremes fall inside the end bins.
 _RANGE_PAD = 1e-10
@@ -154,6 +156,28 @@ def load(directory: pathlib.Path | str) -> dict[str, NormStats]:
     check_finite(stats, source=str(path))
     check_ordered(stats, source=str(path))
     return stats
+
+
+def load_assets(assets_dir: pathlib.Path | str) -> dict[str, dict[str, NormStats]]:
+    """Every ``<assets_dir>/<asset_id>/norm_stats.json``, by asset id (none when the folder does not exist)."""
+    assets_dir = pathlib.Path(assets_dir)
+    if not assets_dir.is_dir():
+        return {}
+    return {sub.name: load(sub) for sub in sorted(assets_dir.iterdir()) if (sub / NORM_STATS_FILENAME).is_file()}
+
+
+def load_step_norm_stats(step_dir: pathlib.Path | str, asset_id: str | None = None) -> dict[str, NormStats]:
+    """Norm stats saved with a checkpoint step: ``<step_dir>/assets/<asset_id>/norm_stats.json`` (the only one if no
+    id). Here rather than in `training.checkpoints` (which names it `restore_norm_stats`) because serving a checkpoint
+    (`policies.policy_config`) reads them too, and the policies layer sits below training."""
+    assets = load_assets(pathlib.Path(step_dir) / CHECKPOINT_ASSETS)
+    if asset_id is None and len(assets) == 1:
+        return next(iter(assets.values()))
+    if asset_id not in assets:
+        raise errors.CheckpointError(
+            f"{step_dir} has no norm stats for asset {asset_id!r} (has {sorted(assets)}); pass one of those."
+        )
+    return assets[asset_id]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

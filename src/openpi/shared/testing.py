@@ -171,20 +171,3 @@ def install_toy_tokenizers(data_home: str | os.PathLike) -> None:
     gemma3 = data_home / "gemma3" / "tokenizer.model"
     if not gemma3.exists():
         train_tiny_sentencepiece(gemma3, extra_symbols=GEMMA3_SYMBOLS)
-
-
-def tiny_value_model(**overrides: Any):
-    """The value model the value-training and relabelling tests share: SigLIP mu/16 at 32 px, the dummy Gemma3,
-    two cameras, mean readout (override any field, e.g. `cameras` or `freeze_mode`)."""
-    from openpi.models import value_model  # deferred: keeps this module free of JAX for the demo's callers
-
-    fields = {
-        "siglip_variant": "mu/16",
-        "gemma3_variant": "dummy",
-        "image_resolution": (32, 32),
-        "max_token_len": 16,
-        "dtype": "float32",
-        "cameras": ("base_0_rgb", "left_wrist_0_rgb"),
-        "readout": "mean",
-    }
-    return value_model.ValueModelConfig(**{**fields, **overrides})

@@ -366,7 +366,7 @@ def train_value(config: ExperimentConfig, name: str, data_root: pathlib.Path) ->
 
 
 def relabel(config: ExperimentConfig, value_ckpt: pathlib.Path, src: pathlib.Path, dst: pathlib.Path):
-    from openpi.recap import relabel as _relabel
+    from openpi.relabel import relabel as _relabel
 
     return _relabel.relabel(
         _relabel.RelabelConfig(
@@ -412,7 +412,7 @@ def value_spearman(config: ExperimentConfig, value_ckpt: pathlib.Path, heldout: 
     """Spearman of the value model's predictions against the true return (`value_label`) on held-out episodes,
     and against -(steps to go) on the successful ones."""
     from openpi.datasets import lerobot
-    from openpi.recap import relabel as _relabel
+    from openpi.relabel import relabel as _relabel
     from openpi.training import value_train
 
     ds = lerobot.LeRobotDataset.open(heldout)

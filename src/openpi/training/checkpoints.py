@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 PARAMS = "params"
 TRAIN_STATE = "train_state"
-ASSETS = "assets"
+ASSETS = _normalize.CHECKPOINT_ASSETS
 WANDB_ID_FILE = "wandb_id.txt"
 
 
@@ -45,14 +45,7 @@ class AssetsHandler(ocp.CheckpointHandler):
 
     def restore(self, directory, args: "AssetsRestore | None" = None) -> dict[str, dict[str, _normalize.NormStats]]:
         del args
-        directory = pathlib.Path(directory)
-        if not directory.is_dir():
-            return {}
-        return {
-            sub.name: _normalize.load(sub)
-            for sub in sorted(directory.iterdir())
-            if (sub / _normalize.NORM_STATS_FILENAME).is_file()
-        }
+        return _normalize.load_assets(directory)
 
     def metadata(self, directory):
         return None
@@ -183,16 +176,9 @@ def restore(
     return restored[TRAIN_STATE], restored[PARAMS]["params"], step
 
 
-def restore_norm_stats(step_dir: str | pathlib.Path, asset_id: str | None = None) -> dict[str, _normalize.NormStats]:
-    """Norm stats saved with a step: `<step_dir>/assets/<asset_id>/norm_stats.json` (the only one if no id)."""
-    assets = AssetsHandler().restore(pathlib.Path(step_dir) / ASSETS)
-    if asset_id is None and len(assets) == 1:
-        return next(iter(assets.values()))
-    if asset_id not in assets:
-        raise errors.CheckpointError(
-            f"{step_dir} has no norm stats for asset {asset_id!r} (has {sorted(assets)}); pass one of those."
-        )
-    return assets[asset_id]
+# Norm stats saved with a step: `<step_dir>/assets/<asset_id>/norm_stats.json` (the only one if no id). Defined in
+# `shared.normalize`, so that `policies.policy_config` (a layer below training) reads them with the same code.
+restore_norm_stats = _normalize.load_step_norm_stats
 
 
 def latest_step_dir(checkpoint_dir: str | pathlib.Path) -> pathlib.Path | None:

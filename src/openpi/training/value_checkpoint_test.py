@@ -7,8 +7,8 @@ import pathlib
 import pytest
 
 from openpi.datasets import synthetic
+from openpi.models import value_model
 from openpi.shared import errors
-from openpi.shared import testing
 from openpi.training import norm_stats
 from openpi.training import value_checkpoint
 from openpi.training import value_config
@@ -26,7 +26,7 @@ def run(tmp_path_factory, gemma3_spm_model) -> tuple[pathlib.Path, pathlib.Path]
     base = value_config.get_config("value_debug")
     data = dataclasses.replace(base.data, repo_id=str(root), val_fraction=0.0, cameras=CAMERAS, augment=False)
     config = dataclasses.replace(
-        base, model=testing.tiny_value_model(freeze_mode="all_backbones"), data=data,
+        base, model=value_model.tiny_config(freeze_mode="all_backbones"), data=data,
         tokenizer_path=str(gemma3_spm_model), checkpoint_dir_override=str(tmp / "run"), assets_base_dir=str(tmp / "run") + "_assets", batch_size=2, num_workers=0,
         num_train_steps=2, save_interval=10, val_interval=10**6, log_interval=100, keep_period=None, overwrite=True,
     )  # fmt: skip

@@ -6,15 +6,15 @@ import pathlib
 import pytest
 
 from openpi.datasets import synthetic
+from openpi.models import value_model
 from openpi.shared import errors
 from openpi.shared import normalize
-from openpi.shared import testing
 from openpi.training import norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import value_config
 from openpi.training import value_train
 
-TINY = testing.tiny_value_model(freeze_mode="all_backbones")
+TINY = value_model.tiny_config(freeze_mode="all_backbones")
 CAMERAS = (("cam_high", synthetic.HEAD_CAMERA), ("cam_left_wrist", synthetic.LEFT_WRIST_CAMERA))
 
 

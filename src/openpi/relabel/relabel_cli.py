@@ -10,9 +10,9 @@ variables (JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID) and SLU
 from collections.abc import Sequence
 import logging
 
-from openpi.recap import relabel as _relabel
-from openpi.recap import relabel_config as _config
-from openpi.recap import report as _report
+from openpi.relabel import relabel as _relabel
+from openpi.relabel import relabel_config as _config
+from openpi.relabel import report as _report
 from openpi.shared import cli
 
 logger = logging.getLogger("openpi.label_advantage")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from openpi.recap import advantage as adv
-from openpi.recap import report
+from openpi.relabel import report
 
 
 def _synthetic(rng):

@@ -14,11 +14,11 @@ import pytest
 from openpi.datasets import lerobot
 from openpi.models import params_io
 from openpi.policies import policy_config
-from openpi.policies import probe
 from openpi.shared import cli as _cli
 from openpi.shared import normalize
 from openpi.sim import dataset as sim_dataset
 from openpi.sim import experiment
+from openpi.sim import probe
 from openpi.sim import rollout
 from openpi.sim import tabletop
 from openpi.training import checkpoints

@@ -9,15 +9,15 @@ import pytest
 
 from openpi.datasets import lerobot
 from openpi.datasets import synthetic
-from openpi.recap import relabel
-from openpi.shared import testing
+from openpi.models import value_model
+from openpi.relabel import relabel
 from openpi.training import data_loader
 from openpi.training import norm_stats
 from openpi.training import optimizer as _optimizer
 from openpi.training import value_config
 from openpi.training import value_train
 
-TINY = testing.tiny_value_model(cameras=("base_0_rgb",), freeze_mode="all_backbones")
+TINY = value_model.tiny_config(cameras=("base_0_rgb",), freeze_mode="all_backbones")
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from openpi.recap import decode as _decode
-from openpi.recap import value_cache as _value_cache
+from openpi.relabel import decode as _decode
+from openpi.relabel import value_cache as _value_cache
 from openpi.shared import progress as _progress
 
 logger = logging.getLogger("openpi.relabel")

@@ -335,19 +335,10 @@ def _word_outcomes(ds: lerobot.LeRobotDataset, column: str, words: np.ndarray) -
     return out
 
 
-def episode_tasks(ds: lerobot.LeRobotDataset) -> list[str]:
-    """The task of each episode: the task of its first frame (LeRobot allows several; labels need one)."""
-    task_index = ds.column("task_index")
-    out = []
-    for ep in ds.episodes:
-        index = int(task_index[ep.from_index])
-        if index not in ds.tasks:
-            raise errors.DatasetError(
-                f"Episode {ep.episode_index} of {ds.root} uses task_index {index}, which the task table does not "
-                "list; the dataset's meta/ folder is incomplete."
-            )
-        out.append(ds.tasks[index])
-    return out
+# The task of each episode and the longest episode of each task are label facts: they live in
+# `openpi.recap.labels`, where `provenance` (below the dataset layer) reads them too.
+episode_tasks = labels_lib.episode_tasks
+task_max_lengths = labels_lib.task_max_lengths
 
 
 def reference_label_scale(root: str | os.PathLike, c_fail: float | None) -> provenance.LabelScale:
@@ -378,14 +369,6 @@ def reference_label_scale(root: str | os.PathLike, c_fail: float | None) -> prov
         ds, scale, fix="relabel the reference with scripts/add_recap_columns.py, or drop --task-max-length-from"
     )
     return scale
-
-
-def task_max_lengths(ds: lerobot.LeRobotDataset) -> dict[str, int]:
-    """The longest episode of each task: the paper-mode normaliser `ds` was (or would be) labelled with."""
-    out: dict[str, int] = {}
-    for task, ep in zip(episode_tasks(ds), ds.episodes, strict=True):
-        out[task] = max(out.get(task, 0), ep.length)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ labelling

@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from openpi.recap import decode
-from openpi.recap import inference
-from openpi.recap import value_cache
+from openpi.relabel import decode
+from openpi.relabel import inference
+from openpi.relabel import value_cache
 from openpi.shared import errors
 from openpi.shared import progress
 

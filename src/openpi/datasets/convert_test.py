@@ -9,11 +9,11 @@ import pathlib
 import numpy as np
 import pytest
 
+from openpi.datasets import convert
 from openpi.datasets import lerobot
 from openpi.datasets import reader_test
 from openpi.datasets import recap_columns
 from openpi.datasets import synthetic
-from openpi.recap import convert
 from openpi.recap import labels
 from openpi.recap import provenance
 from openpi.shared import errors

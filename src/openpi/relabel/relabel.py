@@ -32,19 +32,19 @@ from typing import Any
 import numpy as np
 
 from openpi.recap import advantage as _adv
-from openpi.recap import decode as _decode
-from openpi.recap import inference as _inference
 from openpi.recap import provenance
-from openpi.recap import report as _report
 from openpi.recap import vocab
-from openpi.recap.columns import DatasetColumns
-from openpi.recap.columns import read_columns
-from openpi.recap.inference import ValuesFn
-from openpi.recap.model_loading import load_model
-from openpi.recap.relabel_config import CONFIGS  # noqa: F401 (re-exported)
-from openpi.recap.relabel_config import RelabelConfig
-from openpi.recap.relabel_config import get_config  # noqa: F401 (re-exported)
-from openpi.recap.value_cache import ValueCache
+from openpi.relabel import decode as _decode
+from openpi.relabel import inference as _inference
+from openpi.relabel import report as _report
+from openpi.relabel.columns import DatasetColumns
+from openpi.relabel.columns import read_columns
+from openpi.relabel.inference import ValuesFn
+from openpi.relabel.model_loading import load_model
+from openpi.relabel.relabel_config import CONFIGS  # noqa: F401 (re-exported)
+from openpi.relabel.relabel_config import RelabelConfig
+from openpi.relabel.relabel_config import get_config  # noqa: F401 (re-exported)
+from openpi.relabel.value_cache import ValueCache
 from openpi.shared import atomic
 from openpi.shared import errors
 from openpi.shared import progress as _progress

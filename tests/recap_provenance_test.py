@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 
+from openpi.datasets import convert
 from openpi.datasets import lerobot
 from openpi.datasets import merge
-from openpi.recap import convert
 from openpi.recap import labels
 from openpi.recap import provenance
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[3] / "scripts" / "merge_datasets.py"
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "merge_datasets.py"
 TASK = "pick up the vial"
 
 

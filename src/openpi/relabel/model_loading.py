@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from openpi.recap import inference as _inference
 from openpi.recap import provenance
-from openpi.recap import relabel_config as _config
+from openpi.relabel import inference as _inference
+from openpi.relabel import relabel_config as _config
 from openpi.shared import errors
 
 # 2: the key holds the source dataset's content fingerprint; 3: the checkpoint by content only (no paths, no mtimes)

@@ -34,7 +34,7 @@ from typing import Literal
 
 import tyro
 
-from openpi.recap import convert
+from openpi.datasets import convert
 from openpi.recap import labels
 from openpi.shared import cli as _cli
 

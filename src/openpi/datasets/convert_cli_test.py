@@ -6,10 +6,10 @@ import subprocess
 import numpy as np
 import pytest
 
+from openpi.datasets import convert_cli as add_recap_columns
+from openpi.datasets import convert_test
 from openpi.datasets import lerobot
 from openpi.datasets import recap_columns
-from openpi.recap import convert_cli as add_recap_columns
-from openpi.recap import convert_test
 from openpi.recap import labels
 from openpi.recap import provenance
 
