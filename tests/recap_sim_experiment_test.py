@@ -20,12 +20,25 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     # Every arm was evaluated on its own evaluation seeds, per task, with Wilson intervals.
     expected = {"bc": ["1"], "filtered_bc": ["1"], "recap": ["1", "2"], "recap_cfg1.5": ["1"]}
     assert {arm: sorted(by_iter) for arm, by_iter in results["arms"].items()} == expected
+    seeds = sorted((e["task"], e["seed"]) for e in results["arms"]["bc"]["1"]["episodes"])
+    assert len(set(seeds)) == 2 * budget.eval_per_task
     for by_iter in results["arms"].values():
         for summary in by_iter.values():
             overall = summary["overall"]
             assert overall["episodes"] == 2 * budget.eval_per_task
             assert 0.0 <= overall["ci95"][0] <= overall["success_rate"] <= overall["ci95"][1] <= 1.0
             assert set(summary["tasks"]) == {"press_red", "press_blue"}
+            # Every episode is stored, on the same seeds for every arm, and its record rebuilds the summary.
+            assert sorted((e["task"], e["seed"]) for e in summary["episodes"]) == seeds
+            assert sum(e["success"] for e in summary["episodes"]) == overall["successes"]
+            assert all(e["outcome"] in ("success", "wrong_button", "timeout") for e in summary["episodes"])
+
+    # Paired tests between the arms, recomputable from the stored episodes.
+    expected_pairs = {"recap_it1 vs bc_it1", "recap_it2 vs bc_it1", "recap_it1 vs filtered_bc_it1",
+                      "recap_it2 vs recap_it1", "recap_cfg1.5_it1 vs recap_it1"}  # fmt: skip
+    assert set(results["paired"]) == expected_pairs
+    for pair in results["paired"].values():
+        assert pair["pairs"] == 2 * budget.eval_per_task and 0.0 <= pair["p_value"] <= 1.0
 
     # Iteration 2 collected through the served policy and merged with everything before it.
     it0 = lerobot.LeRobotDataset.open(tmp_path / "run" / "data" / "it0")
@@ -50,6 +63,7 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     assert saved["arms"].keys() == results["arms"].keys()
     assert (tmp_path / "run" / "success_vs_iteration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "recap_cfg1.5" in (tmp_path / "run" / "table.txt").read_text()
+    assert "McNemar p" in (tmp_path / "run" / "table.txt").read_text()
 
 
 def test_filtered_bc_keeps_successes_and_the_corrections_of_failures():

@@ -462,13 +462,6 @@ def evaluate_episodes(
     return [_rollout.episode_result(ep) for ep in episodes]
 
 
-def evaluate(
-    config: ExperimentConfig, envs, port: int, *, adv_ind: str | None, seed: int = EVAL_SEED
-) -> dict[str, Any]:
-    """Closed-loop success per task on the evaluation seeds (from `seed`), through the websocket client."""
-    return _metrics.summarize(evaluate_episodes(config, envs, port, adv_ind=adv_ind, seed=seed))
-
-
 # ------------------------------------------------------------------------------------------------ the experiment
 
 
@@ -520,7 +513,9 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
     def evaluate_arm(arm: str, iteration: int, trained: Trained, *, adv_ind=None, cfg_beta=None):
         with clock.stage(f"evaluate {arm} (iteration {iteration})"), serve(trained,
                                                                              cfg_beta=cfg_beta) as port:  # fmt: skip
-            summary = evaluate(config, envs, port, adv_ind=adv_ind)
+            episodes = evaluate_episodes(config, envs, port, adv_ind=adv_ind)
+        # Every arm on the same evaluation seeds, every episode kept: intervals recompute and arms pair up.
+        summary = {**_metrics.summarize(episodes), "episodes": [dataclasses.asdict(e) for e in episodes]}
         results["arms"].setdefault(arm, {})[str(iteration)] = summary
         overall = summary["overall"]
         logger.info("%s it%d: success %.3f %s", arm, iteration, overall["success_rate"], overall["ci95"])
@@ -556,6 +551,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
             for beta in budget.cfg_betas:
                 evaluate_arm(f"recap_cfg{beta}", 1, recap, adv_ind=vocab.POSITIVE, cfg_beta=beta)
 
+    results["paired"] = paired_comparisons(results)
     results["stages_s"] = clock.stages
     results["total_s"] = round(time.monotonic() - start, 1)
     _write_outputs(out, results)
@@ -576,6 +572,28 @@ def _episode_stats(episodes: list[_rollout.Episode]) -> dict[str, Any]:
     }
 
 
+def paired_comparisons(results: dict[str, Any]) -> dict[str, Any]:
+    """Exact McNemar tests between arms evaluated on the same seeds: each RECAP iteration against BC, the first
+    against filtered BC, the last against the first, and each CFG arm against plain RECAP. Computed from the
+    per-episode records stored in `results`, so anyone can recompute them from the JSON."""
+
+    def episodes(arm: str, iteration: int):
+        records = results["arms"][arm][str(iteration)]["episodes"]
+        return [_metrics.EpisodeResult(**r) for r in records]
+
+    arms = results["arms"]
+    last = max(int(i) for i in arms["recap"])
+    pairs = [(("recap", i), ("bc", 1)) for i in sorted(int(i) for i in arms["recap"])]
+    pairs.append((("recap", 1), ("filtered_bc", 1)))
+    if last > 1:
+        pairs.append((("recap", last), ("recap", 1)))
+    pairs += [((arm, 1), ("recap", 1)) for arm in arms if arm.startswith("recap_cfg")]
+    return {
+        f"{a}_it{ia} vs {b}_it{ib}": _metrics.paired_comparison(episodes(a, ia), episodes(b, ib))
+        for (a, ia), (b, ib) in pairs
+    }
+
+
 def table(results: dict[str, Any]) -> str:
     """One row per arm and iteration: success with its Wilson 95 % interval, mean steps to success."""
     rows = [f"{'arm':<16} {'iter':>4} {'episodes':>8} {'success':>8} {'95% CI':>15} {'steps':>6}"]
@@ -587,6 +605,10 @@ def table(results: dict[str, Any]) -> str:
             ci = f"[{low:.3f}, {high:.3f}]"
             steps = "-" if o["mean_steps_to_success"] is None else f"{o['mean_steps_to_success']:.1f}"
             rows.append(f"{arm:<16} {iteration:>4} {o['episodes']:>8} {o['success_rate']:>8.3f} {ci:>15} {steps:>6}")
+    if results.get("paired"):
+        rows += ["", f"{'paired (same seeds)':<32} {'a only':>6} {'b only':>6} {'diff':>7} {'McNemar p':>9}"]
+        for name, p in results["paired"].items():
+            rows.append(f"{name:<32} {p['a_only']:>6} {p['b_only']:>6} {p['difference']:>+7.3f} {p['p_value']:>9.3g}")
     return "\n".join(rows)
 
 

@@ -18,7 +18,7 @@ import pathlib
 
 from openpi.shared import atomic
 
-__all__ = ["EpisodeResult", "format_table", "plot_success", "summarize", "wilson_interval"]
+__all__ = ["EpisodeResult", "format_table", "paired_comparison", "plot_success", "summarize", "wilson_interval"]
 
 ALL_TASKS = "(all)"
 
@@ -61,6 +61,8 @@ class EpisodeResult:
     steps: int
     interventions: int = 0
     human_steps: int = 0
+    outcome: str | None = None
+    """How the episode ended where the simulator says ("success", "wrong_button", "timeout"); None if it does not."""
 
     def __post_init__(self) -> None:
         where = f"episode (task {self.task!r}, seed {self.seed})"
@@ -109,6 +111,55 @@ def summarize(results: Iterable[EpisodeResult]) -> dict:
         "overall": _stats(results),
         "tasks": {task: _stats(by_task[task]) for task in sorted(by_task)},
     }
+
+
+def paired_comparison(a: Iterable[EpisodeResult], b: Iterable[EpisodeResult]) -> dict:
+    """Arm `a` against arm `b` on the same episodes (task, seed): an exact two-sided McNemar test.
+
+    Two arms evaluated on the same layouts are not independent samples: most layouts are easy or hard for both.
+    Only the discordant pairs (one arm succeeds, the other fails) carry evidence, and under "no difference" each
+    is equally likely to go either way, so their split is Binomial(discordant, 1/2). Wilson intervals of the two
+    rates ignore the pairing and are far wider than this test needs. Episodes of one arm without a partner in the
+    other are an error: the comparison would silently drop them.
+    """
+    by_key_a = _by_episode(a, "a")
+    by_key_b = _by_episode(b, "b")
+    if by_key_a.keys() != by_key_b.keys():
+        missing = sorted(by_key_a.keys() ^ by_key_b.keys())[:3]
+        raise ValueError(
+            f"Paired arms must be evaluated on the same (task, seed) episodes; {len(by_key_a.keys() ^ by_key_b.keys())}"
+            f" differ, e.g. {missing}. Evaluate both arms with the same seeds."
+        )
+    keys = sorted(by_key_a)
+    a_only = sum(1 for k in keys if by_key_a[k].success and not by_key_b[k].success)
+    b_only = sum(1 for k in keys if by_key_b[k].success and not by_key_a[k].success)
+    n = len(keys)
+    return {
+        "pairs": n,
+        "a_successes": sum(1 for k in keys if by_key_a[k].success),
+        "b_successes": sum(1 for k in keys if by_key_b[k].success),
+        "a_only": a_only,
+        "b_only": b_only,
+        "difference": (a_only - b_only) / n if n else 0.0,
+        "p_value": _two_sided_binomial_half(min(a_only, b_only), a_only + b_only),
+    }
+
+
+def _by_episode(results: Iterable[EpisodeResult], name: str) -> dict[tuple[str, int], EpisodeResult]:
+    out: dict[tuple[str, int], EpisodeResult] = {}
+    for r in results:
+        if (r.task, r.seed) in out:
+            raise ValueError(f"Arm {name} has two episodes of task {r.task!r} with seed {r.seed}; pair one each.")
+        out[(r.task, r.seed)] = r
+    return out
+
+
+def _two_sided_binomial_half(k: int, n: int) -> float:
+    """P(X <= k or X >= n - k) for X ~ Binomial(n, 1/2), with k <= n / 2 (exact; 1.0 when n == 0)."""
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
 
 
 def _stats_entry(summary: Mapping, where: str) -> Mapping:

@@ -155,3 +155,36 @@ def test_plot_success_writes_a_png(tmp_path):
         metrics.plot_success({"recap": []}, tmp_path / "empty.png", title="t")
     with pytest.raises(ValueError, match="x=0 of arm 'recap' is not a summarize"):
         metrics.plot_success({"recap": [(0, {"rate": 1.0})]}, tmp_path / "bad.png", title="t")
+
+
+def _episodes(outcomes, task="press_red"):
+    return [metrics.EpisodeResult(task, seed, bool(ok), 5) for seed, ok in enumerate(outcomes)]
+
+
+@pytest.mark.parametrize(("a_only", "b_only"), [(0, 0), (3, 0), (9, 2), (20, 11), (1, 30)])
+def test_paired_comparison_is_the_exact_mcnemar_test(a_only, b_only):
+    from scipy import stats
+
+    both, neither = 7, 5
+    a = [1] * a_only + [0] * b_only + [1] * both + [0] * neither
+    b = [0] * a_only + [1] * b_only + [1] * both + [0] * neither
+    result = metrics.paired_comparison(_episodes(a), _episodes(b))
+    assert (result["a_only"], result["b_only"], result["pairs"]) == (a_only, b_only, len(a))
+    assert (result["a_successes"], result["b_successes"]) == (a_only + both, b_only + both)
+    assert result["difference"] == pytest.approx((a_only - b_only) / len(a))
+    expected = 1.0 if a_only + b_only == 0 else stats.binomtest(a_only, a_only + b_only, 0.5).pvalue
+    assert result["p_value"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_paired_comparison_pairs_by_task_and_seed_not_by_order():
+    a = _episodes([1, 0, 1])
+    b = list(reversed(_episodes([1, 0, 1])))
+    assert metrics.paired_comparison(a, b)["a_only"] == 0
+    assert metrics.paired_comparison(a, b)["b_only"] == 0
+
+
+def test_paired_comparison_refuses_arms_on_different_episodes():
+    with pytest.raises(ValueError, match="same \\(task, seed\\) episodes"):
+        metrics.paired_comparison(_episodes([1, 0, 1]), _episodes([1, 0]))
+    with pytest.raises(ValueError, match="two episodes of task 'press_red' with seed 0"):
+        metrics.paired_comparison(_episodes([1]) * 2, _episodes([1]) * 2)

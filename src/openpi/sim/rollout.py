@@ -290,6 +290,7 @@ def episode_result(episode: Episode) -> metrics.EpisodeResult:
         steps=episode.length,
         interventions=episode.takeovers,
         human_steps=episode.human_steps,
+        outcome=episode.outcome,
     )
 
 
