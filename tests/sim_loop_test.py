@@ -29,6 +29,7 @@ from openpi.sim import eval_cli as eval_policy
 from openpi.sim import metrics
 from openpi.sim import operator as _operator
 from openpi.sim import serve as sim_serve
+from openpi.sim import tabletop
 from openpi.training import config as _config
 from openpi_client import base_policy
 
@@ -143,6 +144,19 @@ def test_expert_demonstrations_are_all_human_and_successful(tmp_path, capsys):
     successes = _per_episode(ds, sim_dataset.SUCCESS)
     assert all(s[-1] == 1 and s[:-1].sum() == 0 for s in successes)
     assert np.asarray(ds.get(0)["observation.images.top"]).size == 32 * 32 * 3
+    # Each frame's progress is the env's own measure at that frame's observation (minus the distance from the
+    # recorded gripper to the prompted button of the recorded layout), and the expert makes it grow.
+    env = tabletop.TabletopEnv()
+    states = np.asarray(ds.column("observation.state"), np.float32).reshape(ds.num_frames, -1)
+    progress = np.asarray(ds.column(sim_dataset.PROGRESS), np.float32).reshape(-1)
+    task_index = np.asarray(ds.column("task_index")).reshape(-1)
+    for ep in ds.episodes:
+        start, stop = ep.from_index, ep.to_index
+        env.reset(int(np.asarray(ds.column(sim_dataset.SEED)).reshape(-1)[start]))
+        colour = next(i for i, c in enumerate(("red", "green", "blue")) if c in ds.tasks[int(task_index[start])])
+        expected = -np.linalg.norm(states[start:stop, :2] - env.buttons[colour], axis=1)
+        np.testing.assert_allclose(progress[start:stop], expected, atol=1e-5)
+        assert progress[stop - 1] > progress[start]
 
 
 def test_evaluation_against_the_served_policy(served, tmp_path):

@@ -31,6 +31,7 @@ from openpi.sim import rollout
 SUCCESS = "success"
 CLEAN_ACTION = "sim.clean_action"
 SEED = "sim.seed"
+PROGRESS = "sim.progress"
 
 
 def features(env: base.SimEnv, image_size: int | None) -> dict[str, dict]:
@@ -49,6 +50,7 @@ def features(env: base.SimEnv, image_size: int | None) -> dict[str, dict]:
     out[SUCCESS] = {"dtype": "int64", "shape": [1], "names": None}
     out[CLEAN_ACTION] = {"dtype": "int64", "shape": [1], "names": None}
     out[SEED] = {"dtype": "int64", "shape": [1], "names": None}
+    out[PROGRESS] = {"dtype": "float32", "shape": [1], "names": None}
     out.update({name: dict(spec) for name, spec in recap_columns.RECAP_FEATURES.items()})
     return out
 
@@ -86,7 +88,7 @@ def write_dataset(
     """
     if not episodes:
         raise base.SimError("No episodes to write; collect at least one.")
-    missing = [i for i, ep in enumerate(episodes) if len(ep.states) != ep.length]
+    missing = [i for i, ep in enumerate(episodes) if len(ep.states) != ep.length or len(ep.progress) != ep.length]
     if missing:
         raise base.SimError(f"Episodes {missing[:5]} were recorded without frames (keep_frames=False).")
     # Each task's step limit is its normaliser (and, by the labels' default, its failure penalty); tasks of one
@@ -114,6 +116,7 @@ def write_dataset(
                 SUCCESS: success,
                 CLEAN_ACTION: np.asarray(ep.clean, np.int64)[:, None],
                 SEED: np.full((ep.length, 1), ep.seed, np.int64),
+                PROGRESS: np.asarray(ep.progress, np.float32)[:, None],
                 **{name: values[start:end] for name, values in columns.items()},
             }
             for camera, images in ep.images.items():

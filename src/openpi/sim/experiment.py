@@ -60,10 +60,10 @@ class Budget:
     demos_per_task: int = 30
     autonomous_per_task: int = 100
     collect_per_task: int = 50
-    heldout_per_task: int = 10
+    heldout_per_task: int = 30
     eval_per_task: int = 67
     policy_steps: int = 1500
-    value_steps: int = 400
+    value_steps: int = 800
     batch_size: int = 32
     iterations: int = 3
     lookahead: int = 10
@@ -249,6 +249,7 @@ def _slice(ep: _rollout.Episode, start: int, stop: int) -> _rollout.Episode:
         actions=ep.actions[start:stop],
         intervention=ep.intervention[start:stop],
         clean=ep.clean[start:stop],
+        progress=ep.progress[start:stop],
         success=True,
     )
 
@@ -270,7 +271,7 @@ def _latest_step(run_dir: pathlib.Path) -> pathlib.Path:
     return steps[-1]
 
 
-def _schedule(schedule: Any, steps: int) -> Any:
+def stretched_schedule(schedule: Any, steps: int) -> Any:
     """The config's cosine schedule stretched (or shrunk) to `steps`, warm-up at most a tenth of them."""
     return dataclasses.replace(
         schedule, warmup_steps=min(schedule.warmup_steps, max(1, steps // 10)), decay_steps=steps
@@ -313,7 +314,7 @@ def policy_train_config(
         batch_size=budget.batch_size,
         seed=config.seed,
         overwrite=True,
-        lr_schedule=_schedule(base.lr_schedule, steps),
+        lr_schedule=stretched_schedule(base.lr_schedule, steps),
     )
     if overrides:
         train_config = dataclasses.replace(train_config, **overrides)
@@ -337,7 +338,10 @@ def train_policy(
     return Trained(train_config, _latest_step(train_config.checkpoint_dir))
 
 
-def train_value(config: ExperimentConfig, name: str, data_root: pathlib.Path) -> pathlib.Path:
+def train_value(
+    config: ExperimentConfig, name: str, data_root: pathlib.Path, overrides: dict[str, Any] | None = None
+) -> pathlib.Path:
+    """The value model of `config.value_config` on `data_root`; `overrides`: ValueTrainConfig fields (e.g. model)."""
     from openpi.training import norm_stats
     from openpi.training import value_config as _value_config
     from openpi.training import value_train
@@ -358,8 +362,10 @@ def train_value(config: ExperimentConfig, name: str, data_root: pathlib.Path) ->
         seed=config.seed,
         overwrite=True,
         assets_base_dir=str(config.out_dir / "assets"),
-        lr_schedule=_schedule(base.lr_schedule, steps),
+        lr_schedule=stretched_schedule(base.lr_schedule, steps),
     )
+    if overrides:
+        value_cfg = dataclasses.replace(value_cfg, **overrides)
     norm_stats.write_for_config(value_cfg)
     value_train.train(value_cfg)
     return value_cfg.checkpoint_dir
@@ -410,7 +416,8 @@ def label_diagnostics(relabelled: pathlib.Path) -> dict[str, Any]:
 
 def value_spearman(config: ExperimentConfig, value_ckpt: pathlib.Path, heldout: pathlib.Path) -> dict[str, Any]:
     """Spearman of the value model's predictions against the true return (`value_label`) on held-out episodes,
-    and against -(steps to go) on the successful ones."""
+    and against -(steps to go) on the successful ones; with the same Spearman for the env's `progress`, the
+    reference a value model that sees is measured against."""
     from openpi.datasets import lerobot
     from openpi.relabel import relabel as _relabel
     from openpi.training import value_train
@@ -420,7 +427,8 @@ def value_spearman(config: ExperimentConfig, value_ckpt: pathlib.Path, heldout: 
     factory, values_fn, key = _relabel.load_model(cfg, ds)
     cols = _relabel.read_columns(ds)
     frames = np.arange(ds.num_frames)
-    cache = _relabel.ValueCache(config.out_dir / "cache" / f"heldout_{value_ckpt.name}", key)
+    # The key hashes the checkpoint, not the episodes: one cache per (held-out set, checkpoint).
+    cache = _relabel.ValueCache(config.out_dir / "cache" / f"{heldout.name}_{value_ckpt.name}", key)
     values, _ = _relabel.infer_values(
         factory, values_fn, cols, frames, cache, batch_size=config.budget.batch_size, progress=False
     )
@@ -430,7 +438,14 @@ def value_spearman(config: ExperimentConfig, value_ckpt: pathlib.Path, heldout: 
     for start, stop in cols.bounds:
         steps_to_go[start:stop] = np.arange(stop - start, 0, -1)
         in_success[start:stop] = success[stop - 1] == 1
-    out = {"frames": int(ds.num_frames), "spearman_vs_return": value_train.spearman(values, target)}
+    progress = np.asarray(ds.column(_dataset.PROGRESS), np.float32).reshape(-1)
+    out = {
+        "frames": int(ds.num_frames),
+        "spearman_vs_return": value_train.spearman(values, target),
+        # The ceiling of the first number for a model that reads the scene perfectly but cannot foresee the
+        # operator or the policy's hesitations: the env's own progress measure (minus the distance to the goal).
+        "progress_spearman_vs_return": value_train.spearman(progress, target),
+    }
     if in_success.sum() > 2:
         out["spearman_vs_neg_steps_to_go_successes"] = value_train.spearman(
             values[in_success], -steps_to_go[in_success]
@@ -462,6 +477,15 @@ def evaluate_episodes(
     return [_rollout.episode_result(ep) for ep in episodes]
 
 
+def evaluate_summary(config: ExperimentConfig, envs, trained: Trained, *, adv_ind: str | None,
+                     cfg_beta: float | None = None, seed: int = EVAL_SEED) -> dict[str, Any]:  # fmt: skip
+    """`trained` served and evaluated closed-loop: success per task and overall, and every episode's record (every
+    arm on the same seeds, every episode kept, so intervals recompute and arms pair up)."""
+    with serve(trained, cfg_beta=cfg_beta) as port:
+        episodes = evaluate_episodes(config, envs, port, adv_ind=adv_ind, seed=seed)
+    return {**_metrics.summarize(episodes), "episodes": [dataclasses.asdict(e) for e in episodes]}
+
+
 # ------------------------------------------------------------------------------------------------ the experiment
 
 
@@ -482,6 +506,39 @@ def prepare_run_dir(out: pathlib.Path) -> None:
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path("~/.cache/jax").expanduser()))
 
 
+@dataclasses.dataclass(frozen=True)
+class InitialData:
+    """Iteration 0 as written under `<out>/data`: its episodes, the dataset of all of them, the filtered-BC
+    selection, and the held-out episodes the value model is scored on."""
+
+    episodes: list[_rollout.Episode]
+    data: pathlib.Path
+    filtered: pathlib.Path
+    heldout: pathlib.Path
+
+
+def collect_initial(config: ExperimentConfig, envs: dict[str, Any]) -> InitialData:
+    """Expert demonstrations + the mediocre policy's corrected rollouts (+ held-out episodes), written once."""
+    budget, data = config.budget, config.out_dir / "data"
+    image_size = config.image_size if next(iter(envs.values())).cameras else None
+    demos = collect_expert(envs, block=0, per_task=budget.demos_per_task, quality=1.0, human=True,
+                           operator=False, seed=config.seed)  # fmt: skip
+    rollouts = collect_expert(envs, block=COLLECT_SEED_BLOCK, per_task=budget.autonomous_per_task,
+                              quality=config.mediocre_quality, human=False, operator=True, seed=config.seed + 100)  # fmt: skip
+    # Held-out episodes come from the same process as the training data (the mediocre policy, corrected): the value
+    # model estimates that process's return. Without the operator half of them end on a wrong button that nothing in
+    # the first frames foretells, and even the env's own progress ranks their returns at only ~0.3-0.5.
+    heldout = collect_expert(envs, block=HELDOUT_SEED, per_task=budget.heldout_per_task,
+                             quality=config.mediocre_quality, human=False, operator=True, seed=config.seed + 200)  # fmt: skip
+    episodes = demos + rollouts
+    return InitialData(
+        episodes=episodes,
+        data=write_episodes(data / "it0", episodes, envs, image_size),
+        filtered=write_episodes(data / "it0_filtered", filtered_for_bc(episodes), envs, image_size),
+        heldout=write_episodes(data / "heldout", heldout, envs, image_size),
+    )
+
+
 def run(config: ExperimentConfig) -> dict[str, Any]:
     """Runs the whole experiment under `config.out_dir`; returns (and writes) the results."""
 
@@ -498,24 +555,13 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
     start = time.monotonic()
 
     with clock.stage("collect initial data"):
-        demos = collect_expert(envs, block=0, per_task=budget.demos_per_task, quality=1.0, human=True,
-                               operator=False, seed=config.seed)  # fmt: skip
-        rollouts = collect_expert(envs, block=COLLECT_SEED_BLOCK, per_task=budget.autonomous_per_task,
-                                  quality=config.mediocre_quality, human=False, operator=True, seed=config.seed + 100)  # fmt: skip
-        heldout = collect_expert(envs, block=HELDOUT_SEED, per_task=budget.heldout_per_task,
-                                 quality=config.mediocre_quality, human=False, operator=False, seed=config.seed + 200)  # fmt: skip
-        all_episodes = demos + rollouts
-        it0 = write_episodes(data / "it0", all_episodes, envs, image_size)
-        filtered = write_episodes(data / "it0_filtered", filtered_for_bc(all_episodes), envs, image_size)
-        heldout_root = write_episodes(data / "heldout", heldout, envs, image_size)
+        initial = collect_initial(config, envs)
+        all_episodes, it0, filtered, heldout_root = initial.episodes, initial.data, initial.filtered, initial.heldout
         results["data"]["it0"] = _episode_stats(all_episodes)
 
     def evaluate_arm(arm: str, iteration: int, trained: Trained, *, adv_ind=None, cfg_beta=None):
-        with clock.stage(f"evaluate {arm} (iteration {iteration})"), serve(trained,
-                                                                             cfg_beta=cfg_beta) as port:  # fmt: skip
-            episodes = evaluate_episodes(config, envs, port, adv_ind=adv_ind)
-        # Every arm on the same evaluation seeds, every episode kept: intervals recompute and arms pair up.
-        summary = {**_metrics.summarize(episodes), "episodes": [dataclasses.asdict(e) for e in episodes]}
+        with clock.stage(f"evaluate {arm} (iteration {iteration})"):
+            summary = evaluate_summary(config, envs, trained, adv_ind=adv_ind, cfg_beta=cfg_beta)
         results["arms"].setdefault(arm, {})[str(iteration)] = summary
         overall = summary["overall"]
         logger.info("%s it%d: success %.3f %s", arm, iteration, overall["success_rate"], overall["ci95"])

@@ -162,6 +162,9 @@ class Episode:
     clean: list[int]
     success: bool = False
     outcome: str | None = None
+    # The env's own `progress()` (e.g. minus the distance to the goal) at each frame's observation: what a value
+    # model could at best read from the scene, kept to grade value models against a ceiling.
+    progress: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -191,6 +194,7 @@ class EpisodeRecorder(_subscriber.Subscriber):
         self.on_episode = on_episode
         self.episodes: list[Episode] = []
         self._current: Episode | None = None
+        self._progress = 0.0
 
     def on_episode_start(self) -> None:
         sim = self.environment.env
@@ -204,6 +208,8 @@ class EpisodeRecorder(_subscriber.Subscriber):
             intervention=[],
             clean=[],
         )
+        # Subscribers see a step after it is applied: the progress at the next frame's observation is read now.
+        self._progress = float(sim.progress())
 
     def on_step(self, observation: dict, action: dict) -> None:
         episode = self._current
@@ -214,6 +220,8 @@ class EpisodeRecorder(_subscriber.Subscriber):
         episode.actions.append(np.asarray(action["actions"], np.float32))
         episode.intervention.append(int(action.get("intervention", 0)))
         episode.clean.append(int(action.get("clean", 0)))
+        episode.progress.append(self._progress)
+        self._progress = float(self.environment.env.progress())
 
     def on_episode_end(self) -> None:
         sim = self.environment.env
