@@ -5,6 +5,7 @@ tasks, evaluated closed-loop over the websocket client on held-out layouts (see 
     uv run benchmarks/sim_gate_bench.py --arms sim_pi05 sim_pi05_gate --validation   # compare arms (validation seeds)
     uv run benchmarks/sim_gate_bench.py --eval-seed 3000000          # an independent re-run on other held-out seeds
     uv run benchmarks/sim_gate_bench.py --toy                        # the plumbing in a minute (never saved)
+    uv run benchmarks/sim_gate_bench.py --env metaworld --layouts 200 --validation   # MetaWorld push-v3 from state
 
 Writes `<out>/sim_gate.json`; a non-toy run on the evaluation seeds also writes `benchmarks/results/sim_gate.json`
 (with the machine), and a validation run `benchmarks/results/sim_gate_validation.json` (the table of what was tried).
@@ -17,6 +18,7 @@ import json
 import pathlib
 import shutil
 import sys
+from typing import Literal
 
 import tyro
 
@@ -26,8 +28,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    arms: tuple[str, ...] = ("sim_pi05",)
-    """Registered policy configs to train and evaluate (see `uv run scripts/train.py --help` for the names)."""
+    arms: tuple[str, ...] | None = None
+    """Registered policy configs to train and evaluate (default: sim_pi05, or sim_pi05_metaworld with --env
+    metaworld; see `uv run scripts/train.py --help` for the names)."""
+    env: Literal["tabletop", "metaworld"] = "tabletop"
+    """metaworld: MetaWorld v3 from state (`uv sync --extra sim`), by default its push-v3 task."""
     layouts: int = 600
     """Distinct demonstration layouts, each demonstrated under all three prompts."""
     steps: int | None = None
@@ -38,7 +43,8 @@ class Args:
     """First evaluation seed (default: 1,000,000, or the validation block 700,000 with --validation)."""
     eval_per_task: int = 67
     tasks: tuple[str, ...] | None = None
-    """Tabletop tasks (default all three); `--tasks press_red` is the diagnostic that needs no prompt."""
+    """Tabletop tasks (default all three; `--tasks press_red` is the diagnostic that needs no prompt), or
+    MetaWorld tasks (default push-v3)."""
     toy: bool = False
     """A few layouts, steps and episodes: checks the plumbing only (results are never saved)."""
     out: pathlib.Path = pathlib.Path("./sim_output/sim_gate_bench")
@@ -55,17 +61,21 @@ def main(args: Args) -> dict:
     eval_seed = args.eval_seed
     if eval_seed is None:
         eval_seed = gate.VALIDATION_SEED if args.validation else experiment.EVAL_SEED
+    metaworld = args.env == "metaworld"
+    tasks = args.tasks or (("push-v3",) if metaworld else None)
+    arm_names = args.arms or (("sim_pi05_metaworld",) if metaworld else ("sim_pi05",))
     config = gate.GateConfig(
         out_dir=out,
+        env=args.env,
         layouts=2 if args.toy else args.layouts,
         eval_seed=eval_seed,
         eval_per_task=1 if args.toy else args.eval_per_task,
         batch_size=8 if args.toy else 32,
-        tasks=args.tasks,
+        tasks=tasks,
     )
     steps = 2 if args.toy else args.steps
     train = (("num_train_steps", steps),) if steps is not None else ()
-    arms = [gate.Arm(name=name, config_name=name, train=train) for name in args.arms]
+    arms = [gate.Arm(name=name, config_name=name, train=train) for name in arm_names]
     results = gate.run(config, arms)
     print(gate.table(results))
     if not args.toy:
@@ -75,8 +85,10 @@ def main(args: Args) -> dict:
     (out / "sim_gate.json").write_text(json.dumps(results, indent=2) + "\n")
     if args.save_results and not args.toy:
         name = "sim_gate_validation.json" if args.validation else "sim_gate.json"
-        if args.tasks:
-            name = name.replace(".json", f"_{'_'.join(args.tasks)}.json")
+        if metaworld:
+            name = name.replace("sim_gate", "sim_gate_metaworld")
+        if args.tasks or metaworld:
+            name = name.replace(".json", f"_{'_'.join(tasks)}.json")
         shutil.copyfile(out / "sim_gate.json", RESULTS / name)
         print(f"Wrote {RESULTS / name}")
     return results

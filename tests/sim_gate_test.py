@@ -48,3 +48,19 @@ def test_toy_gate_trains_serves_and_evaluates_on_the_chosen_seeds(tmp_path):
     )
     assert all(r["seed"] < experiment.EVAL_SEED for r in records)
     assert sum(r["success"] for r in records) == record["successes"]
+
+
+def test_toy_gate_runs_on_metaworld_from_state(tmp_path):
+    config = gate.GateConfig(out_dir=tmp_path / "gate", env="metaworld", layouts=2, eval_per_task=1, batch_size=8,
+                             tasks=("push-v3",), eval_seed=gate.VALIDATION_SEED, num_clients=1)  # fmt: skip
+    arm = gate.Arm(name="mw", config_name="sim_pi05_metaworld", train=(("num_train_steps", 2),))
+    results = gate.run(config, [arm])
+
+    data = lerobot.LeRobotDataset.open(tmp_path / "gate" / "data" / "demos")
+    # State only: no camera column, the 39-dim MetaWorld state, and the expert's demonstrations all succeed.
+    assert not [k for k in data.features if k.startswith("observation.images")]
+    assert data.features["observation.state"]["shape"] == [39]
+    assert data.num_episodes == 2 and np.asarray(data.column("success")).sum() == 2
+    (record,) = results["arms"]
+    assert record["config"] == "sim_pi05_metaworld" and record["episodes"] == 1
+    assert [(r["task"], r["seed"]) for r in record["episode_records"]] == [("push-v3", gate.VALIDATION_SEED)]

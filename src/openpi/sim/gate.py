@@ -43,6 +43,8 @@ class Arm:
 @dataclasses.dataclass(frozen=True)
 class GateConfig:
     out_dir: pathlib.Path
+    env: str = "tabletop"
+    """The sim (`openpi.sim.registry`): tabletop, or metaworld from state (`tasks` then names its tasks)."""
     layouts: int = 600
     """Distinct demonstration layouts (seeds 0..layouts-1)."""
     all_prompts: bool = True
@@ -74,7 +76,12 @@ def _experiment_config(config: GateConfig, arm: Arm, steps: int) -> _experiment.
         num_clients=config.num_clients,
     )
     return _experiment.ExperimentConfig(
-        out_dir=config.out_dir, budget=budget, seed=config.seed, tasks=config.tasks, bc_config=arm.config_name
+        out_dir=config.out_dir,
+        env=config.env,
+        budget=budget,
+        seed=config.seed,
+        tasks=config.tasks,
+        bc_config=arm.config_name,
     )
 
 
@@ -125,7 +132,8 @@ def run(config: GateConfig, arms: list[Arm]) -> dict[str, Any]:
     _experiment.prepare_run_dir(out)
     start = time.monotonic()
     episodes = demonstrations(config, envs)
-    data_root = _experiment.write_episodes(out / "data" / "demos", episodes, envs, exp.image_size)
+    image_size = exp.image_size if next(iter(envs.values())).cameras else None
+    data_root = _experiment.write_episodes(out / "data" / "demos", episodes, envs, image_size)
     data_s = time.monotonic() - start
     results: dict[str, Any] = {
         "gate": dataclasses.asdict(config) | {"out_dir": str(out)},
