@@ -46,11 +46,8 @@ def main(args: Args) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from openpi.sim import experiment
 
-    out = args.out.expanduser().absolute()
-    experiment.clean_outputs(out)
-    config = experiment.config_for_env(args.env, out, experiment.BUDGETS[args.budget], args.seed)
-    if args.tasks:
-        config = dataclasses.replace(config, tasks=args.tasks)
+    config = experiment.fresh_config(args.env, args.out, args.budget, args.seed, args.tasks)
+    out = config.out_dir
     results = experiment.run(config)
     print(experiment.table(results))
     print(json.dumps({"labels": results["labels"], "value": results["value"], "total_s": results["total_s"]}, indent=2))

@@ -43,11 +43,7 @@ def main(args: Args) -> dict:
     from openpi.sim import experiment
     from openpi.sim import sweep
 
-    out = args.out.expanduser().absolute()
-    experiment.clean_outputs(out)
-    config = experiment.config_for_env("tabletop", out, experiment.BUDGETS[args.budget], args.seed)
-    if args.tasks:
-        config = dataclasses.replace(config, tasks=args.tasks)
+    config = experiment.fresh_config("tabletop", args.out, args.budget, args.seed, args.tasks)
     results = sweep.run(sweep.SweepConfig(config, top_percents=args.top_percents, dropouts=args.dropouts))
     print(sweep.table(results))
     print(json.dumps({"labels": results["labels"], "value": results["value"], "total_s": results["total_s"]}, indent=2))

@@ -682,3 +682,13 @@ def clean_outputs(out: pathlib.Path) -> None:
     """Removes an earlier run's directory (the experiment always starts from scratch)."""
     if out.exists():
         shutil.rmtree(out)
+
+
+def fresh_config(
+    env: str, out: pathlib.Path, budget: str, seed: int, tasks: tuple[str, ...] | None
+) -> ExperimentConfig:
+    """The settings of a run in `out` (emptied first) from a benchmark's flags: env, budget name, seed, task subset."""
+    out = out.expanduser().absolute()
+    clean_outputs(out)
+    config = config_for_env(env, out, BUDGETS[budget], seed)
+    return dataclasses.replace(config, tasks=tasks) if tasks else config
