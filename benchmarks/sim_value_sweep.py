@@ -56,7 +56,7 @@ def main(args: Args) -> dict:
 
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
-        raise SystemExit(f"Unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
+        _refuse(f"Unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
     out = args.out.expanduser().absolute()
     experiment.clean_outputs(out)
     budget = experiment.BUDGETS[args.budget]
@@ -109,6 +109,12 @@ def table(results: dict) -> str:
             f"{u['spearman_vs_return']:>7.3f} {u['progress_spearman_vs_return']:>7.3f} {r['train_s']:>7.1f}"
         )
     return "\n".join(rows)
+
+
+def _refuse(message: str) -> None:
+    """Bad input: one sentence on stderr, exit status 2, no traceback."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":
