@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import pathlib
 import sys
 
-import tyro
+from openpi.shared import errors
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -40,12 +39,14 @@ def main(args: Args) -> dict:
     run = args.run.expanduser().absolute()
     results_path = run / "results.json"
     if not results_path.is_file():
-        _refuse(f"No results.json in {run}; pass the output directory of a finished recap_sim_bench run.")
+        raise errors.ConfigError(
+            f"No results.json in {run}; pass the output directory of a finished recap_sim_bench run."
+        )
     results = json.loads(results_path.read_text())
     last = max(int(i) for i in results["arms"]["recap"])
     merged = run / "data" / f"merged_it{last}"
     if not merged.is_dir():
-        _refuse(f"{merged} is missing; the run must have kept its data directory.")
+        raise errors.ConfigError(f"{merged} is missing; the run must have kept its data directory.")
     budget = dataclasses.replace(
         experiment.Budget(**results["budget"]), cfg_betas=tuple(results["budget"]["cfg_betas"])
     )
@@ -80,12 +81,8 @@ def main(args: Args) -> dict:
     return out
 
 
-def _refuse(message: str) -> None:
-    """Bad input: one sentence on stderr, exit status 2, no traceback."""
-    print(message, file=sys.stderr)
-    raise SystemExit(2)
-
-
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    # Bad input (an unknown flag, a missing run, a grid without the default) is one sentence and exit status 2.
+    cli.run(lambda args: main(cli.parse(Args, args, description=__doc__)), name="recap_sim_control")

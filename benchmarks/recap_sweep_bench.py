@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import pathlib
 import sys
 from typing import Literal
-
-import tyro
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,6 +40,7 @@ def main(args: Args) -> dict:
     from openpi.sim import experiment
     from openpi.sim import sweep
 
+    sweep.check_grid(args.top_percents, args.dropouts)  # before the output directory is emptied
     config = experiment.fresh_config("tabletop", args.out, args.budget, args.seed, args.tasks)
     results = sweep.run(sweep.SweepConfig(config, top_percents=args.top_percents, dropouts=args.dropouts))
     print(sweep.table(results))
@@ -58,5 +56,7 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    # Bad input (an unknown flag, a missing run, a grid without the default) is one sentence and exit status 2.
+    cli.run(lambda args: main(cli.parse(Args, args, description=__doc__)), name="recap_sweep_bench")

@@ -5,7 +5,7 @@ tasks, evaluated closed-loop over the websocket client on held-out layouts (see 
     uv run benchmarks/sim_gate_bench.py --arms sim_pi05 sim_pi05_gate --validation   # compare arms (validation seeds)
     uv run benchmarks/sim_gate_bench.py --eval-seed 3000000          # an independent re-run on other held-out seeds
     uv run benchmarks/sim_gate_bench.py --toy                        # the plumbing in a minute (never saved)
-    uv run benchmarks/sim_gate_bench.py --env metaworld --layouts 200 --validation   # MetaWorld push-v3 from state
+    uv run benchmarks/sim_gate_bench.py --env metaworld --layouts 300   # MetaWorld push-v3 from state
 
 Writes `<out>/sim_gate.json`; a non-toy run on the evaluation seeds also writes `benchmarks/results/sim_gate.json`
 (with the machine), and a validation run `benchmarks/results/sim_gate_validation.json` (the table of what was tried).

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Literal
 
-import tyro
+from openpi.shared import errors
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -56,7 +56,7 @@ def main(args: Args) -> dict:
 
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
-        _refuse(f"Unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
+        raise errors.ConfigError(f"Unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
     out = args.out.expanduser().absolute()
     experiment.clean_outputs(out)
     budget = experiment.BUDGETS[args.budget]
@@ -111,12 +111,8 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def _refuse(message: str) -> None:
-    """Bad input: one sentence on stderr, exit status 2, no traceback."""
-    print(message, file=sys.stderr)
-    raise SystemExit(2)
-
-
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    # Bad input (an unknown flag, a missing run, a grid without the default) is one sentence and exit status 2.
+    cli.run(lambda args: main(cli.parse(Args, args, description=__doc__)), name="sim_value_sweep")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from openpi.datasets import lerobot
+from openpi.shared import errors
 from openpi.sim import experiment
 from openpi.sim import gate
 from openpi.sim import sweep
@@ -34,6 +35,8 @@ def test_toy_sweep_trains_every_setting_and_pairs_it_with_the_default(tmp_path):
 
     assert positives("10") < positives("30")
     assert results["labels"]["10"]["positive_frames"] == positives("10")
+    # Both relabellings read one value cache: the values were inferred once.
+    assert len(list((tmp_path / "run" / "cache" / "relabel").iterdir())) == 1
 
     # The settings reached the relabeller and the trainer of each arm.
     assert results["arms"]["recap_top10_drop0.3"]["settings"] == {"top_percent": 10.0, "indicator_dropout": 0.3}
@@ -44,5 +47,5 @@ def test_toy_sweep_trains_every_setting_and_pairs_it_with_the_default(tmp_path):
 
 def test_the_sweep_refuses_settings_without_the_default(tmp_path):
     config = experiment.ExperimentConfig(out_dir=tmp_path / "run", budget=experiment.BUDGETS["toy"])
-    with pytest.raises(ValueError, match="include both values"):
+    with pytest.raises(errors.ConfigError, match="include both values"):
         sweep.run(sweep.SweepConfig(config, top_percents=(10.0,), dropouts=(0.3,)))

@@ -371,7 +371,15 @@ def train_value(
     return value_cfg.checkpoint_dir
 
 
-def relabel(config: ExperimentConfig, value_ckpt: pathlib.Path, src: pathlib.Path, dst: pathlib.Path):
+def relabel(
+    config: ExperimentConfig,
+    value_ckpt: pathlib.Path,
+    src: pathlib.Path,
+    dst: pathlib.Path,
+    cache_dir: pathlib.Path | None = None,
+):
+    """`adv_ind` for `src` from `value_ckpt`, written to `dst`; relabellings of the same data by the same checkpoint
+    (e.g. at several `top_percent`) share `cache_dir`, so the values are inferred once."""
     from openpi.relabel import relabel as _relabel
 
     return _relabel.relabel(
@@ -383,6 +391,7 @@ def relabel(config: ExperimentConfig, value_ckpt: pathlib.Path, src: pathlib.Pat
             lookahead=config.budget.lookahead,
             top_percent=config.budget.top_percent,
             batch_size=config.budget.batch_size,
+            cache_dir=str(cache_dir) if cache_dir else None,
         )
     )
 

@@ -19,6 +19,8 @@ import time
 from typing import Any
 
 from openpi.recap import vocab
+from openpi.shared import atomic
+from openpi.shared import errors
 from openpi.sim import experiment as _experiment
 from openpi.sim import gate as _gate
 from openpi.sim import metrics as _metrics
@@ -43,14 +45,19 @@ def arm_name(top_percent: float, dropout: float) -> str:
     return f"recap_top{top_percent:g}_drop{dropout:g}"
 
 
-def run(sweep: SweepConfig) -> dict[str, Any]:
-    """Runs the sweep under `sweep.experiment.out_dir`; returns (and writes) the results."""
-    config = sweep.experiment
-    if DEFAULT_SETTING[0] not in sweep.top_percents or DEFAULT_SETTING[1] not in sweep.dropouts:
-        raise ValueError(
+def check_grid(top_percents: tuple[float, ...], dropouts: tuple[float, ...]) -> None:
+    """Every setting is compared with the default, so the grid must contain it."""
+    if DEFAULT_SETTING[0] not in top_percents or DEFAULT_SETTING[1] not in dropouts:
+        raise errors.ConfigError(
             f"The sweep compares every setting with the default (top_percent {DEFAULT_SETTING[0]:g}, dropout "
             f"{DEFAULT_SETTING[1]:g}); include both values in --top-percents and --dropouts."
         )
+
+
+def run(sweep: SweepConfig) -> dict[str, Any]:
+    """Runs the sweep under `sweep.experiment.out_dir`; returns (and writes) the results."""
+    config = sweep.experiment
+    check_grid(sweep.top_percents, sweep.dropouts)
     start = time.monotonic()
     _experiment.prepare_run_dir(config.out_dir)
     envs = _experiment.make_envs(config)
@@ -72,7 +79,7 @@ def run(sweep: SweepConfig) -> dict[str, Any]:
     for top_percent in sweep.top_percents:
         at = dataclasses.replace(config, budget=dataclasses.replace(config.budget, top_percent=top_percent))
         relabelled = config.out_dir / "data" / f"relabelled_top{top_percent:g}"
-        _experiment.relabel(at, value_ckpt, initial.data, relabelled)
+        _experiment.relabel(at, value_ckpt, initial.data, relabelled, cache_dir=config.out_dir / "cache" / "relabel")
         results["labels"][f"{top_percent:g}"] = _experiment.label_diagnostics(relabelled)
         for dropout in sweep.dropouts:
             name = arm_name(top_percent, dropout)
@@ -80,16 +87,14 @@ def run(sweep: SweepConfig) -> dict[str, Any]:
                 config, name, config.policy_config, relabelled, overrides={"indicator_dropout": dropout}
             )
             evaluate(name, trained, vocab.POSITIVE, top_percent)
-    results["paired"] = paired_with_default(results, sweep)
+    results["paired"] = paired_with_default(results)
     results["total_s"] = round(time.monotonic() - start, 1)
-    from openpi.shared import atomic
-
     atomic.write_text(config.out_dir / "results.json", json.dumps(results, indent=2))
     (config.out_dir / "table.txt").write_text(table(results) + "\n")
     return results
 
 
-def paired_with_default(results: dict[str, Any], sweep: SweepConfig) -> dict[str, Any]:
+def paired_with_default(results: dict[str, Any]) -> dict[str, Any]:
     """Each setting (and BC) against the default setting, exact McNemar on the same seeds."""
 
     def episodes(name: str) -> list[_metrics.EpisodeResult]:
