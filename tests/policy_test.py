@@ -7,6 +7,7 @@ output transforms (unnormalise, delta -> absolute) preserve that mix.
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 
@@ -220,3 +221,31 @@ def test_misleading_replies_are_fixed(train_config, params, chains, plain):
         _policy.check_request({"state": 1.0})
     with pytest.raises(_policy.ObservationError, match=r"\(0, 0, 3\)"):
         _policy.check_request({"images": {"cam_high": np.zeros((0, 0, 3), np.uint8)}, "state": np.zeros(14)})
+
+
+def test_noise_per_observation_does_not_depend_on_the_order_of_requests(train_config, params, chains):
+    """Two clients interleave their requests differently on every run; with `noise_per_observation` the sampling
+    noise of a request is a function of the seed, the observation and how often that observation came before, so a
+    rollout (and an evaluation) repeats exactly whatever the interleaving."""
+    first, second = _obs(adv_ind="positive"), _obs(adv_ind="negative")
+    a = _make(train_config, params, chains, noise_per_observation=True)
+    b = _make(train_config, params, chains, noise_per_observation=True)
+    a1, a2 = a.infer(first)["actions"], a.infer(second)["actions"]
+    b2, b1 = b.infer(second)["actions"], b.infer(first)["actions"]
+    np.testing.assert_array_equal(a1, b1)
+    np.testing.assert_array_equal(a2, b2)
+    # The same observation again (a robot stuck in one state) draws new noise, as a fresh request would.
+    again = a.infer(first)["actions"]
+    assert not np.allclose(again, a1)
+    np.testing.assert_array_equal(again, b.infer(first)["actions"])
+    # Another seed, other noise.
+    other = _make(train_config, params, chains, noise_per_observation=True, rng=jax.random.key(1))
+    assert not np.allclose(other.infer(first)["actions"], a1)
+
+
+def test_by_default_the_noise_follows_the_order_of_requests(train_config, params, chains):
+    first, second = _obs(adv_ind="positive"), _obs(adv_ind="negative")
+    a, b = _make(train_config, params, chains), _make(train_config, params, chains)
+    a1 = a.infer(first)["actions"]
+    b.infer(second)
+    assert not np.allclose(b.infer(first)["actions"], a1)

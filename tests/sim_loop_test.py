@@ -28,6 +28,7 @@ from openpi.sim import dataset as sim_dataset
 from openpi.sim import eval_cli as eval_policy
 from openpi.sim import metrics
 from openpi.sim import operator as _operator
+from openpi.sim import rollout
 from openpi.sim import serve as sim_serve
 from openpi.sim import tabletop
 from openpi.training import config as _config
@@ -259,3 +260,38 @@ def test_evaluation_starts_and_stops_its_own_server(tiny_spm_model, tmp_path):
     )
     assert result["summary"]["overall"]["episodes"] == 2 and result["server_metadata"]["config"] == "sim_pi06_infer"
     assert "Warm-up request done" in (tmp_path / "server.log").read_text()
+
+
+def test_parallel_clients_repeat_every_episode_exactly(tiny_spm_model):
+    """Parallel clients interleave their requests differently on every run; with noise drawn per observation (as
+    the experiment's and eval_policy.py's servers draw it) a fresh server repeats every episode, every applied
+    action, exactly, so a rerun of an evaluation or a collection does too."""
+    from openpi_client import websocket_client_policy
+
+    jobs = [("press_red", seed) for seed in range(4)] + [("press_blue", seed) for seed in range(4)]
+
+    def run(clients: int):
+        policy = policy_config.create_dummy_policy(
+            _config.get_config("sim_pi06"),
+            tokenizer_path=tiny_spm_model,
+            sample_kwargs={"num_steps": 2},
+            noise_per_observation=True,
+        )
+        with wps.WebsocketPolicyServer(policy, port=0).start_in_thread() as srv:
+            return rollout.run_jobs(
+                jobs,
+                env_name="tabletop",
+                image_size=32,
+                make_agent=lambda env, client: rollout.policy_agent_over(client, env.env.action_dim, 5, "positive"),
+                make_worker_state=lambda: websocket_client_policy.WebsocketClientPolicy("127.0.0.1", srv.port),
+                close_worker_state=lambda client: client.close(),
+                num_workers=clients,
+            )
+
+    # One client against two: the most different interleavings of the same requests.
+    first, second = run(2), run(1)
+    assert [(e.task, e.seed) for e in first] == jobs
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(np.stack(a.actions), np.stack(b.actions))
+    # Not trivially equal: different layouts get different actions.
+    assert not np.allclose(first[0].actions[0], first[1].actions[0])

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from collections.abc import Sequence
 import dataclasses
+import hashlib
 import threading
 import time
 from typing import Any
@@ -137,6 +138,19 @@ def check_request(obs: Any) -> None:
                 )
 
 
+_MAX_SEEN = 1_000_000
+
+
+def _digest(inputs: dict) -> bytes:
+    """8 bytes that identify the model inputs of one request (key names, dtypes, shapes and values)."""
+    h = hashlib.blake2b(digest_size=8)
+    for key, value in sorted(_transforms.flatten_dict(inputs).items()):
+        arr = np.ascontiguousarray(np.asarray(value))
+        h.update(f"{key}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(repr(arr.tolist()).encode() if arr.dtype == object else arr.tobytes())
+    return h.digest()
+
+
 class Policy(BasePolicy):
     """A model plus its transform chains, callable on single robot observations.
 
@@ -151,6 +165,10 @@ class Policy(BasePolicy):
         metadata: Sent to clients when they connect.
         default_adv_ind: Indicator used when a request has no ``adv_ind``.
         cfg_beta: Classifier-free guidance strength β (None or 1: plain conditioning).
+        noise_per_observation: Draw each request's sampling noise from `rng`, the model inputs and how often the
+            same inputs came before, instead of from the order of requests. Several clients interleave their
+            requests differently on every run; with this a simulated rollout, and so an evaluation or a
+            collection, repeats exactly whatever the interleaving.
     """
 
     def __init__(
@@ -165,6 +183,7 @@ class Policy(BasePolicy):
         metadata: Mapping[str, Any] | None = None,
         default_adv_ind: str | None = DEFAULT_ADV_IND,
         cfg_beta: float | None = None,
+        noise_per_observation: bool = False,
     ) -> None:
         self._model = model
         self._params = params
@@ -175,6 +194,9 @@ class Policy(BasePolicy):
         self._default_adv_ind = _tokenizer.normalize_indicator(default_adv_ind)
         self._rng = rng if rng is not None else jax.random.key(0)
         self._rng_lock = threading.Lock()
+        self._noise_per_observation = noise_per_observation
+        # inputs digest -> requests with those inputs so far (noise_per_observation only).
+        self._seen: dict[bytes, int] = {}
 
         if cfg_beta is not None and cfg_beta == 1.0:
             cfg_beta = None  # β = 1 is plain conditioning: skip the unconditional pass.
@@ -253,8 +275,7 @@ class Policy(BasePolicy):
             noise = jnp.asarray(noise, dtype=jnp.float32)
             noise = noise[None] if noise.ndim == 2 else noise
 
-        with self._rng_lock:
-            self._rng, sample_rng = jax.random.split(self._rng)
+        sample_rng = self._request_key(inputs)
         start = time.monotonic()
         actions = self._sample_actions(self._params, sample_rng, observation, noise, uncond_prompt, uncond_mask)
         actions = np.asarray(jax.device_get(actions))
@@ -265,6 +286,22 @@ class Policy(BasePolicy):
         outputs = {k: np.asarray(v) if isinstance(v, jax.Array) else v for k, v in outputs.items()}
         outputs["policy_timing"] = {"infer_ms": model_ms}
         return outputs
+
+    def _request_key(self, inputs: dict) -> jax.Array:
+        if not self._noise_per_observation:
+            with self._rng_lock:
+                self._rng, key = jax.random.split(self._rng)
+            return key
+        digest = _digest(inputs)
+        with self._rng_lock:
+            repeat = self._seen.get(digest, 0)
+            if len(self._seen) >= _MAX_SEEN:
+                self._seen.clear()  # bounds a long-running server's memory; only repeats past this many matter
+            self._seen[digest] = repeat + 1
+        key = self._rng
+        for word in (int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little"), repeat % 2**32):
+            key = jax.random.fold_in(key, word)
+        return key
 
     def _check_model_inputs(self, observation: _model.Observation) -> None:
         config = getattr(self._model, "config", None)

@@ -70,6 +70,7 @@ def _build_policy(
     cfg_beta: float | None,
     metadata: Mapping[str, Any],
     seed: int,
+    noise_per_observation: bool,
 ) -> _policy.Policy:
     repack = repack_transforms or _transforms.Group()
     use_quantiles = data_config.use_quantile_norm
@@ -95,6 +96,7 @@ def _build_policy(
         sample_kwargs=sample_kwargs,
         metadata=_metadata(train_config, cfg_beta, metadata),
         cfg_beta=cfg_beta,
+        noise_per_observation=noise_per_observation,
     )
 
 
@@ -110,6 +112,7 @@ def create_trained_policy(
     cfg_beta: float | None = None,
     metadata: Mapping[str, Any] | None = None,
     seed: int = 0,
+    noise_per_observation: bool = False,
 ) -> _policy.Policy:
     """A policy serving the weights of one checkpoint step (``<checkpoint_dir>/params``).
 
@@ -125,6 +128,8 @@ def create_trained_policy(
             plain conditioning on the indicator.
         metadata: Extra entries for the metadata sent to clients.
         seed: Seed of the sampling noise.
+        noise_per_observation: Each request's noise from the seed and its inputs, not from the order of requests
+            (reproducible closed-loop evaluation with several clients; see `Policy`).
     """
     try:
         checkpoint_dir = download.maybe_download(checkpoint_dir)
@@ -157,6 +162,7 @@ def create_trained_policy(
         # Only the run/step part of the path: clients need not learn the server's directory layout.
         metadata={"checkpoint": "/".join(checkpoint_dir.parts[-3:]), **(metadata or {})},
         seed=seed,
+        noise_per_observation=noise_per_observation,
     )
 
 
@@ -188,6 +194,7 @@ def create_dummy_policy(
     norm_stats: Mapping[str, _normalize.NormStats] | None = None,
     cfg_beta: float | None = None,
     seed: int = 0,
+    noise_per_observation: bool = False,
 ) -> _policy.Policy:
     """A policy with random weights (`random_params`, so random actions): for smoke tests of robots and servers.
 
@@ -207,4 +214,5 @@ def create_dummy_policy(
         cfg_beta=cfg_beta,
         metadata={"dummy": True},
         seed=seed,
+        noise_per_observation=noise_per_observation,
     )

@@ -94,6 +94,9 @@ class Args:
     """Run one example request before listening, so the first robot request does not pay for compilation."""
     seed: int = 0
     """Seed of the sampling noise (and of the dummy weights)."""
+    noise_per_observation: bool = False
+    """Draw each request's noise from the seed and the observation, not from the order of requests, so that an
+    evaluation with several clients repeats exactly (what scripts/eval_policy.py asks of the server it starts)."""
 
 
 def _dummy_tokenizer_path(args: Args, train_config: _config.TrainConfig) -> str | None:
@@ -123,6 +126,7 @@ def create_policy(args: Args) -> _policy.Policy:
             tokenizer_path=args.tokenizer_path,
             cfg_beta=args.cfg_beta,
             seed=args.seed,
+            noise_per_observation=args.noise_per_observation,
         )
     return policy_config.create_dummy_policy(
         train_config,
@@ -131,6 +135,7 @@ def create_policy(args: Args) -> _policy.Policy:
         default_prompt=args.default_prompt,
         cfg_beta=args.cfg_beta,
         seed=args.seed,
+        noise_per_observation=args.noise_per_observation,
     )
 
 

@@ -109,7 +109,10 @@ class ServerProcess:
             ]
         else:
             policy = ["policy:dummy", f"--policy.config={args.serve_config}"]
-        command = [sys.executable, "-m", SERVE_MODULE, *policy, "--host", "127.0.0.1", "--port", str(self.port)]
+        # Noise per observation: the same checkpoint evaluated twice gives the same episodes, whatever the order
+        # in which the parallel clients' requests arrive.
+        command = [sys.executable, "-m", SERVE_MODULE, *policy, "--host", "127.0.0.1", "--port", str(self.port),
+                   "--noise-per-observation"]  # fmt: skip
         if args.cfg_beta is not None:
             command += ["--cfg-beta", str(args.cfg_beta)]
         if args.tokenizer_path is not None:

@@ -471,7 +471,10 @@ def serve(trained: Trained, *, cfg_beta: float | None = None):
     from openpi.policies import policy_config
     from openpi.serving import websocket_policy_server
 
-    policy = policy_config.create_trained_policy(trained.config, trained.step_dir, cfg_beta=cfg_beta)
+    # Noise per observation: a rerun repeats every episode whatever the order of the parallel clients' requests.
+    policy = policy_config.create_trained_policy(
+        trained.config, trained.step_dir, cfg_beta=cfg_beta, noise_per_observation=True
+    )
     server = websocket_policy_server.WebsocketPolicyServer(policy, host="127.0.0.1", port=0, metadata=policy.metadata)
     with server.start_in_thread() as running:
         yield running.port

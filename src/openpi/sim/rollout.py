@@ -321,7 +321,8 @@ def run_jobs(
 
     Each worker thread has its own envs and its own `make_worker_state()` (e.g. a websocket connection), and
     builds the agent for an episode with `make_agent(environment, state)`. Every episode depends only on its
-    seed (env, expert and operator are reset from it), so the result does not depend on which worker ran it.
+    seed (env, expert and operator are reset from it) and, for a served policy, on a server that draws its noise
+    per observation (`Policy(noise_per_observation=True)`), so the result does not depend on which worker ran it.
     A failing episode stops the other workers after their current episode and its error is raised.
     """
     if num_workers < 1:
