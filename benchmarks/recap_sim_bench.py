@@ -1,9 +1,9 @@
 """The RECAP-vs-BC experiment in simulation, one command (see `openpi.sim.experiment` for what it does).
 
-    uv run benchmarks/recap_sim_bench.py                    # the full budget on the embedded tabletop task
+    uv run benchmarks/recap_sim_bench.py                    # the full budget on the embedded tabletop task (press_red)
     uv run benchmarks/recap_sim_bench.py --budget toy       # the same pipeline at toy size (minutes)
     uv run benchmarks/recap_sim_bench.py --env metaworld    # MetaWorld v3 from state (uv sync --extra sim)
-    uv run benchmarks/recap_sim_bench.py --tasks press_red  # one task: a policy that learns (see the gate)
+    uv run benchmarks/recap_sim_bench.py --tasks press_red press_green press_blue   # three prompts (fails the gate)
 
 Writes `<out>/results.json`, `<out>/table.txt`, `<out>/success_vs_iteration.png` and every dataset, checkpoint and
 relabelling report on the way; the full run also copies the results to `benchmarks/results/recap_sim_bench.json`
@@ -34,8 +34,8 @@ class Args:
     out: pathlib.Path = pathlib.Path("./sim_output/recap_sim_bench")
     """Everything the run writes (replaced on every run)."""
     tasks: tuple[str, ...] | None = None
-    """A subset of the env's tasks (e.g. `--tasks press_red`: the toy policy learns one tabletop task but not the
-    binding of three prompts to three buttons; see the README's gate section); default: the env's own set."""
+    """The env's tasks to run; default: the experiment's set (tabletop: press_red, the one task the toy policy
+    learns; it does not bind three prompts to three buttons, see the README's gate section)."""
     seed: int = 0
     """Training/collection seed (evaluation seeds are fixed and disjoint from it)."""
     save_results: bool = True
@@ -56,7 +56,9 @@ def main(args: Args) -> dict:
 
         results["machine"] = run_all.machine_description()
         name = "recap_sim_bench" if args.env == "tabletop" else f"recap_sim_bench_{args.env}"
-        name += "".join(f"_{task}" for task in args.tasks or ())
+        default = experiment.config_for_env(args.env, out, experiment.BUDGETS[args.budget]).tasks
+        if args.tasks and tuple(args.tasks) != default:
+            name += "".join(f"_{task}" for task in args.tasks)
         (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
         shutil.copyfile(out / "success_vs_iteration.png", RESULTS / f"{name}.png")
         print(f"Wrote {RESULTS / f'{name}.json'}")

@@ -18,7 +18,7 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     results = experiment.run(config)
 
     # Every arm was evaluated on its own evaluation seeds, per task, with Wilson intervals.
-    expected = {"bc": ["1"], "filtered_bc": ["1"], "recap": ["1", "2"], "recap_cfg1.5": ["1"]}
+    expected = {"bc": ["1"], "filtered_bc": ["1"], "recap": ["1", "2"], "recap_cfg1.5": ["1"], "bc_same_data": ["2"]}
     assert {arm: sorted(by_iter) for arm, by_iter in results["arms"].items()} == expected
     seeds = sorted((e["task"], e["seed"]) for e in results["arms"]["bc"]["1"]["episodes"])
     assert len(set(seeds)) == 2 * budget.eval_per_task
@@ -35,7 +35,8 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
 
     # Paired tests between the arms, recomputable from the stored episodes.
     expected_pairs = {"recap_it1 vs bc_it1", "recap_it2 vs bc_it1", "recap_it1 vs filtered_bc_it1",
-                      "recap_it2 vs recap_it1", "recap_cfg1.5_it1 vs recap_it1"}  # fmt: skip
+                      "recap_it2 vs recap_it1", "recap_it2 vs bc_same_data_it2",
+                      "recap_cfg1.5_it1 vs recap_it1"}  # fmt: skip
     assert set(results["paired"]) == expected_pairs
     for pair in results["paired"].values():
         assert pair["pairs"] == 2 * budget.eval_per_task and 0.0 <= pair["p_value"] <= 1.0

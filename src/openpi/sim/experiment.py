@@ -12,10 +12,12 @@ One fixed seed and budget (`Budget`) decide everything:
      served with `positive`; `recap_cfg1.5` / `recap_cfg2.5`: the same checkpoint served with guidance.
 3. **Iterations 2 and 3**: serve the latest RECAP policy, collect new rollouts with corrections through the
    websocket client (the real path), merge with all earlier data, and redo value model -> relabel -> pi0.6 from the
-   initial weights (as the paper does), then evaluate.
+   initial weights (as the paper does), then evaluate. After the last one, `bc_same_data`: pi0.5 on exactly the
+   last iteration's merged data, the control that separates RECAP from "more data".
 
 Every evaluation is closed-loop against a served policy (`openpi.serving` over 127.0.0.1 + `openpi_client`), on
-evaluation seeds disjoint from every training seed. The simulator also grades the labels: among the autonomous
+evaluation seeds disjoint from every training seed. Training is deterministic and the servers draw their noise per
+observation, so the same seed and budget repeat every episode of every arm. The simulator also grades the labels: among the autonomous
 frames the relabeller calls positive, how many applied a noise-free expert action, and the value model's Spearman
 correlation with the true return on held-out episodes.
 """
@@ -106,6 +108,12 @@ class ExperimentConfig:
     mediocre_quality: float = 0.3
 
 
+# The toy policy passes the learnability gate on one tabletop task (98.5 % from clean demonstrations) but not on
+# three (9.5 %: it does not bind the colour word to a button), and an experiment on a policy that fails the gate
+# measures nothing. `--tasks press_red press_green press_blue` runs the three-prompt version.
+TABLETOP_TASKS = ("press_red",)
+
+
 def config_for_env(env: str, out_dir: pathlib.Path, budget: Budget, seed: int = 0) -> ExperimentConfig:
     """The experiment's settings per env: configs, tasks, and a first policy that is mediocre in that env.
 
@@ -113,7 +121,7 @@ def config_for_env(env: str, out_dir: pathlib.Path, budget: Budget, seed: int = 
     task), so its mediocre policy is quality 0.7; its tasks are push-v3 plus two others whose expert is reliable.
     """
     if env == "tabletop":
-        return ExperimentConfig(out_dir=out_dir, env=env, budget=budget, seed=seed)
+        return ExperimentConfig(out_dir=out_dir, env=env, budget=budget, seed=seed, tasks=TABLETOP_TASKS)
     if env == "metaworld":
         return ExperimentConfig(
             out_dir=out_dir,
@@ -608,6 +616,13 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         if iteration == 1:
             for beta in budget.cfg_betas:
                 evaluate_arm(f"recap_cfg{beta}", 1, recap, adv_ind=vocab.POSITIVE, cfg_beta=beta)
+        if iteration == budget.iterations > 1:
+            # The control the later iterations need: they train on more data (the policy's own corrected rollouts)
+            # than BC did, so "the last iteration beats BC" mixes RECAP with more data. BC on exactly this data
+            # separates the two.
+            with clock.stage(f"train bc on iteration {iteration}'s data"):
+                same = train_policy(config, f"bc_it{iteration}", config.bc_config, merged)
+            evaluate_arm("bc_same_data", iteration, same)
 
     results["paired"] = paired_comparisons(results)
     results["stages_s"] = clock.stages
@@ -632,7 +647,8 @@ def _episode_stats(episodes: list[_rollout.Episode]) -> dict[str, Any]:
 
 def paired_comparisons(results: dict[str, Any]) -> dict[str, Any]:
     """Exact McNemar tests between arms evaluated on the same seeds: each RECAP iteration against BC, the first
-    against filtered BC, the last against the first, and each CFG arm against plain RECAP. Computed from the
+    against filtered BC, the last against the first and against BC on the same data, and each CFG arm against plain
+    RECAP. Computed from the
     per-episode records stored in `results`, so anyone can recompute them from the JSON."""
 
     def episodes(arm: str, iteration: int):
@@ -645,6 +661,8 @@ def paired_comparisons(results: dict[str, Any]) -> dict[str, Any]:
     pairs.append((("recap", 1), ("filtered_bc", 1)))
     if last > 1:
         pairs.append((("recap", last), ("recap", 1)))
+    if str(last) in arms.get("bc_same_data", {}):
+        pairs.append((("recap", last), ("bc_same_data", last)))
     pairs += [((arm, 1), ("recap", 1)) for arm in arms if arm.startswith("recap_cfg")]
     return {
         f"{a}_it{ia} vs {b}_it{ib}": _metrics.paired_comparison(episodes(a, ia), episodes(b, ib))
