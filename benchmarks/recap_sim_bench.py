@@ -37,7 +37,8 @@ class Args:
     """The env's tasks to run; default: the experiment's set (tabletop: press_red, the one task the toy policy
     learns; it does not bind three prompts to three buttons, see the README's gate section)."""
     seed: int = 0
-    """Training/collection seed (evaluation seeds are fixed and disjoint from it)."""
+    """Training/collection seed (evaluation seeds are fixed and disjoint from it); a run with another seed saves
+    its results as recap_sim_bench_seed<N>.json."""
     save_results: bool = True
     """Copy the results of a full-budget run into benchmarks/results/ (toy runs are never saved there)."""
 
@@ -59,6 +60,8 @@ def main(args: Args) -> dict:
         default = experiment.config_for_env(args.env, out, experiment.BUDGETS[args.budget]).tasks
         if args.tasks and tuple(args.tasks) != default:
             name += "".join(f"_{task}" for task in args.tasks)
+        if args.seed != 0:
+            name += f"_seed{args.seed}"
         (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
         shutil.copyfile(out / "success_vs_iteration.png", RESULTS / f"{name}.png")
         print(f"Wrote {RESULTS / f'{name}.json'}")
