@@ -4,12 +4,17 @@ collects through the served RECAP policy, merges, relabels and retrains (openpi.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import pathlib
+import sys
 
 import numpy as np
 
 from openpi.datasets import lerobot
 from openpi.sim import experiment
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
@@ -18,7 +23,8 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     results = experiment.run(config)
 
     # Every arm was evaluated on its own evaluation seeds, per task, with Wilson intervals.
-    expected = {"bc": ["1"], "filtered_bc": ["1"], "recap": ["1", "2"], "recap_cfg1.5": ["1"], "bc_same_data": ["2"]}
+    expected = {"bc": ["1"], "filtered_bc": ["1"], "recap": ["1", "2"], "recap_cfg1.5": ["1"], "recap_none": ["1", "2"],
+                "recap_negative": ["1", "2"], "bc_same_data": ["2"]}  # fmt: skip
     assert {arm: sorted(by_iter) for arm, by_iter in results["arms"].items()} == expected
     seeds = sorted((e["task"], e["seed"]) for e in results["arms"]["bc"]["1"]["episodes"])
     assert len(set(seeds)) == 2 * budget.eval_per_task
@@ -35,8 +41,9 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
 
     # Paired tests between the arms, recomputable from the stored episodes.
     expected_pairs = {"recap_it1 vs bc_it1", "recap_it2 vs bc_it1", "recap_it1 vs filtered_bc_it1",
-                      "recap_it2 vs recap_it1", "recap_it2 vs bc_same_data_it2",
-                      "recap_cfg1.5_it1 vs recap_it1"}  # fmt: skip
+                      "recap_it2 vs filtered_bc_it1", "recap_it2 vs recap_it1", "recap_it2 vs bc_same_data_it2",
+                      "recap_cfg1.5_it1 vs recap_it1", "recap_it1 vs recap_none_it1", "recap_it2 vs recap_none_it2",
+                      "recap_it1 vs recap_negative_it1", "recap_it2 vs recap_negative_it2"}  # fmt: skip
     assert set(results["paired"]) == expected_pairs
     for pair in results["paired"].values():
         assert pair["pairs"] == 2 * budget.eval_per_task and 0.0 <= pair["p_value"] <= 1.0
@@ -57,6 +64,7 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     diag = results["labels"]["2"]
     assert diag["autonomous_frames"] == int((~human).sum())
     assert 0.0 <= diag["clean_fraction_of_positive"] <= 1.0
+    assert all(np.isfinite(diag[f"progress_gain_of_{k}"]) for k in ("positive", "negative"))
     assert -1.0 <= results["value"]["1"]["spearman_vs_return"] <= 1.0
 
     # The outputs a person reads.
@@ -65,6 +73,19 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     assert (tmp_path / "run" / "success_vs_iteration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "recap_cfg1.5" in (tmp_path / "run" / "table.txt").read_text()
     assert "McNemar p" in (tmp_path / "run" / "table.txt").read_text()
+
+    # A run made before the indicator ablation gets it afterwards from its own checkpoints, exactly as the run
+    # itself evaluated them (deterministic training and noise drawn per observation).
+    older = {**saved, "arms": {k: v for k, v in saved["arms"].items() if k not in ("recap_none", "recap_negative")}}
+    (tmp_path / "run" / "results.json").write_text(json.dumps(older))
+    spec = importlib.util.spec_from_file_location("recap_sim_ablation", ROOT / "benchmarks" / "recap_sim_ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = ablation  # its dataclass resolves its annotations through its module
+    spec.loader.exec_module(ablation)
+    redone = ablation.main(ablation.Args(run=tmp_path / "run"))
+    for arm in ("recap_none", "recap_negative"):
+        assert redone["arms"][arm] == saved["arms"][arm]
+    assert redone["paired"] == saved["paired"] and redone["labels"] == saved["labels"]
 
 
 def test_filtered_bc_keeps_successes_and_the_corrections_of_failures():

@@ -349,6 +349,13 @@ def train_policy(
     return Trained(train_config, _latest_step(train_config.checkpoint_dir))
 
 
+def trained_arm(config: ExperimentConfig, name: str, config_name: str, data_root: pathlib.Path) -> Trained:
+    """An arm a finished run in `config.out_dir` trained: its TrainConfig rebuilt and its last step (nothing is
+    retrained; training is deterministic, so this is the checkpoint the run evaluated)."""
+    train_config = policy_train_config(config, name, config_name, data_root)
+    return Trained(train_config, _latest_step(train_config.checkpoint_dir))
+
+
 def train_value(
     config: ExperimentConfig, name: str, data_root: pathlib.Path, overrides: dict[str, Any] | None = None
 ) -> pathlib.Path:
@@ -411,13 +418,24 @@ def relabel(
 
 
 def label_diagnostics(relabelled: pathlib.Path) -> dict[str, Any]:
-    """Among autonomous frames: how often a positive (vs negative) label sits on a noise-free expert action."""
+    """How good the labels are among autonomous frames, graded by what only the simulator knows.
+
+    - the clean share: how often a positive (vs negative) label sits on a noise-free expert action. Only the
+      scripted mediocre policy can act clean; a learned policy's own rollouts (iterations 2+) never do, so there
+      it only grades the iteration-0 frames;
+    - the progress gain: the env's own progress (`sim.progress`) that a frame's action made, up to the next frame,
+      averaged over positives and negatives. It grades every frame, whoever acted.
+    """
     from openpi.datasets import lerobot
 
     ds = lerobot.LeRobotDataset.open(relabelled)
     human = np.asarray(ds.column(vocab.INTERVENTION)).reshape(-1) == 1
     clean = np.asarray(ds.column(_dataset.CLEAN_ACTION)).reshape(-1) == 1
     labels = np.asarray(ds.column(vocab.ADV_IND)).reshape(-1)
+    progress = np.asarray(ds.column(_dataset.PROGRESS), np.float64).reshape(-1)
+    gain = np.full(len(progress), np.nan)
+    for ep in ds.episodes:  # the episode's last frame has no next observation: no gain
+        gain[ep.from_index : ep.to_index - 1] = np.diff(progress[ep.from_index : ep.to_index])
     auto = ~human
     pos = auto & (labels == vocab.POSITIVE)
     neg = auto & (labels == vocab.NEGATIVE)
@@ -425,12 +443,18 @@ def label_diagnostics(relabelled: pathlib.Path) -> dict[str, Any]:
     def frac(mask):
         return float(clean[mask].mean()) if mask.any() else None
 
+    def mean_gain(mask):
+        mask = mask & np.isfinite(gain)
+        return float(gain[mask].mean()) if mask.any() else None
+
     return {
         "autonomous_frames": int(auto.sum()),
         "positive_frames": int(pos.sum()),
         "clean_fraction_of_positive": frac(pos),
         "clean_fraction_of_negative": frac(neg),
         "clean_fraction_of_autonomous": frac(auto),
+        "progress_gain_of_positive": mean_gain(pos),
+        "progress_gain_of_negative": mean_gain(neg),
     }
 
 
@@ -562,6 +586,11 @@ def collect_initial(config: ExperimentConfig, envs: dict[str, Any]) -> InitialDa
     )
 
 
+# The same RECAP checkpoint served with the other indicators (first and last iteration): if `positive` does not
+# beat them, the gain over BC comes from somewhere other than the advantage conditioning.
+INDICATOR_ABLATION = (vocab.NONE, vocab.NEGATIVE)
+
+
 def run(config: ExperimentConfig) -> dict[str, Any]:
     """Runs the whole experiment under `config.out_dir`; returns (and writes) the results."""
 
@@ -619,6 +648,9 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         if iteration == 1:
             for beta in budget.cfg_betas:
                 evaluate_arm(f"recap_cfg{beta}", 1, recap, adv_ind=vocab.POSITIVE, cfg_beta=beta)
+        if iteration in (1, budget.iterations):
+            for indicator in INDICATOR_ABLATION:
+                evaluate_arm(f"recap_{indicator}", iteration, recap, adv_ind=indicator)
         if iteration == budget.iterations > 1:
             # The control the later iterations need: they train on more data (the policy's own corrected rollouts)
             # than BC did, so "the last iteration beats BC" mixes RECAP with more data. BC on exactly this data
@@ -630,7 +662,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
     results["paired"] = paired_comparisons(results)
     results["stages_s"] = clock.stages
     results["total_s"] = round(time.monotonic() - start, 1)
-    _write_outputs(out, results)
+    write_outputs(out, results)
     return results
 
 
@@ -649,9 +681,9 @@ def _episode_stats(episodes: list[_rollout.Episode]) -> dict[str, Any]:
 
 
 def paired_comparisons(results: dict[str, Any]) -> dict[str, Any]:
-    """Exact McNemar tests between arms evaluated on the same seeds: each RECAP iteration against BC, the first
-    against filtered BC, the last against the first and against BC on the same data, and each CFG arm against plain
-    RECAP. Computed from the
+    """Exact McNemar tests between arms evaluated on the same seeds: each RECAP iteration against BC, the first and
+    the last against filtered BC, the last against the first and against BC on the same data, each CFG arm against
+    plain RECAP, and RECAP served with `positive` against the same checkpoint served with `none` / `negative`. Computed from the
     per-episode records stored in `results`, so anyone can recompute them from the JSON."""
 
     def episodes(arm: str, iteration: int):
@@ -661,12 +693,14 @@ def paired_comparisons(results: dict[str, Any]) -> dict[str, Any]:
     arms = results["arms"]
     last = max(int(i) for i in arms["recap"])
     pairs = [(("recap", i), ("bc", 1)) for i in sorted(int(i) for i in arms["recap"])]
-    pairs.append((("recap", 1), ("filtered_bc", 1)))
+    pairs += [(("recap", i), ("filtered_bc", 1)) for i in sorted({1, last})]
     if last > 1:
         pairs.append((("recap", last), ("recap", 1)))
     if str(last) in arms.get("bc_same_data", {}):
         pairs.append((("recap", last), ("bc_same_data", last)))
     pairs += [((arm, 1), ("recap", 1)) for arm in arms if arm.startswith("recap_cfg")]
+    pairs += [(("recap", int(i)), (f"recap_{ind}", int(i))) for ind in INDICATOR_ABLATION
+              for i in arms.get(f"recap_{ind}", {})]  # fmt: skip
     return {
         f"{a}_it{ia} vs {b}_it{ib}": _metrics.paired_comparison(episodes(a, ia), episodes(b, ib))
         for (a, ia), (b, ib) in pairs
@@ -691,7 +725,7 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _write_outputs(out: pathlib.Path, results: dict[str, Any]) -> None:
+def write_outputs(out: pathlib.Path, results: dict[str, Any]) -> None:
     from openpi.shared import atomic
 
     atomic.write_text(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
@@ -709,6 +743,13 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, pathlib.Path):
         return str(x)
     raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def config_from_results(run_dir: pathlib.Path, results: dict[str, Any]) -> ExperimentConfig:
+    """The settings a finished run (its `results.json`) was made with, pointing at its own directory."""
+    budget = dataclasses.replace(Budget(**results["budget"]), cfg_betas=tuple(results["budget"]["cfg_betas"]))
+    config = config_for_env(results["env"], run_dir, budget, results["seed"])
+    return dataclasses.replace(config, tasks=tuple(results["tasks"]))
 
 
 def clean_outputs(out: pathlib.Path) -> None:
