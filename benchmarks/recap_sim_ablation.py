@@ -54,7 +54,7 @@ def main(args: Args) -> dict:
     iterations = sorted(int(i) for i in results["arms"]["recap"])
     for iteration in iterations:
         relabelled = run / "data" / f"relabelled_it{iteration}"
-        results["labels"][str(iteration)] = experiment.label_diagnostics(relabelled)
+        results["labels"][str(iteration)] = experiment.label_diagnostics(relabelled, config.budget.lookahead)
         if iteration not in (iterations[0], iterations[-1]):
             continue
         trained = experiment.trained_arm(config, f"recap_it{iteration}", config.policy_config, relabelled)

@@ -64,7 +64,8 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     diag = results["labels"]["2"]
     assert diag["autonomous_frames"] == int((~human).sum())
     assert 0.0 <= diag["clean_fraction_of_positive"] <= 1.0
-    assert all(np.isfinite(diag[f"progress_gain_of_{k}"]) for k in ("positive", "negative"))
+    for grade in ("takeover_fraction", "progress_gain", "steps_left"):
+        assert all(np.isfinite(diag[f"{grade}_of_{k}"]) for k in ("positive", "negative")), grade
     assert -1.0 <= results["value"]["1"]["spearman_vs_return"] <= 1.0
 
     # The outputs a person reads.
@@ -98,3 +99,23 @@ def test_filtered_bc_keeps_successes_and_the_corrections_of_failures():
     assert out[0] is good
     assert [[int(a[0]) for a in e.actions] for e in out[1:]] == [[1, 2], [4]]
     assert all(all(e.intervention) for e in out[1:])
+
+
+def test_label_grades_on_two_hand_made_episodes():
+    # Episode 1: positive, positive, negative, human (takeover), human. Episode 2: negative, positive.
+    grades = experiment.grade_labels(
+        labels=np.array(["positive", "positive", "negative", "positive", "positive", "negative", "positive"]),
+        human=np.array([0, 0, 0, 1, 1, 0, 0], bool),
+        clean=np.array([1, 0, 0, 1, 1, 1, 1], bool),
+        progress=np.array([-1.0, -0.8, -0.7, -0.5, 0.0, -1.0, -0.4]),
+        episode_ends=[5, 7],
+        lookahead=1,
+    )
+    assert grades["autonomous_frames"] == 5 and grades["positive_frames"] == 3
+    assert grades["clean_fraction_of_positive"] == 2 / 3 and grades["clean_fraction_of_negative"] == 0.5
+    # Only the negative at frame 2 is followed (within one frame) by the operator's takeover.
+    assert grades["takeover_fraction_of_positive"] == 0.0 and grades["takeover_fraction_of_negative"] == 0.5
+    # Gains: frame 0 +0.2, frame 1 +0.1, frame 2 +0.2, frame 5 +0.6; frame 6 ends its episode (no gain).
+    assert np.isclose(grades["progress_gain_of_positive"], 0.15)
+    assert np.isclose(grades["progress_gain_of_negative"], 0.4)
+    assert grades["steps_left_of_positive"] == (4 + 3 + 0) / 3 and grades["steps_left_of_negative"] == (2 + 1) / 2

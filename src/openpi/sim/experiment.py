@@ -417,25 +417,43 @@ def relabel(
 # ------------------------------------------------------------------------------------------------ diagnostics
 
 
-def label_diagnostics(relabelled: pathlib.Path) -> dict[str, Any]:
-    """How good the labels are among autonomous frames, graded by what only the simulator knows.
+def label_diagnostics(relabelled: pathlib.Path, lookahead: int = Budget.lookahead) -> dict[str, Any]:
+    """How good the labels are among autonomous frames, graded by what only the simulator knows, for positives
+    against negatives:
 
-    - the clean share: how often a positive (vs negative) label sits on a noise-free expert action. Only the
-      scripted mediocre policy can act clean; a learned policy's own rollouts (iterations 2+) never do, so there
-      it only grades the iteration-0 frames;
-    - the progress gain: the env's own progress (`sim.progress`) that a frame's action made, up to the next frame,
-      averaged over positives and negatives. It grades every frame, whoever acted.
+    - the clean share: how often the label sits on a noise-free expert action. Only the scripted mediocre policy
+      can act clean; a learned policy's own rollouts (iterations 2+) never do, so there it only grades the
+      iteration-0 frames;
+    - the takeover share: how often the operator takes over within the next `lookahead` frames (it does when
+      progress stalls or a wrong button is near), for any policy's frames;
+    - the progress gain: the env's own progress (`sim.progress`) the frame's action made up to the next frame;
+    - the steps left to the episode's end: a value model that regresses to the mean gives late frames high
+      advantages, so positives that sit late say that the labels encode the phase of the episode.
     """
     from openpi.datasets import lerobot
 
     ds = lerobot.LeRobotDataset.open(relabelled)
-    human = np.asarray(ds.column(vocab.INTERVENTION)).reshape(-1) == 1
-    clean = np.asarray(ds.column(_dataset.CLEAN_ACTION)).reshape(-1) == 1
-    labels = np.asarray(ds.column(vocab.ADV_IND)).reshape(-1)
-    progress = np.asarray(ds.column(_dataset.PROGRESS), np.float64).reshape(-1)
+    return grade_labels(
+        labels=np.asarray(ds.column(vocab.ADV_IND)).reshape(-1),
+        human=np.asarray(ds.column(vocab.INTERVENTION)).reshape(-1) == 1,
+        clean=np.asarray(ds.column(_dataset.CLEAN_ACTION)).reshape(-1) == 1,
+        progress=np.asarray(ds.column(_dataset.PROGRESS), np.float64).reshape(-1),
+        episode_ends=[ep.to_index for ep in ds.episodes],
+        lookahead=lookahead,
+    )
+
+
+def grade_labels(*, labels: np.ndarray, human: np.ndarray, clean: np.ndarray, progress: np.ndarray,
+                 episode_ends: list[int], lookahead: int) -> dict[str, Any]:  # fmt: skip
+    """`label_diagnostics` on per-frame arrays (episodes back to back, each ending before its `episode_ends`)."""
     gain = np.full(len(progress), np.nan)
-    for ep in ds.episodes:  # the episode's last frame has no next observation: no gain
-        gain[ep.from_index : ep.to_index - 1] = np.diff(progress[ep.from_index : ep.to_index])
+    takeover = np.zeros(len(progress), bool)
+    steps_left = np.zeros(len(progress))
+    for start, end in zip([0, *episode_ends[:-1]], episode_ends, strict=True):
+        gain[start : end - 1] = np.diff(progress[start:end])  # the last frame has no next observation
+        flags = human[start:end]
+        takeover[start:end] = [flags[t + 1 : t + 1 + lookahead].any() for t in range(end - start)]
+        steps_left[start:end] = np.arange(end - start)[::-1]
     auto = ~human
     pos = auto & (labels == vocab.POSITIVE)
     neg = auto & (labels == vocab.NEGATIVE)
@@ -443,9 +461,9 @@ def label_diagnostics(relabelled: pathlib.Path) -> dict[str, Any]:
     def frac(mask):
         return float(clean[mask].mean()) if mask.any() else None
 
-    def mean_gain(mask):
-        mask = mask & np.isfinite(gain)
-        return float(gain[mask].mean()) if mask.any() else None
+    def mean(values, mask):
+        mask = mask & np.isfinite(values)
+        return float(values[mask].mean()) if mask.any() else None
 
     return {
         "autonomous_frames": int(auto.sum()),
@@ -453,8 +471,12 @@ def label_diagnostics(relabelled: pathlib.Path) -> dict[str, Any]:
         "clean_fraction_of_positive": frac(pos),
         "clean_fraction_of_negative": frac(neg),
         "clean_fraction_of_autonomous": frac(auto),
-        "progress_gain_of_positive": mean_gain(pos),
-        "progress_gain_of_negative": mean_gain(neg),
+        "takeover_fraction_of_positive": mean(takeover.astype(float), pos),
+        "takeover_fraction_of_negative": mean(takeover.astype(float), neg),
+        "progress_gain_of_positive": mean(gain, pos),
+        "progress_gain_of_negative": mean(gain, neg),
+        "steps_left_of_positive": mean(steps_left, pos),
+        "steps_left_of_negative": mean(steps_left, neg),
     }
 
 
@@ -641,7 +663,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         with clock.stage(f"relabel (iteration {iteration})"):
             relabelled = data / f"relabelled_it{iteration}"
             relabel(config, value_ckpt, merged, relabelled)
-            results["labels"][str(iteration)] = label_diagnostics(relabelled)
+            results["labels"][str(iteration)] = label_diagnostics(relabelled, budget.lookahead)
         with clock.stage(f"train recap (iteration {iteration})"):
             recap = train_policy(config, f"recap_it{iteration}", config.policy_config, relabelled)
         evaluate_arm("recap", iteration, recap, adv_ind=vocab.POSITIVE)

@@ -80,7 +80,7 @@ def run(sweep: SweepConfig) -> dict[str, Any]:
         at = dataclasses.replace(config, budget=dataclasses.replace(config.budget, top_percent=top_percent))
         relabelled = config.out_dir / "data" / f"relabelled_top{top_percent:g}"
         _experiment.relabel(at, value_ckpt, initial.data, relabelled, cache_dir=config.out_dir / "cache" / "relabel")
-        results["labels"][f"{top_percent:g}"] = _experiment.label_diagnostics(relabelled)
+        results["labels"][f"{top_percent:g}"] = _experiment.label_diagnostics(relabelled, config.budget.lookahead)
         for dropout in sweep.dropouts:
             name = arm_name(top_percent, dropout)
             trained = _experiment.train_policy(
