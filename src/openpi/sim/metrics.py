@@ -226,9 +226,10 @@ def plot_success(
 
     if not any(series.values()):
         raise ValueError("plot_success needs at least one (x, summary) point; evaluate some iterations first.")
-    fig = figure.Figure(figsize=(7.0, 4.5), dpi=100)
+    fig = figure.Figure(figsize=(9.0, 4.5), dpi=100)
     backend_agg.FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    drawn = [arm for arm, points in series.items() if points]
     for arm, points in series.items():
         if not points:
             continue
@@ -241,13 +242,18 @@ def plot_success(
             rates.append(stats["success_rate"])
             below.append(stats["success_rate"] - low)
             above.append(high - stats["success_rate"])
-        ax.errorbar(xs, rates, yerr=[below, above], marker="o", capsize=4, label=arm)
+        # Arms at the same x side by side (a few hundredths apart), so equal rates do not hide each other.
+        shift = 0.04 * (drawn.index(arm) - (len(drawn) - 1) / 2)
+        ax.errorbar([x + shift for x in xs], rates, yerr=[below, above], marker="o", capsize=4, label=arm)
     ax.set_ylim(-0.02, 1.02)
+    xs_all = sorted({x for points in series.values() for x, _ in points})
+    if all(float(x).is_integer() for x in xs_all):
+        ax.set_xticks(xs_all)
     ax.set_xlabel("iteration")
     ax.set_ylabel("success rate (95% Wilson CI)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -147,7 +147,7 @@ def test_plot_success_writes_a_png(tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     pixels = image.imread(path)
-    assert pixels.shape[:2] == (450, 700)
+    assert pixels.shape[:2] == (450, 900)  # 9 x 4.5 inches at 100 dpi (the legend sits right of the axes)
     assert pixels[..., :3].std() > 0.05  # something was drawn, not a blank canvas
     assert [p.name for p in path.parent.iterdir()] == ["success.png"]  # no temporary file left behind
 
