@@ -17,9 +17,10 @@ One fixed seed and budget (`Budget`) decide everything:
 
 Every evaluation is closed-loop against a served policy (`openpi.serving` over 127.0.0.1 + `openpi_client`), on
 evaluation seeds disjoint from every training seed. Training is deterministic and the servers draw their noise per
-observation, so the same seed and budget repeat every episode of every arm. The simulator also grades the labels: among the autonomous
-frames the relabeller calls positive, how many applied a noise-free expert action, and the value model's Spearman
-correlation with the true return on held-out episodes.
+observation, so the same seed and budget repeat every episode of every arm. The same RECAP checkpoint is also served
+with `none` and `negative` (first and last iteration): the indicator ablation. The simulator grades the labels
+(`label_diagnostics`: clean share, operator takeovers ahead, progress, phase of positives vs negatives) and the
+value model (Spearman correlation with the true return on held-out episodes).
 """
 
 from __future__ import annotations
@@ -705,8 +706,8 @@ def _episode_stats(episodes: list[_rollout.Episode]) -> dict[str, Any]:
 def paired_comparisons(results: dict[str, Any]) -> dict[str, Any]:
     """Exact McNemar tests between arms evaluated on the same seeds: each RECAP iteration against BC, the first and
     the last against filtered BC, the last against the first and against BC on the same data, each CFG arm against
-    plain RECAP, and RECAP served with `positive` against the same checkpoint served with `none` / `negative`. Computed from the
-    per-episode records stored in `results`, so anyone can recompute them from the JSON."""
+    plain RECAP, and RECAP served with `positive` against the same checkpoint served with `none` / `negative`.
+    Computed from the per-episode records stored in `results`, so anyone can recompute them from the JSON."""
 
     def episodes(arm: str, iteration: int):
         records = results["arms"][arm][str(iteration)]["episodes"]
