@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import pathlib
 import shutil
 import sys
 from typing import Literal
-
-import tyro
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -69,5 +66,6 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="recap_sim_bench")

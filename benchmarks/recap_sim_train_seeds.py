@@ -42,9 +42,7 @@ def main(args: Args) -> dict:
     from openpi.sim import metrics
 
     run = args.run.expanduser().absolute()
-    if not (run / "results.json").is_file():
-        raise errors.ConfigError(f"No results.json in {run}; pass the output directory of a recap_sim_bench run.")
-    results = json.loads((run / "results.json").read_text())
+    results = experiment.read_results(run)
     if results["seed"] in args.seeds:
         raise errors.ConfigError(f"Seed {results['seed']} is the run's own; pass other --seeds.")
     # Arms train under <run>/train_seeds (its own checkpoints and assets); the data are the run's.

@@ -114,5 +114,5 @@ def table(results: dict) -> str:
 if __name__ == "__main__":
     from openpi.shared import cli
 
-    # Bad input (an unknown flag, a missing run, a grid without the default) is one sentence and exit status 2.
+    # Bad input (an unknown flag or variant) is one sentence and exit status 2.
     cli.run(lambda args: main(cli.parse(Args, args, description=__doc__)), name="sim_value_sweep")

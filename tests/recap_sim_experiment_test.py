@@ -4,17 +4,12 @@ collects through the served RECAP policy, merges, relabels and retrains (openpi.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import pathlib
-import sys
 
 import numpy as np
 
 from openpi.datasets import lerobot
 from openpi.sim import experiment
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
@@ -79,11 +74,7 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     # itself evaluated them (deterministic training and noise drawn per observation).
     older = {**saved, "arms": {k: v for k, v in saved["arms"].items() if k not in ("recap_none", "recap_negative")}}
     (tmp_path / "run" / "results.json").write_text(json.dumps(older))
-    spec = importlib.util.spec_from_file_location("recap_sim_ablation", ROOT / "benchmarks" / "recap_sim_ablation.py")
-    ablation = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = ablation  # its dataclass resolves its annotations through its module
-    spec.loader.exec_module(ablation)
-    redone = ablation.main(ablation.Args(run=tmp_path / "run"))
+    redone = experiment.add_indicator_ablation(tmp_path / "run")
     for arm in ("recap_none", "recap_negative"):
         assert redone["arms"][arm] == saved["arms"][arm]
     assert redone["paired"] == saved["paired"] and redone["labels"] == saved["labels"]

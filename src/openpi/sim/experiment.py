@@ -768,6 +768,41 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
+def read_results(run_dir: pathlib.Path) -> dict[str, Any]:
+    """The `results.json` of a finished run, or a one-sentence error naming what to pass instead."""
+    from openpi.shared import errors
+
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise errors.ConfigError(f"No results.json in {run_dir}; pass the output directory of a recap_sim_bench run.")
+    return json.loads(path.read_text())
+
+
+def add_indicator_ablation(run_dir: pathlib.Path) -> dict[str, Any]:
+    """Brings a run made before the indicator ablation and the label grades up to date, without retraining.
+
+    Serves the run's RECAP checkpoints of the first and the last iteration with `INDICATOR_ABLATION` on the run's
+    evaluation seeds (training is deterministic, so these are the checkpoints the run evaluated), grades every
+    iteration's labels again, recomputes the paired tests and rewrites the run's outputs; returns the results."""
+    results = read_results(run_dir)
+    config = config_from_results(run_dir, results)
+    prepare_run_dir(run_dir)
+    envs = make_envs(config)
+    iterations = sorted(int(i) for i in results["arms"]["recap"])
+    for iteration in iterations:
+        relabelled = run_dir / "data" / f"relabelled_it{iteration}"
+        results["labels"][str(iteration)] = label_diagnostics(relabelled, config.budget.lookahead)
+        if iteration not in (iterations[0], iterations[-1]):
+            continue
+        trained = trained_arm(config, f"recap_it{iteration}", config.policy_config, relabelled)
+        for indicator in INDICATOR_ABLATION:
+            summary = evaluate_summary(config, envs, trained, adv_ind=indicator)
+            results["arms"].setdefault(f"recap_{indicator}", {})[str(iteration)] = summary
+    results["paired"] = paired_comparisons(results)
+    write_outputs(run_dir, results)
+    return results
+
+
 def config_from_results(run_dir: pathlib.Path, results: dict[str, Any]) -> ExperimentConfig:
     """The settings a finished run (its `results.json`) was made with, pointing at its own directory."""
     budget = dataclasses.replace(Budget(**results["budget"]), cfg_betas=tuple(results["budget"]["cfg_betas"]))
