@@ -16,6 +16,7 @@ MOVED = {
     "openpi.recap.convert": "openpi.datasets.convert",
     "openpi.recap.convert_cli": "openpi.datasets.convert_cli",
     "openpi.policies.probe": "openpi.sim.probe",
+    "openpi.recap.progress": "openpi.shared.progress",  # issue 29: one progress line for every long job
 }  # fmt: skip
 
 
