@@ -141,3 +141,17 @@ def test_a_reference_scale_without_normaliser_is_a_provenance_error(tmp_path):
     _tamper(ref, lambda s: s.update(task_normaliser={}))
     with pytest.raises(provenance.ProvenanceError, match=r"records paper-mode labels but no task_normaliser.*drop"):
         convert.reference_label_scale(ref, None)
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_a_normaliser_entry_for_a_task_the_dataset_lacks_is_refused(tmp_path, rescale):
+    """Issue 29.13: an entry for a task no episode has was copied into the merged recap.json unchecked."""
+    a = _iteration(tmp_path, "a", [12, 9], [True, False])
+    b = _iteration(tmp_path, "b", [12, 5], [False, True])
+    _tamper(b, lambda s: s["task_normaliser"].update({"fold the towel": 40}))
+    with pytest.raises(
+        provenance.ProvenanceError,
+        match=rf"{b}/meta/recap.json has a task_normaliser entry for task 'fold the towel', which no episode",
+    ):
+        merge.merge_datasets([a, b], tmp_path / "m", rescale_labels=rescale)
+    assert not (tmp_path / "m").exists()

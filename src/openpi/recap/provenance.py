@@ -198,7 +198,8 @@ def merged_label_scale(datasets: Any, *, rescale: bool, allow_unrecorded: bool =
     Without `rescale` the datasets must already share one scale (`check_same_scale`). With it, labels are to be
     recomputed (`rescaled_columns`) on a common scale: each task normalised by the longest of its recorded
     normalisers and of its episodes in any dataset. The mode and c_fail must still agree among the datasets
-    that record them (rescaling changes the normaliser only); unrecorded ones take those values.
+    that record them (rescaling changes the normaliser only); unrecorded ones take those values. Either way a
+    recorded normaliser entry for a task its dataset does not have is refused (`check_no_foreign_tasks`).
     """
     labelled = [ds for ds in datasets if has_labels(ds)]
     if not labelled:
@@ -222,6 +223,10 @@ def merged_label_scale(datasets: Any, *, rescale: bool, allow_unrecorded: bool =
     mode, c_fail = modes.pop() if modes else ("paper", None)
     normaliser: dict[str, int] = {}
     if mode == "paper":
+        fix = "relabel the dataset (scripts/add_recap_columns.py --overwrite-columns)"
+        for ds in labelled:
+            if scales[str(ds.root)] is not None:
+                check_no_foreign_tasks(ds, scales[str(ds.root)], fix=fix)
         for scale in known:
             for task, length in scale.task_normaliser.items():
                 normaliser[task] = max(normaliser.get(task, 0), int(length))
@@ -233,7 +238,12 @@ def merged_label_scale(datasets: Any, *, rescale: bool, allow_unrecorded: bool =
 
 def check_normaliser_recorded(ds: Any, scale: LabelScale, *, fix: str) -> None:
     """Refuses a paper-mode scale without a normaliser for every task of `ds` (empty, missing or incomplete): the
-    scale of its value labels is then unknown. `fix` ends the sentence (what to do)."""
+    scale of its value labels is then unknown. `fix` ends the sentence (what to do).
+
+    An entry for a task no episode of `ds` has is refused too: nothing in the dataset can confirm it, yet a merge
+    would copy it into the merged recap.json (and `--rescale-labels` would stretch that task's labels to it), so
+    the file was edited or belongs to another dataset.
+    """
     if scale.mode != "paper":
         return
     path = meta_path(ds.root)
@@ -242,11 +252,25 @@ def check_normaliser_recorded(ds: Any, scale: LabelScale, *, fix: str) -> None:
             f"{path} records paper-mode labels but no task_normaliser (empty or missing), so the scale of its "
             f"value labels is unknown; {fix}."
         )
-    missing = sorted(set(labels.episode_tasks(ds)) - set(scale.task_normaliser))
+    tasks = set(labels.episode_tasks(ds))
+    missing = sorted(tasks - set(scale.task_normaliser))
     if missing:
         raise ProvenanceError(
             f"{path} records paper-mode labels but no task_normaliser entry for task {missing[0]!r}, so the "
             f"scale of its value labels is unknown; {fix}."
+        )
+    check_no_foreign_tasks(ds, scale, fix=fix, tasks=tasks)
+
+
+def check_no_foreign_tasks(ds: Any, scale: LabelScale, *, fix: str, tasks: set[str] | None = None) -> None:
+    """Refuses a normaliser entry for a task that no episode of `ds` has (see `check_normaliser_recorded`)."""
+    tasks = set(labels.episode_tasks(ds)) if tasks is None else tasks
+    foreign = sorted(set(scale.task_normaliser) - tasks)
+    if foreign:
+        raise ProvenanceError(
+            f"{meta_path(ds.root)} has a task_normaliser entry for task {foreign[0]!r}, which no episode of "
+            f"{ds.root} has, so the file was edited or belongs to another dataset; remove the entry from that file "
+            f"or {fix}."
         )
 
 
