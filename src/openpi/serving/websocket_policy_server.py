@@ -21,8 +21,9 @@ Where we differ from openpi's server, on purpose:
     connections while the accelerator works (requests from several robots queue for that thread);
   - binds 127.0.0.1 unless told otherwise, optional API key (``Authorization: Api-Key <key>``; a missing
     or wrong key is refused with HTTP 401 during the handshake; ``/healthz`` needs no key);
-  - bounded requests: a message over `max_request_bytes` gets a bad-request reply (the connection stays
-    open); a frame over `max_frame_bytes` is not even read: the websocket layer closes that connection
+  - bounded requests: a message over `max_request_bytes`, or one nesting maps and lists more than
+    `MAX_REQUEST_DEPTH` levels deep (the policy's transforms walk observations recursively), gets a bad-request
+    reply (the connection stays open); a frame over `max_frame_bytes` is not even read: the websocket layer closes that connection
     with code 1009 (message too big), protecting memory. Other connections are unaffected.
 """
 
@@ -40,6 +41,7 @@ import threading
 import time
 from typing import Any
 
+import msgpack
 import websockets.asyncio.server as _server
 import websockets.exceptions
 
@@ -52,6 +54,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
 BAD_REQUEST_PREFIX = "Bad request: "
 INTERNAL_ERROR_PREFIX = "Internal server error: "
+# An observation is a dict of images (a dict of arrays), state and prompt: three levels. The limit leaves room for
+# clients that group keys further, and stays far below Python's recursion limit, which the transforms would hit.
+MAX_REQUEST_DEPTH = 32
 
 
 class BadRequestError(errors.UserError, ValueError):
@@ -214,6 +219,8 @@ class WebsocketPolicyServer:
             obs = msgpack_numpy.unpackb(message)
         except msgpack_numpy.DecodeError as exc:
             cause = exc.__cause__
+            if isinstance(cause, msgpack.exceptions.StackError):  # msgpack's own limit (1024 levels)
+                raise _too_deep() from None
             detail = str(exc).strip()
             if not detail or detail.endswith("()."):  # msgpack's FormatError and friends carry no text
                 detail = f"not valid msgpack ({type(cause).__name__ if cause else 'undecodable bytes'})"
@@ -225,6 +232,7 @@ class WebsocketPolicyServer:
             raise BadRequestError(
                 f"the request decodes to a {type(obs).__name__}; send one observation dict per frame."
             )
+        _check_depth(obs)
         return obs
 
     def _timed_infer(self, obs: dict, submitted: float) -> tuple[Any, ServerTiming]:
@@ -232,6 +240,29 @@ class WebsocketPolicyServer:
         outputs = self._policy.infer(obs)
         end = time.monotonic()
         return outputs, ServerTiming(infer_ms=(end - start) * 1000, queue_ms=(start - submitted) * 1000)
+
+
+def _too_deep() -> BadRequestError:
+    return BadRequestError(
+        f"the request nests more than {MAX_REQUEST_DEPTH} levels of maps and lists; send one observation dict of "
+        "images (a dict of arrays), state and prompt."
+    )
+
+
+def _check_depth(obs: dict) -> None:
+    """Refuses a request nested past `MAX_REQUEST_DEPTH`, walking it without recursion: the policy's transforms
+    recurse into nested dicts, so a deep one would otherwise fail as a RecursionError (an internal error)."""
+    level = [obs]
+    for _ in range(MAX_REQUEST_DEPTH):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list, tuple))
+        ]
+        if not level:
+            return
+    raise _too_deep()
 
 
 def _one_line(text: str) -> str:

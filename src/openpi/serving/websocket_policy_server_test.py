@@ -90,3 +90,27 @@ def test_float_images_outside_0_1_are_bad_requests(url):
         assert "Camera 'cam_left_wrist'" in reply and "must lie in [0, 1]" in reply, reply
     assert "float32 image with values in [0" in bad[0] and "NaN/inf" in bad[1] and "[1e+300, 1e+300]" in bad[2]
     assert msgpack_numpy.unpackb(good)["actions"].shape[-1] == 14
+
+
+def _nested(depth: int, leaf, *, lists: bool = False) -> object:
+    for level in range(depth):
+        leaf = [leaf] if lists and level % 2 else {"a": leaf}
+    return leaf
+
+
+def test_deeply_nested_requests_are_bad_requests_and_the_connection_keeps_serving(url):
+    """Issue 29.9: a request nested 500 levels deep used to hit Python's recursion limit ("Internal server error");
+    one nested past msgpack's own stack (1024 levels) was "not valid msgpack (StackError)"."""
+    deep_image = _obs()
+    deep_image["images"]["cam_high"] = _nested(500, np.zeros((4, 4, 3), np.uint8))
+    messages = [
+        msgpack_numpy.packb(_obs(state=_nested(500, 1.0))),
+        msgpack_numpy.packb(deep_image),
+        msgpack_numpy.packb(_obs(extra=_nested(500, 1.0, lists=True))),
+        b"\x81\xa1a" * 2000 + b"\x80",  # 2000 nested maps, built by hand: msgpack refuses to pack them
+    ]
+    *bad, good = _replies(url, [*messages, msgpack_numpy.packb(_obs())])
+    for reply in bad:
+        assert isinstance(reply, str) and reply.startswith(_server.BAD_REQUEST_PREFIX), reply
+        assert f"nests more than {_server.MAX_REQUEST_DEPTH} levels of maps and lists" in reply, reply
+    assert msgpack_numpy.unpackb(good)["actions"].shape[-1] == 14
