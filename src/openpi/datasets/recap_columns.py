@@ -24,6 +24,7 @@ from openpi.recap.vocab import LEGACY_NAMES
 from openpi.recap.vocab import REWARD
 from openpi.recap.vocab import REWARD_LABEL
 from openpi.recap.vocab import VALUE_LABEL
+from openpi.recap.vocab import is_indicator
 from openpi.shared import errors
 
 RECAP_FEATURES: dict[str, dict] = {
@@ -97,7 +98,8 @@ def check_indicator_column(ds: reader.LeRobotDataset, actual: str = ADV_IND) -> 
     """The one indicator check of policy training and relabelling: every cell is exactly positive / negative / none.
 
     A null cell (read as ""), NaN, "" or any other spelling is refused with its episode and frame: the tokenizer
-    would read it as "no indicator" and train the unconditional prompt without a word.
+    would read it as "no indicator" and train the unconditional prompt without a word. The rule is
+    `openpi.recap.vocab.is_indicator`, the one the server applies to a request's `adv_ind`.
     """
     values = ds.column(actual).reshape(ds.num_frames)
     if values.dtype.kind != "U":
@@ -105,7 +107,8 @@ def check_indicator_column(ds: reader.LeRobotDataset, actual: str = ADV_IND) -> 
             f"RECAP column {actual!r} of {ds.root} holds {values.dtype} values, expected strings "
             f"({', '.join(ADV_IND_VALUES)}); {_HINT}."
         )
-    bad = np.flatnonzero(~np.isin(values, ADV_IND_VALUES))
+    refused = [v for v in np.unique(values).tolist() if not is_indicator(v)]  # the rule once per distinct value
+    bad = np.flatnonzero(np.isin(values, refused))
     if len(bad):
         i = int(bad[0])
         raise errors.DatasetError(

@@ -21,11 +21,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from openpi.recap.vocab import ADV_IND_VALUES
 from openpi.recap.vocab import INDICATORS
 from openpi.recap.vocab import NEGATIVE
 from openpi.recap.vocab import NO_INDICATOR
 from openpi.recap.vocab import POSITIVE
+from openpi.recap.vocab import is_indicator
 from openpi.shared import download
 from openpi.shared import errors
 
@@ -111,21 +111,21 @@ def normalize_indicator(adv_ind: object) -> str | None:
 def parse_indicator(adv_ind: object, *, source: str = "'adv_ind'") -> str:
     """A requested indicator that must be one of the three words: returns "positive", "negative" or "none".
 
-    Unlike `normalize_indicator` (which reads a missing cell as "no clause"), this refuses None, NaN, "", booleans
-    and any other value: what the serving path uses, so a client's null is never served unconditionally. Case
-    and surrounding whitespace are ignored; a one-element array (a LeRobot `string [1]` cell) is unwrapped.
+    Unlike `normalize_indicator` (which reads a missing cell as "no clause"), this applies the one rule of
+    `openpi.recap.vocab.is_indicator`, which the dataset check applies too: exactly "positive", "negative" or
+    "none", so "None", "POSITIVE", " positive", None, NaN, "", bytes and booleans are refused, and a client's
+    value is served only if a dataset could hold it. A one-element array (a LeRobot `string [1]` cell) is unwrapped.
     """
     value = adv_ind
     if isinstance(value, np.ndarray | list | tuple):
         arr = np.asarray(value, dtype=object).reshape(-1)
         value = arr[0] if arr.size == 1 else None
-    if isinstance(value, bytes | np.bytes_):
-        value = bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, str) and value.strip().lower() in ADV_IND_VALUES:
-        return value.strip().lower()
+    if is_indicator(value):
+        return str(value)
     raise InvalidIndicatorError(
         f"The advantage indicator {source} must be one of 'positive', 'negative' or 'none', got {adv_ind!r}; send "
-        "one of these words ('none' for the unconditional prompt), or leave the key out for the server's default."
+        "one of these words exactly, in lower case ('none' for the unconditional prompt), or leave the key out for "
+        "the server's default."
     )
 
 

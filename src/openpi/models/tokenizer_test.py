@@ -74,10 +74,11 @@ def test_unknown_indicator_lists_the_valid_ones():
 
 
 def test_parse_indicator_accepts_only_the_three_words():
-    """Issue 20.1: the serving check refuses what `normalize_indicator` reads as "no clause"."""
-    for value, expected in [(" Positive ", "positive"), (b"negative", "negative"), (np.array(["none"]), "none")]:
+    """Issue 20.1: the serving check refuses what `normalize_indicator` reads as "no clause". Issue 29.5: and it
+    applies the dataset check's rule (`vocab.is_indicator`), so other spellings are refused too."""
+    for value, expected in [("positive", "positive"), (np.str_("negative"), "negative"), (np.array(["none"]), "none")]:
         assert _tokenizer.parse_indicator(value) == expected
-    for value in (None, "", float("nan"), True, 1.0, "good", np.array(["none", "none"])):
+    for value in (None, "", float("nan"), True, 1.0, "good", np.array(["none", "none"]), " Positive ", "None", b"none"):
         with pytest.raises(_tokenizer.InvalidIndicatorError, match="must be one of 'positive', 'negative' or 'none'"):
             _tokenizer.parse_indicator(value)
 

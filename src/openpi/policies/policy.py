@@ -6,7 +6,13 @@ reports ``policy_timing.infer_ms`` (model time only).
 
 RECAP specifics, fixed here rather than left to each config:
   - the advantage indicator defaults to ``positive`` when the request carries no ``adv_ind``, and a request
-    may ask for ``negative`` or ``none`` (no clause); anything else (None, NaN, "" included) is a clear error;
+    may ask for ``negative`` or ``none`` (no clause); anything else (None, NaN, "", "None", "POSITIVE") is a clear
+    error, by the same rule as the dataset check (`openpi.recap.vocab.is_indicator`);
+  - a policy whose prompt has no advantage clause (pi0, pi0.5) checks a request's ``adv_ind`` by that rule too,
+    then ignores it, and says so: its metadata holds ``conditions_on_adv_ind: False`` (True for pi0.6) and
+    the reply to a request that carried ``adv_ind`` holds ``adv_ind_ignored: True``. A client of the RECAP forks
+    always sends ``adv_ind``, so refusing it would break them against a pi0.5 baseline; serving it silently
+    would let an evaluation believe it measured a conditioned policy;
   - indicator dropout (a training-time regulariser) is switched off in every `TokenizePrompt` of the chain,
     even when a training config is served, so the clause is never silently dropped;
   - optional classifier-free guidance (``cfg_beta``, β): the input chain runs a second time with
@@ -162,7 +168,7 @@ class Policy(BasePolicy):
         transforms: Input chain, robot observation → model inputs.
         output_transforms: Output chain, model outputs → robot actions.
         sample_kwargs: Extra keyword arguments for ``sample_actions`` (e.g. ``num_steps``).
-        metadata: Sent to clients when they connect.
+        metadata: Sent to clients when they connect (with ``conditions_on_adv_ind`` added, see the module docstring).
         default_adv_ind: Indicator used when a request has no ``adv_ind``.
         cfg_beta: Classifier-free guidance strength β (None or 1: plain conditioning).
         noise_per_observation: Draw each request's sampling noise from `rng`, the model inputs and how often the
@@ -190,7 +196,8 @@ class Policy(BasePolicy):
         inputs = [_without_indicator_dropout(t) for t in transforms]
         self._input_transform = _transforms.compose(inputs)
         self._output_transform = _transforms.compose(output_transforms)
-        self._metadata = dict(metadata or {})
+        self._conditions_on_adv_ind = any(t.use_adv_ind for t in _tokenizers(self._input_transform))
+        self._metadata = {**(metadata or {}), "conditions_on_adv_ind": self._conditions_on_adv_ind}
         self._default_adv_ind = _tokenizer.normalize_indicator(default_adv_ind)
         self._rng = rng if rng is not None else jax.random.key(0)
         self._rng_lock = threading.Lock()
@@ -203,7 +210,7 @@ class Policy(BasePolicy):
         if cfg_beta is not None:
             if cfg_beta <= 0:
                 raise errors.ConfigError(f"cfg_beta must be positive (paper: 1.5 to 2.5), got {cfg_beta}.")
-            if not any(t.use_adv_ind for t in _tokenizers(self._input_transform)):
+            if not self._conditions_on_adv_ind:
                 raise errors.ConfigError(
                     "cfg_beta needs a pi0.6 config whose prompt carries the advantage clause (TokenizePrompt with "
                     "use_adv_ind=True); this policy's prompt has none."
@@ -285,6 +292,8 @@ class Policy(BasePolicy):
         outputs = self._output_transform(outputs)
         outputs = {k: np.asarray(v) if isinstance(v, jax.Array) else v for k, v in outputs.items()}
         outputs["policy_timing"] = {"infer_ms": model_ms}
+        if vocab.ADV_IND in obs and not self._conditions_on_adv_ind:
+            outputs["adv_ind_ignored"] = True  # see the module docstring
         return outputs
 
     def _request_key(self, inputs: dict) -> jax.Array:

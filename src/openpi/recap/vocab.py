@@ -34,3 +34,14 @@ ADV_IND_VALUES = (POSITIVE, NEGATIVE, NONE)
 INDICATORS = (POSITIVE, NEGATIVE)
 # Spellings that mean "no indicator" (the unconditional prompt): `none` and an empty string.
 NO_INDICATOR = (NONE, "")
+
+
+def is_indicator(value: object) -> bool:
+    """The one rule for an `adv_ind` value, stored in a dataset or sent to a server: exactly one of the three words.
+
+    A string equal to "positive", "negative" or "none": no case folding, no stripped whitespace, no None / "" /
+    NaN / bytes / booleans. The dataset check (`datasets.recap_columns.check_indicator_column`) and the server
+    (`models.tokenizer.parse_indicator`) both apply this function, so a value one side refuses the other refuses
+    too: "None" or "POSITIVE" is a client or labelling bug to report, not a spelling to guess at.
+    """
+    return isinstance(value, str) and value in ADV_IND_VALUES
