@@ -180,6 +180,14 @@ def test_a_served_indicator_must_be_one_of_the_three_words(plain, value):
     assert "leave the key out" in str(e.value)
 
 
+def test_a_prompt_that_would_cut_off_the_indicator_is_a_bad_request(plain, noise):
+    """Issue 29.1: a 679-character prompt gave identical actions for positive and negative (clause cut off)."""
+    long_prompt = "pick up the vial and place it in the rack " * 16
+    for adv_ind in ("positive", "negative"):
+        with pytest.raises(errors.UserError, match=r"raise max_token_len .* or shorten the task"):
+            plain.infer(_obs(prompt=long_prompt, adv_ind=adv_ind), noise=noise)
+
+
 def test_a_non_finite_state_is_named_by_its_dims_not_printed_whole(plain):
     """Issue 20: the NaN-state reply printed the whole array and blamed normalisation."""
     state = np.zeros(14, np.float32)

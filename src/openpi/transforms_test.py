@@ -227,3 +227,18 @@ def test_normalize_accepts_wider_stats_only_when_the_extra_dims_are_padding():
     )
     with pytest.raises(errors.UserError, match=r"'state' have 14 dims but the data has 7.*dims 7-13 are not padding"):
         _t.Normalize({"state": _stats(14)})({"state": np.ones(7)})
+
+
+def test_training_refuses_a_prompt_whose_indicator_would_be_cut(tiny_spm_model):
+    """Issue 29.1: with a 679-character task the clause was cut off and the frame trained as BC."""
+    _, transform = _tokenize(tiny_spm_model, indicator_dropout=0.3)
+    frame = {"prompt": "pick up the vial and place it in the rack " * 16, "state": np.zeros(14, np.float32)}
+    outcomes = []
+    for sample_id in range(10):
+        try:
+            transform({**frame, "adv_ind": "positive", "sample_id": sample_id})
+            outcomes.append("dropped")  # no clause to cut (a warned truncation of the pi0.5 prompt)
+        except _tokenizer.TokenizerError as e:
+            assert "Advantage: positive" in str(e) and "max_token_len=200" in str(e)
+            outcomes.append("refused")
+    assert "refused" in outcomes and outcomes.count("refused") >= 5, outcomes

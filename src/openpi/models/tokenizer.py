@@ -268,13 +268,28 @@ class PaligemmaTokenizer(SentencePieceTokenizer):
     def tokenize(
         self, prompt: str, state: np.ndarray | None = None, adv_ind: object = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens (int32 [max_len]) and mask (bool [max_len]) of the prompt in the format `format_prompt` picks."""
+        """Tokens (int32 [max_len]) and mask (bool [max_len]) of the prompt in the format `format_prompt` picks.
+
+        A prompt longer than `max_len` is truncated with a warning, as in openpi, unless it carries the advantage
+        clause: that clause comes last, so truncation cuts it off and "positive" and "negative" become the same
+        prompt (training those frames as BC, serving them unconditionally). That is a `TokenizerError` instead, at
+        training and at serving alike. The task text is not shortened to make room: that would condition the model
+        on an instruction nobody wrote, and differently wherever max_token_len differs; the fix is a larger
+        max_token_len or a shorter task, which only the user can choose.
+        """
         full = format_prompt(prompt, state, adv_ind)
         if state is None:
             # pi0: openpi encodes the "\n" start-of-answer marker on its own, not as part of the text.
             tokens = self.encode(full[:-1], add_bos=True) + self.encode("\n")
         else:
             tokens = self.encode(full, add_bos=True)
+        indicator = normalize_indicator(adv_ind)
+        if indicator is not None and len(tokens) > self.max_len:
+            raise TokenizerError(
+                f"The prompt is {len(tokens)} tokens with its 'Advantage: {indicator}' clause, more than "
+                f"max_token_len={self.max_len}, so the clause would be cut off; raise max_token_len in the model config "
+                f"or shorten the task ({len(clean_text(prompt))} characters)."
+            )
         return self.pad(tokens)
 
 

@@ -123,12 +123,32 @@ def test_byte_fallback_round_trips_any_text(tok):
     assert testing.UNK_ID not in tok.encode(text)
 
 
-def test_truncation_warns(tiny_spm_model, caplog):
+def test_truncation_without_an_indicator_warns(tiny_spm_model, caplog):
     tok = _tokenizer.PaligemmaTokenizer(max_len=8, model_path=tiny_spm_model)
-    with caplog.at_level(logging.WARNING):
-        tokens, mask = tok.tokenize("pick up the vial", STATE, "positive")
-    assert mask.all() and tokens.shape == (8,)
-    assert "truncating" in caplog.text
+    for adv_ind in ("none", None):
+        with caplog.at_level(logging.WARNING):
+            tokens, mask = tok.tokenize("pick up the vial", STATE, adv_ind)
+        assert mask.all() and tokens.shape == (8,)
+        assert "truncating" in caplog.text
+
+
+@pytest.mark.parametrize("adv_ind", ["positive", "negative"])
+def test_a_prompt_that_would_cut_off_the_indicator_is_refused(tiny_spm_model, adv_ind):
+    """Issue 29.1: a long task cut the clause off with a warning, so positive and negative gave the same prompt."""
+    full = len(
+        _tokenizer.PaligemmaTokenizer(max_len=512, model_path=tiny_spm_model).encode(
+            _tokenizer.format_prompt("pick up the vial", STATE, adv_ind), add_bos=True
+        )
+    )
+    fits = _tokenizer.PaligemmaTokenizer(max_len=full, model_path=tiny_spm_model)
+    assert fits.tokenize("pick up the vial", STATE, adv_ind)[1].all()
+    short = _tokenizer.PaligemmaTokenizer(max_len=full - 1, model_path=tiny_spm_model)
+    with pytest.raises(_tokenizer.TokenizerError) as e:
+        short.tokenize("pick up the vial", STATE, adv_ind)
+    message = str(e.value)
+    assert f"{full} tokens" in message and f"max_token_len={full - 1}" in message
+    assert f"'Advantage: {adv_ind}'" in message and "raise max_token_len" in message and "shorten the task" in message
+    assert isinstance(e.value, errors.UserError)
 
 
 def test_dropout_rate_and_seeding():
