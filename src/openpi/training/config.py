@@ -381,6 +381,9 @@ class TrainConfig:
     (`_infer` twins set 0). See `resolved_indicator_dropout`."""
     tokenizer_path: str | None = None
     """PaliGemma SentencePiece model; None = $OPENPI_DATA_HOME/big_vision/paligemma_tokenizer.model."""
+    serving_twin_of: tyro.conf.Suppress[str | None] = None
+    """Set on `_infer` twins (by `_with_infer_twins`): the training config this one serves. Trainers refuse such a
+    config: with indicator dropout 0 the model would never learn the unconditional prompt that CFG needs."""
 
     def __post_init__(self):
         if self.indicator_dropout is not None and not 0.0 <= self.indicator_dropout <= 1.0:
@@ -453,11 +456,15 @@ def _yam_pi06_configs() -> list[TrainConfig]:
 
 
 def _with_infer_twins(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
-    """`<name>_infer`: the same config with indicator dropout off (what serving must use)."""
+    """`<name>_infer`: the same config with indicator dropout off (what serving must use), marked as the serving
+    twin of `<name>` so that training it is refused (`trainer.preflight`)."""
     out = list(configs)
     for config in configs:
         if config.resolved_indicator_dropout > 0:
-            out.append(dataclasses.replace(config, name=f"{config.name}_infer", indicator_dropout=0.0))
+            twin = dataclasses.replace(
+                config, name=f"{config.name}_infer", indicator_dropout=0.0, serving_twin_of=config.name
+            )
+            out.append(twin)
     return out
 
 

@@ -35,7 +35,8 @@ def test_community_pi06_names_and_infer_twins():
     for name in PI06_YAM:
         train, infer = _config.get_config(name), _config.get_config(f"{name}_infer")
         assert train.resolved_indicator_dropout == 0.3 and infer.resolved_indicator_dropout == 0.0
-        assert dataclasses.replace(infer, name=name, indicator_dropout=None) == train
+        assert infer.serving_twin_of == name and train.serving_twin_of is None
+        assert dataclasses.replace(infer, name=name, indicator_dropout=None, serving_twin_of=None) == train
         assert train.model.pi05 and train.model.pistar
         assert train.data.use_adv_ind and not train.data.prompt_from_task
     assert {"debug", "debug_pi06", "demo_pi06", "demo_pi06_recap", "pi05_yam_vial_30fps"} <= names
@@ -126,7 +127,8 @@ def test_every_config_that_drops_the_indicator_has_an_infer_twin():
     ]
     assert not missing, missing
     infer = _config.get_config("debug_pi06_infer")
-    assert dataclasses.replace(infer, name="debug_pi06", indicator_dropout=None) == _config.get_config("debug_pi06")
+    untwinned = dataclasses.replace(infer, name="debug_pi06", indicator_dropout=None, serving_twin_of=None)
+    assert untwinned == _config.get_config("debug_pi06")
 
 
 def test_demo_recap_starts_from_the_demo_pi06_checkpoint():

@@ -447,6 +447,12 @@ class PolicyTask(Task):
 
 def preflight(config: _config.TrainConfig, mesh: jax.sharding.Mesh) -> tuple[_config.DataConfig, Any]:
     """Checks the inputs of a policy run before compiling; returns (data config, the open dataset or None)."""
+    if config.serving_twin_of is not None:
+        raise errors.ConfigError(
+            f"Config {config.name!r} is for serving (indicator dropout 0, so the model would never learn the "
+            f"unconditional prompt that CFG needs); train {config.serving_twin_of!r} instead and serve its "
+            f"checkpoints with {config.name!r}."
+        )
     if config.num_train_steps < 1:
         raise errors.ConfigError(f"num_train_steps must be >= 1, got {config.num_train_steps}.")
     _sharding.check_batch_divisible(config.batch_size, mesh)

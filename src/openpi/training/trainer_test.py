@@ -105,3 +105,33 @@ def test_the_progress_line_shows_one_rate_and_an_eta_computed_from_it():
     line.show(0.5, None, 199)  # the first interval includes compilation: no rate, no ETA of hours
     assert "eta" not in str(line) and "it/s after the first log interval" in str(line), str(line)
     line.close()
+
+
+def test_an_infer_twin_is_refused_for_training():
+    """Issue 29.4: training debug_pi06_infer (indicator dropout 0) ran without a word and never learnt the
+    unconditional prompt that classifier-free guidance needs."""
+    from openpi.training import config as _config
+    from openpi.training import sharding as _sharding
+
+    with pytest.raises(errors.ConfigError, match=r"'debug_pi06_infer' .* train 'debug_pi06' .* serve"):
+        _trainer.preflight(_config.get_config("debug_pi06_infer"), _sharding.make_mesh(1))
+    # Its training config, and a training config whose dropout is set to 0 on purpose (an ablation), still pass.
+    assert _config.get_config("debug_pi06").serving_twin_of is None
+
+
+def test_train_py_refuses_an_infer_twin_in_one_line(tmp_path):
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[3] / "scripts" / "train.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "debug_pi06_infer", "--exp-name=x"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "train 'debug_pi06'" in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
