@@ -58,3 +58,14 @@ def test_random_params_have_the_model_tree(train_config):
     leaves = jax.tree.leaves(params)
     assert all(np.isfinite(np.asarray(x)).all() for x in leaves)
     assert float(np.std(np.asarray(leaves[0]))) > 0
+
+
+@pytest.mark.parametrize("missing", ["actions", "state"])
+def test_norm_stats_without_a_policy_key_are_refused(train_config, tmp_path, missing):
+    """Issue 29.3: a checkpoint whose norm_stats.json lacks 'actions' served actions in model units."""
+    params_io.save_params(tmp_path / "params", {"action_in_proj": {"kernel": np.zeros((3, 3), np.float32)}})
+    path = normalize.save(tmp_path / "assets" / "yam_x", {k: v for k, v in _stats().items() if k != missing})
+    with pytest.raises(normalize.NormStatsError, match=rf"{path} has no {missing!r} entry .*compute_norm_stats.py"):
+        policy_config.create_trained_policy(train_config, tmp_path)
+    with pytest.raises(normalize.NormStatsError, match=rf"has no {missing!r} entry"):
+        policy_config.create_dummy_policy(train_config, norm_stats={k: v for k, v in _stats().items() if k != missing})

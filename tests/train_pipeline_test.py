@@ -206,3 +206,19 @@ def test_bad_indicator_values_are_found_before_training(workspace, tiny_spm_mode
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, repo_id=str(bad)))
     with pytest.raises(errors.DatasetError, match=r"'adv_ind' is 'maybe' at episode 0, frame 3 \(index 3\)"):
         _trainer.preflight(cfg, _sharding.make_mesh(1))
+
+
+@pytest.mark.parametrize("missing", ["actions", "state"])
+def test_norm_stats_without_a_policy_key_are_refused_at_preflight_and_first_batch(
+    workspace, tiny_spm_model, tmp_path, missing
+):
+    """Issue 29.3: stats without 'actions' (a value config's state-only file, say) trained on raw actions."""
+    cfg = train_support.debug_config(workspace, tiny_spm_model, batch_size=2)
+    stats = normalize.load(pathlib.Path(workspace["assets_base_dir"]) / "yam_synthetic")
+    path = normalize.save(tmp_path / "assets" / "yam_synthetic", {k: v for k, v in stats.items() if k != missing})
+    reused = dataclasses.replace(cfg, assets_base_dir=str(tmp_path / "assets"))
+    message = rf"{path} has no {missing!r} entry .* recompute the norm stats for this config .*compute_norm_stats.py"
+    with pytest.raises(normalize.NormStatsError, match=message):
+        _trainer.preflight(reused, _sharding.make_mesh(1))
+    with pytest.raises(normalize.NormStatsError, match=message):
+        next(iter(_data_loader.create_data_loader(reused, num_batches=1)))

@@ -72,6 +72,8 @@ def _build_policy(
     seed: int,
     noise_per_observation: bool,
 ) -> _policy.Policy:
+    if norm_stats is not None:  # also those passed in by hand, which no file check has seen
+        _normalize.check_keys(norm_stats, _normalize.POLICY_KEYS, source=f"The norm stats of {train_config.name!r}")
     repack = repack_transforms or _transforms.Group()
     use_quantiles = data_config.use_quantile_norm
     inputs = [

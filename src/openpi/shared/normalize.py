@@ -442,6 +442,25 @@ def check_width(key: str, stats: NormStats, width: int, *, source: str | None = 
         )
 
 
+# The keys every policy normalises. A value model normalises `state` only, and its stats files hold only that.
+POLICY_KEYS = ("state", "actions")
+
+
+def check_keys(stats: Mapping[str, NormStats], required: tuple[str, ...], *, source: str = "norm stats") -> None:
+    """Refuses stats without an entry for each `required` key, naming the file and the key.
+
+    `Normalize` skips a key it has no stats for, so a file without `actions` (a value config's state-only file
+    shared through one asset folder, say) would train on raw actions and serve actions in model units.
+    """
+    missing = [k for k in required if k not in stats]
+    if missing:
+        raise NormStatsError(
+            f"{source} has no {missing[0]!r} entry (it has {sorted(stats)}), so {missing[0]} would pass through "
+            "unnormalised; recompute the norm stats for this config with scripts/compute_norm_stats.py <config> (a "
+            "value config's stats hold 'state' only, so do not share its asset folder)."
+        )
+
+
 def check_finite(stats: Mapping[str, NormStats], *, source: str = "norm stats") -> None:
     """Refuses stats with NaN/inf (a corrupt file would otherwise silently produce NaN actions)."""
     for key, s in stats.items():
@@ -454,11 +473,13 @@ def check_finite(stats: Mapping[str, NormStats], *, source: str = "norm stats") 
 __all__ = [
     "NORM_STATS_FILENAME",
     "NUM_QUANTILE_BINS",
+    "POLICY_KEYS",
     "NormStats",
     "NormStatsError",
     "NormStatsNotFoundError",
     "RunningStats",
     "check_finite",
+    "check_keys",
     "check_ordered",
     "check_width",
     "compute",

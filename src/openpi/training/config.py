@@ -186,7 +186,14 @@ class DataConfigFactory(abc.ABC):
         return self.assets.norm_stats_dirs(assets_dirs, self.repo_id)
 
     def load_norm_stats(self, assets_dirs: pathlib.Path) -> dict[str, _normalize.NormStats] | None:
-        return self.assets.load_norm_stats(assets_dirs, self.repo_id)
+        """The policy's norm stats (None when not computed yet); a file without `state` or `actions` is refused
+        (`normalize.check_keys`). Training, the data loader and serving all read the stats through here; value
+        configs read their state-only files through `AssetsConfig` directly."""
+        stats = self.assets.load_norm_stats(assets_dirs, self.repo_id)
+        if stats is not None:
+            found = [d for d in self.norm_stats_dirs(assets_dirs) if (d / _normalize.NORM_STATS_FILENAME).is_file()]
+            _normalize.check_keys(stats, _normalize.POLICY_KEYS, source=str(found[0] / _normalize.NORM_STATS_FILENAME))
+        return stats
 
 
 def missing_norm_stats_error(what: str, dirs: list[pathlib.Path], command: str) -> errors.ConfigError:

@@ -151,10 +151,10 @@ def test_norm_stats_in_both_places_must_agree(tmp_path):
     data = _config.LeRobotYamDataConfig(repo_id="/nonexistent/ds", assets=_config.AssetsConfig(asset_id="ds"))
     one = normalize.NormStats(mean=[0.0] * 3, std=[1.0] * 3, q01=[-1.0] * 3, q99=[1.0] * 3)
     two = normalize.NormStats(mean=[5.0] * 3, std=[2.0] * 3, q01=[-1.0] * 3, q99=[9.0] * 3)
-    normalize.save(tmp_path / "ds", {"state": one})
+    normalize.save(tmp_path / "ds", {"state": one, "actions": one})
     assert data.load_norm_stats(tmp_path / "mine")["state"].allclose(one, atol=0)  # the shared place alone
-    normalize.save(tmp_path / "mine" / "ds", {"state": one})
+    normalize.save(tmp_path / "mine" / "ds", {"state": one, "actions": one})
     assert data.load_norm_stats(tmp_path / "mine")["state"].allclose(one, atol=0)  # both, identical: fine
-    normalize.save(tmp_path / "mine" / "ds", {"state": two})
+    normalize.save(tmp_path / "mine" / "ds", {"state": two, "actions": one})
     with pytest.raises(errors.ConfigError, match="differ"):
         data.load_norm_stats(tmp_path / "mine")

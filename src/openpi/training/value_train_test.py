@@ -86,3 +86,13 @@ def test_state_stats_narrower_than_the_state_are_refused_before_the_run(gemma3_s
     with pytest.raises(normalize.NormStatsError, match=rf"'state' in {path} have 7 dims but the data has 14"):
         value_train.train(config, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_state_only_stats_still_serve_a_value_run(gemma3_spm_model, tmp_path):
+    """Issue 29.3: policies refuse norm stats without 'actions'; a value config's own state-only stats still load."""
+    root = tmp_path / "ds"
+    synthetic.write_dataset(root, synthetic.SyntheticConfig(num_episodes=2, image_size=32, max_length=16))
+    config = _config(root, gemma3_spm_model, tmp_path / "run")
+    path = norm_stats.write_for_config(config)
+    assert set(normalize.load(path)) == {"state"}
+    assert set(config.data.load_norm_stats(config.assets_dirs)) == {"state"}
