@@ -22,7 +22,6 @@ import tempfile
 import time
 
 import numpy as np
-import tyro
 
 from openpi.datasets import lerobot
 
@@ -162,4 +161,6 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="dataset_read_bench")

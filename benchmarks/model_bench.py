@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
 
 from openpi.models import pi0_config
 
@@ -165,4 +164,6 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="model_bench")

@@ -22,7 +22,6 @@ import tempfile
 import time
 
 import numpy as np
-import tyro
 
 from openpi.datasets import lerobot
 from openpi.shared import normalize
@@ -141,4 +140,6 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="norm_stats_bench")

@@ -25,8 +25,6 @@ import sys
 import tempfile
 import time
 
-import tyro
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "relabel_bench.json"
 
@@ -249,4 +247,6 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="relabel_bench")

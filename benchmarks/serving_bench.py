@@ -29,7 +29,6 @@ import time
 
 import jax
 import numpy as np
-import tyro
 
 from openpi.policies import policy_config
 from openpi.policies import yam_policy
@@ -168,4 +167,6 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="serving_bench")

@@ -24,7 +24,6 @@ import pathlib
 import time
 
 import numpy as np
-import tyro
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,4 +188,6 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="sim_gate_sweep")

@@ -21,8 +21,6 @@ import pathlib
 import sys
 import time
 
-import tyro
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sim_step_bench.json"
 
@@ -155,4 +153,6 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="sim_step_bench")

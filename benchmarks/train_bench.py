@@ -19,7 +19,6 @@ import time
 
 import jax
 import numpy as np
-import tyro
 
 from openpi.datasets import synthetic
 from openpi.shared import normalize
@@ -191,4 +190,6 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="train_bench")

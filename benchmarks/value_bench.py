@@ -168,6 +168,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         compile_child(sys.argv[2], int(sys.argv[3]))
     else:
-        import tyro
+        from openpi.shared import cli
 
-        main(tyro.cli(Args))
+        cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="value_bench")

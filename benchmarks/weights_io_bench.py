@@ -18,7 +18,6 @@ import time
 
 import jax
 import numpy as np
-import tyro
 
 from openpi.models import params_io
 from openpi.models import pi0_config
@@ -91,4 +90,6 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    from openpi.shared import cli
+
+    cli.run(lambda argv: main(cli.parse(Args, argv, description=__doc__)), name="weights_io_bench")

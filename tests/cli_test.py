@@ -1,10 +1,12 @@
 """Every script follows the one CLI convention (`openpi.shared.cli`), checked on the real scripts as a user runs them:
 
 - `--help` exits 0 and prints usage (and, for a script that takes a registered config name, every name);
+- a script that takes a config name, run without one, prints that usage to stderr and exits 2;
 - an unknown config (or env/task/policy config) name exits 2 and suggests the nearest name;
 - a bad flag exits 2 with one line on stderr and no traceback.
 
-A new script in `scripts/` must get a row in `CONTRACTS`. All the subprocesses start at once and are waited for
+Every benchmark in `benchmarks/` follows the same convention for a bad flag (it fails while parsing, before any
+work). A new script in `scripts/` must get a row in `CONTRACTS`. All the subprocesses start at once and are waited for
 together, so the file costs about one import of the heaviest script rather than one per check.
 """
 
@@ -26,6 +28,7 @@ from openpi.training import value_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
+BENCHMARKS = REPO / "benchmarks"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,26 +81,44 @@ def _checks() -> dict[tuple[str, str], list[str]]:
         checks[(script, "bad_flag")] = [*contract.config, BAD_FLAG]
         if contract.unknown is not None:
             checks[(script, "unknown")] = list(contract.unknown[0])
+        if contract.names:
+            checks[(script, "no_args")] = []
     return checks
 
 
-@functools.cache
-def _results() -> dict[tuple[str, str], subprocess.CompletedProcess]:
-    """Runs every check at once (Popen all, then wait), in an empty working directory."""
+def _benchmarks() -> list[str]:
+    return sorted(path.name for path in BENCHMARKS.glob("*.py"))
+
+
+def _run_at_once(directory: pathlib.Path, checks: dict[tuple[str, str], list[str]]) -> dict:
+    """Runs every check (script name in `directory`, check) -> arguments at once (Popen all, then wait), in an
+    empty working directory."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "COLUMNS": "200"}
     cwd = pathlib.Path(os.environ.get("TMPDIR", "/tmp"))
     procs = {
         key: (args, subprocess.Popen(
-            [sys.executable, str(SCRIPTS / key[0]), *args], cwd=cwd, env=env, text=True,
+            [sys.executable, str(directory / key[0]), *args], cwd=cwd, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         ))
-        for key, args in _checks().items()
+        for key, args in checks.items()
     }  # fmt: skip
     results = {}
     for key, (args, proc) in procs.items():
         out, err = proc.communicate(timeout=600)
         results[key] = subprocess.CompletedProcess(args, proc.returncode, out, err)
     return results
+
+
+@functools.cache
+def _results() -> dict[tuple[str, str], subprocess.CompletedProcess]:
+    return _run_at_once(SCRIPTS, _checks())
+
+
+@functools.cache
+def _benchmark_results() -> dict[tuple[str, str], subprocess.CompletedProcess]:
+    """A batch of its own: a benchmark imports as much as a script, and one batch of every process at once would
+    hold that much memory at once."""
+    return _run_at_once(BENCHMARKS, {(name, "bad_flag"): [BAD_FLAG] for name in _benchmarks()})
 
 
 def test_every_script_states_its_contract():
@@ -124,9 +145,29 @@ def test_unknown_name_suggests_the_nearest(script):
     assert re.search(rf"(?<!\w){re.escape(nearest)}(?!\w)", last), result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("script", sorted(CONTRACTS))
-def test_bad_flag_exits_2_with_one_line(script):
-    result = _results()[(script, "bad_flag")]
+@pytest.mark.parametrize("script", sorted(s for s, c in CONTRACTS.items() if c.names))
+def test_no_config_name_prints_the_usage_and_exits_2(script):
+    """Issue 29.12: without a config name there is nothing to run; the usage used to come with exit status 0."""
+    result = _results()[(script, "no_args")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not result.stdout, result.stdout[-2000:]
+    assert result.stderr.startswith("usage:"), result.stderr[-2000:]
+    missing = [name for name in CONTRACTS[script].names if name not in result.stderr.split()]
+    assert not missing, f"{script} without arguments does not list {missing}"
+
+
+def _assert_one_line_exit_2(result: subprocess.CompletedProcess) -> None:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(lines) == 1 and "--no-such-flag" in lines[0], result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", sorted(CONTRACTS))
+def test_bad_flag_exits_2_with_one_line(script):
+    _assert_one_line_exit_2(_results()[(script, "bad_flag")])
+
+
+@pytest.mark.parametrize("benchmark", _benchmarks())
+def test_a_benchmark_with_a_bad_flag_exits_2_with_one_line(benchmark):
+    """Issue 29.12: 13 of the 18 benchmarks printed tyro's five-line box instead."""
+    _assert_one_line_exit_2(_benchmark_results()[(benchmark, "bad_flag")])

@@ -7,8 +7,9 @@
   flag, and every boolean accepts `--flag`, `--no-flag`, `--no_flag` and `--flag=true/false/1/0/yes/no`
   (`--flag true` as two words as well). Which flags are booleans is read from the dataclass, so no script
   keeps its own list and the rules cannot drift apart again.
-- No arguments, `-h` or `--help` before a config name print the usage and the config names and exit 0;
-  `<config> --help` prints tyro's usage for that config and exits 0.
+- `-h` or `--help` before a config name print the usage and the config names and exit 0; no arguments at all
+  print the same to stderr and exit 2 (nothing was asked for that could run); `<config> --help` prints tyro's
+  usage for that config and exits 0.
 - An unknown config name, an unknown flag or a bad value is a `errors.ConfigError` with one sentence (tyro's
   boxed message is reduced to its first line, plus the flag it suggests); `run` logs it and exits 2 without a
   traceback, like every other `errors.UserError`.
@@ -283,15 +284,13 @@ def _unrecognized(cls: type | Any, args: Sequence[str]) -> str | None:
     return f"Unrecognized options: {', '.join(unknown)}" + (f" (did you mean {nearest}?)" if nearest else "")
 
 
-def _print_usage(prog: str, names: Sequence[str], kind: str, description: str | None) -> None:
-    print(f"usage: {prog} <{kind} name> [--field=value ...]")
+def _print_usage(prog: str, names: Sequence[str], kind: str, description: str | None, file: Any = None) -> None:
+    lines = [f"usage: {prog} <{kind} name> [--field=value ...]"]
     if description:
-        print()
-        print(description.strip())
-    print()
-    print(f"{kind[0].upper() + kind[1:]}s (`{prog} <name> --help` lists a config's flags):")
-    for name in names:
-        print(f"  {name}")
+        lines += ["", description.strip()]
+    lines += ["", f"{kind[0].upper() + kind[1:]}s (`{prog} <name> --help` lists a config's flags):"]
+    lines += [f"  {name}" for name in names]
+    print("\n".join(lines), file=file or sys.stdout)
 
 
 def split_name(
@@ -304,12 +303,17 @@ def split_name(
 ) -> tuple[str, T, list[str]]:
     """`<config name> [flags]` -> (name, registered config, flags).
 
-    No arguments, or `-h`/`--help` first, prints the usage and the names and exits 0; a flag before the name
-    or an unknown name raises ConfigError (the latter with the nearest names).
+    `-h`/`--help` first prints the usage and the names and exits 0. No arguments prints them to stderr and exits 2,
+    like a bad flag: a script that needs a config name was not told what to run, which a caller checking the exit
+    status must see. A flag before the name or an unknown name raises ConfigError (the latter with the nearest
+    names).
     """
     prog = prog or pathlib.Path(sys.argv[0]).name
     args = list(args)
-    if not args or args[0] in ("-h", "--help"):
+    if not args:
+        _print_usage(prog, list(registry), kind, description, file=sys.stderr)
+        raise SystemExit(2)
+    if args[0] in ("-h", "--help"):
         _print_usage(prog, list(registry), kind, description)
         raise SystemExit(0)
     if args[0].startswith("-"):

@@ -118,12 +118,14 @@ def test_an_unknown_flag_is_named_even_when_a_required_one_is_missing(args, mess
         cli.parse(_Required, ["--overwrite"], prog="prog.py")  # only the required ones missing: tyro's message
 
 
-@pytest.mark.parametrize("first", [None, "-h", "--help"])
-def test_no_config_or_help_prints_the_names_and_exits_0(first, capsys):
+@pytest.mark.parametrize("args", [[], ["-h"], ["--help"]])
+def test_help_prints_the_names_and_exits_0_and_no_config_exits_2(args, capsys):
+    """Issue 29.12: no config name at all prints the same usage, to stderr, with exit status 2 (it used to be 0)."""
     with pytest.raises(SystemExit) as info:
-        cli.parse_named(_REGISTRY, [first] if first else [], kind="training config", prog="train.py")
-    assert info.value.code == 0
-    out = capsys.readouterr().out
+        cli.parse_named(_REGISTRY, args, kind="training config", prog="train.py")
+    captured = capsys.readouterr()
+    out, other = (captured.out, captured.err) if args else (captured.err, captured.out)
+    assert info.value.code == (0 if args else 2) and not other
     assert out.startswith("usage: train.py <training config name>")
     assert "  pi06_demo\n  pi05_demo\n" in out
 

@@ -364,13 +364,13 @@ def write(plan: Plan, *, num_bins: int = normalize.NUM_QUANTILE_BINS) -> pathlib
 def main(args: list[str]) -> pathlib.Path:
     """`scripts/compute_norm_stats.py`'s body: `<config name or dataset> [--flags]`; prints the written path.
 
-    No arguments or `--help` first prints the usage and every policy and value config name (exit 0); a flag
-    before the target is refused. The target may also be a dataset, so an unknown name is reported by `make_plan`
+    `--help` first prints the usage and every policy and value config name (exit 0; no arguments: to stderr, exit
+    2); a flag before the target is refused. The target may also be a dataset, so an unknown name is reported by `make_plan`
     (with the nearest config names) rather than by the registry lookup.
     """
     args = list(args)
     if not args or args[0].startswith("-"):
-        cli.split_name(_config_names(), args, kind="config", prog=PROG, description=USAGE)  # exits 0, or raises
+        cli.split_name(_config_names(), args, kind="config", prog=PROG, description=USAGE)  # exits 0 or 2, or raises
     path = run(cli.parse(Args, args, prog=PROG, description=USAGE))
     print(path)
     return path
