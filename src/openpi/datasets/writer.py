@@ -11,6 +11,9 @@ appended to the current video file by remuxing), so memory stays at one episode.
 into `file-XXX` parquet/mp4 files until `data_files_size_in_mb` / `video_files_size_in_mb` is reached,
 like LeRobot; v2.1 writes one parquet and one mp4 per episode. Camera encoding: see `video.VideoEncoding`
 (SVT-AV1, yuv420p, g=2, crf=30 by default: LeRobot's own settings).
+
+String features and tasks take text only: None, NaN, bytes or numbers are refused with the frame named, never
+written as "None", "nan", "b'...'" or "1" (LeRobot's string columns have no nulls to write instead).
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ def coerce_feature(name: str, spec: Mapping[str, Any], raw: Any, where: str) -> 
             raise errors.DatasetError(
                 f"{where}: string feature {name!r} must be [T] or [T, 1], got {list(array.shape)}."
             )
-        return np.asarray([str(v) for v in array.reshape(-1)], dtype=object)
+        hint = "decode bytes; a string column has no nulls, so spell a missing value out, e.g. 'none' for adv_ind"
+        return np.asarray(text_values(array.reshape(-1), where, f"string feature {name!r}", hint), dtype=object)
     if array.shape[1:] != shape and not (shape == (1,) and array.ndim == 1):
         raise errors.DatasetError(
             f"{where}: {name!r} has shape {list(array.shape)}, expected [T, {', '.join(map(str, shape))}] as "
@@ -108,6 +112,19 @@ def coerce_feature(name: str, spec: Mapping[str, Any], raw: Any, where: str) -> 
             "a float dtype."
         )
     return array.astype(target).reshape((len(array), *shape))
+
+
+def text_values(values: Sequence[Any], where: str, what: str, hint: str) -> list[str]:
+    """`values` as Python strings; anything that is not text is refused (one sentence naming the frame), because
+    `str(value)` would write None, NaN, bytes and numbers as the words "None", "nan", "b'...'" and "1", which read
+    back as real values. LeRobot's string columns have no nulls, so there is no missing value to write either."""
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise errors.DatasetError(
+                f"{where}, frame {i}: {what} holds {value!r} ({type(value).__name__}), not a str; pass a str for "
+                f"every frame ({hint})."
+            )
+    return [str(v) for v in values]  # np.str_ -> str
 
 
 def _staging_dir(root: pathlib.Path) -> pathlib.Path:
@@ -235,8 +252,13 @@ class LeRobotDatasetWriter:
         length = len(next(iter(values.values()))) if values else 0
         if isinstance(tasks, str):
             task_list = [tasks] * length
+        elif not isinstance(tasks, (Sequence, np.ndarray)) or isinstance(tasks, (bytes, bytearray)):
+            raise errors.DatasetError(
+                f"Episode {episode_index}: the tasks are {tasks!r} ({type(tasks).__name__}); pass one task string or "
+                "one per frame."
+            )
         else:
-            task_list = [str(t) for t in tasks]
+            task_list = text_values(list(tasks), f"Episode {episode_index}", "the task", "the task's text")
             if len(task_list) != length:
                 raise errors.DatasetError(
                     f"Episode {episode_index}: got {len(task_list)} tasks for {length} frames; pass one task string "

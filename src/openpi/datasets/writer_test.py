@@ -182,6 +182,33 @@ def test_bad_episodes_are_refused_with_the_reason(tmp_path):
     assert writer.finalize().num_frames == 4
 
 
+_PLAIN = {"observation.state": {"dtype": "float32", "shape": [2]}, "adv_ind": {"dtype": "string", "shape": [1]}}
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown"), [(None, "None"), (float("nan"), "nan"), (b"positive", "b'positive'"), (1, "1")]
+)
+def test_non_text_in_a_string_column_is_refused_not_stringified(tmp_path, cell, shown):
+    """Issue 29.6: these used to be written as the strings "None", "nan", "b'positive'" and "1"."""
+    writer = lerobot.LeRobotDatasetWriter.create(tmp_path / "ds", fps=10, features=_PLAIN, use_videos=False)
+    frames = {"observation.state": np.zeros((3, 2), np.float32), "adv_ind": ["positive", cell, "none"]}
+    with pytest.raises(errors.DatasetError) as info:
+        writer.add_episode(frames, "t")
+    assert str(info.value).startswith(f"Episode 0, frame 1: string feature 'adv_ind' holds {shown} (")
+    assert "pass a str for every frame" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("tasks", [None, ["a", None, "a"], ["a", "a", b"a"], 3])
+def test_a_task_that_is_not_text_is_refused(tmp_path, tasks):
+    """Issue 29.6: a per-frame task None used to become the task "None"; an episode task None crashed (TypeError)."""
+    writer = lerobot.LeRobotDatasetWriter.create(tmp_path / "ds", fps=10, features=_PLAIN, use_videos=False)
+    frames = {"observation.state": np.zeros((3, 2), np.float32), "adv_ind": ["none"] * 3}
+    with pytest.raises(errors.DatasetError, match=r"^Episode 0(, frame \d)?: the task(s)? .*; pass "):
+        writer.add_episode(frames, tasks)
+    assert writer.add_episode(frames, np.asarray(["a", "b", "a"])) == 0  # numpy strings are text
+    assert writer.finalize().tasks == {0: "a", 1: "b"}
+
+
 def test_existing_root_abort_and_empty(tmp_path):
     root = tmp_path / "ds"
     write_dataset(root, lengths=(3,))
