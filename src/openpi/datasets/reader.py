@@ -110,6 +110,38 @@ def _column_to_numpy(column: pa.ChunkedArray, feature: Mapping[str, Any] | None,
     return column.to_numpy(zero_copy_only=False)
 
 
+def _decode_dictionaries(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns (how pandas writes categoricals) as plain columns of their values, so a valid
+    `adv_ind` reads as strings, not objects, and episode files that encode a column differently still concatenate."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table
+
+
+def _concat(tables: list[pa.Table], paths: list[str]) -> pa.Table:
+    """The data files as one table. Types that hold the same values are cast to one (string / large_string, int32 /
+    int64: v2.1 episode files written by different tools differ so); types that do not are refused, naming files."""
+    if not tables:
+        return pa.table({})
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        first = tables[0].schema
+        for table, path in zip(tables[1:], paths[1:], strict=True):
+            for field in table.schema:
+                if field.name in first.names and first.field(field.name).type != field.type:
+                    raise errors.DatasetError(
+                        f"Column {field.name!r} is {first.field(field.name).type} in {paths[0]} but {field.type} in "
+                        f"{path}, and the two cannot be read as one column; rewrite the odd files so that every data "
+                        "file stores the column as one type."
+                    ) from exc
+        raise errors.DatasetError(
+            f"The data files of this dataset ({paths[0]}, ...) cannot be read as one table ({exc}); rewrite them so "
+            "that every data file has the same columns and types."
+        ) from exc
+
+
 class LeRobotDataset:
     """A LeRobot dataset on disk; see the module docstring. Create with `LeRobotDataset.open`."""
 
@@ -178,11 +210,11 @@ class LeRobotDataset:
                 raise errors.DatasetError(f"Data file {path} is missing; restore the dataset's data/ folder.")
             schema = _parquet_file(path).schema_arrow
             wanted = [name for name in schema.names if name not in cameras]
-            table = read_parquet(path, columns=wanted)
+            table = _decode_dictionaries(read_parquet(path, columns=wanted))
             tables.append(table)
             data_files.append((rel, start))
             start += table.num_rows
-        table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+        table = _concat(tables, data_paths)
         episodes = _locate_episodes(root, info, raw_episodes, table)
         return cls(root, info, tasks, episodes, table, data_files, decoder=decoder)
 

@@ -3,6 +3,8 @@
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from openpi.datasets import lerobot
@@ -11,10 +13,10 @@ from openpi.datasets import recap_columns
 from openpi.shared import errors
 
 
-def write_labelled(root, *, value_name="value_label", adv=None, intervention=None, value=None):
+def write_labelled(root, *, value_name="value_label", adv=None, intervention=None, value=None, version="v3.0"):
     features = {"action": {"dtype": "float32", "shape": [2], "names": None}}
     features.update({k if k != "value_label" else value_name: v for k, v in recap_columns.RECAP_FEATURES.items()})
-    writer = lerobot.LeRobotDatasetWriter.create(root, fps=5, features=features, use_videos=False)
+    writer = lerobot.LeRobotDatasetWriter.create(root, fps=5, features=features, use_videos=False, version=version)
     for e, n in enumerate((4, 6)):
         t = np.arange(n)
         writer.add_episode(
@@ -100,3 +102,46 @@ def test_missing_and_mistyped_columns(tmp_path):
         recap_columns.validate_recap_columns(ds, required=["value_label"])
     with pytest.raises(errors.DatasetError, match="no RECAP column 'adv_ind'; run the RECAP labelling"):
         recap_columns.read_column(ds, "adv_ind")
+
+
+def _retype_adv_ind(path, retype) -> None:
+    """Rewrites the `adv_ind` column of one parquet file as `retype(column)` (what another tool might have written)."""
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("adv_ind")
+    column = retype(table.column(index).combine_chunks())
+    pq.write_table(table.set_column(index, pa.field("adv_ind", column.type), column), path)
+
+
+@pytest.mark.parametrize("version", ["v3.0", "v2.1"])
+def test_a_dictionary_encoded_indicator_column_is_accepted(tmp_path, version):
+    """Issue 29.8: valid values stored dictionary-encoded (pandas categoricals do that) were refused as objects."""
+    ds = write_labelled(tmp_path / "ds", version=version)
+    want = ds.column("adv_ind").tolist()
+    for path in sorted((ds.root / "data").rglob("*.parquet")):
+        _retype_adv_ind(path, lambda column: column.dictionary_encode())
+    reopened = lerobot.LeRobotDataset.open(ds.root)
+    recap_columns.check_indicator_column(reopened)
+    assert reopened.column("adv_ind").tolist() == want and reopened[1]["adv_ind"] == want[1]
+
+
+@pytest.mark.parametrize(
+    "retype", [lambda c: c.dictionary_encode(), lambda c: c.cast(pa.large_string())], ids=["dictionary", "large"]
+)
+def test_v21_episode_files_with_different_string_types_read_as_one_column(tmp_path, retype):
+    """Issue 29.8: episode files that disagree on the column's type used to crash with ArrowTypeError."""
+    ds = write_labelled(tmp_path / "ds", version="v2.1")
+    want = ds.column("adv_ind").tolist()
+    _retype_adv_ind(ds.root / "data" / "chunk-000" / "episode_000001.parquet", retype)
+    reopened = lerobot.LeRobotDataset.open(ds.root)
+    recap_columns.check_indicator_column(reopened)
+    assert reopened.column("adv_ind").tolist() == want
+
+
+def test_v21_episode_files_with_incompatible_types_are_refused_naming_them(tmp_path):
+    ds = write_labelled(tmp_path / "ds", version="v2.1")
+    _retype_adv_ind(ds.root / "data" / "chunk-000" / "episode_000001.parquet", lambda c: pa.array([1] * len(c)))
+    with pytest.raises(errors.DatasetError) as info:
+        lerobot.LeRobotDataset.open(ds.root)
+    message = str(info.value)
+    assert message.startswith("Column 'adv_ind' is string in data/chunk-000/episode_000000.parquet but int64 in ")
+    assert "data/chunk-000/episode_000001.parquet" in message and "rewrite" in message
