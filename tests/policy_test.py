@@ -188,6 +188,21 @@ def test_a_prompt_that_would_cut_off_the_indicator_is_a_bad_request(plain, noise
             plain.infer(_obs(prompt=long_prompt, adv_ind=adv_ind), noise=noise)
 
 
+def test_action_stats_narrower_than_the_robot_actions_are_refused(train_config, params, chains, noise):
+    """Issue 29.2: 7-dim action stats on a 14-dim robot sent dims 7-13 in normalised model units."""
+    inputs, outputs = chains
+    wide = outputs[0].norm_stats
+    narrow = {**wide, "actions": normalize.NormStats(**{k: v[:7] for k, v in wide["actions"].to_dict().items()})}
+    policy = _make(
+        train_config,
+        params,
+        (inputs, [_transforms.Unnormalize(narrow, use_quantiles=True), *outputs[1:]]),
+    )
+    with pytest.raises(errors.UserError, match=r"'actions' .* have 7 dims but the data has 14, so dims 7-13") as e:
+        policy.infer(_obs(), noise=noise)
+    assert "robot" in str(e.value)
+
+
 def test_a_non_finite_state_is_named_by_its_dims_not_printed_whole(plain):
     """Issue 20: the NaN-state reply printed the whole array and blamed normalisation."""
     state = np.zeros(14, np.float32)

@@ -42,6 +42,7 @@ from openpi.models import model as _model
 from openpi.models import tokenizer as _tokenizer
 from openpi.recap import vocab
 from openpi.shared import errors
+from openpi.shared import normalize as _normalize
 from openpi_client import base_policy as _base_policy
 
 BasePolicy = _base_policy.BasePolicy
@@ -62,12 +63,33 @@ def _without_indicator_dropout(transform: Any) -> Any:
     return transform
 
 
-def _tokenizers(transform: Any) -> list[_transforms.TokenizePrompt]:
-    if isinstance(transform, _transforms.TokenizePrompt):
+def _find(transform: Any, kind: type) -> list[Any]:
+    """The transforms of type `kind` in a chain (recursing into composites)."""
+    if isinstance(transform, kind):
         return [transform]
     if isinstance(transform, _transforms.CompositeTransform):
-        return [t for sub in transform.transforms for t in _tokenizers(sub)]
+        return [t for sub in transform.transforms for t in _find(sub, kind)]
     return []
+
+
+def _tokenizers(transform: Any) -> list[_transforms.TokenizePrompt]:
+    return _find(transform, _transforms.TokenizePrompt)
+
+
+def _action_stats(output_transform: Any) -> list[_normalize.NormStats]:
+    """The `actions` stats of every `Unnormalize` in the output chain."""
+    out = []
+    for unnormalize in _find(output_transform, _transforms.Unnormalize):
+        stats = (unnormalize.norm_stats or {}).get("actions")
+        if stats is not None:
+            out.append(stats if isinstance(stats, _normalize.NormStats) else _normalize.NormStats(**stats))
+    return out
+
+
+def _setup_error(exc: _normalize.NormStatsError) -> errors.ServerSetupError:
+    """Norm stats that do not fit the data the policy's own transforms produce are the server's fault, whatever
+    the request: the robot transforms have already checked the client's part (cameras, state width)."""
+    return errors.ServerSetupError(f"The served policy's norm stats do not fit its own transforms: {exc}")
 
 
 def _copy_tree(tree: Any) -> Any:
@@ -196,6 +218,7 @@ class Policy(BasePolicy):
         inputs = [_without_indicator_dropout(t) for t in transforms]
         self._input_transform = _transforms.compose(inputs)
         self._output_transform = _transforms.compose(output_transforms)
+        self._action_stats = _action_stats(self._output_transform)
         self._conditions_on_adv_ind = any(t.use_adv_ind for t in _tokenizers(self._input_transform))
         self._metadata = {**(metadata or {}), "conditions_on_adv_ind": self._conditions_on_adv_ind}
         self._default_adv_ind = _tokenizer.normalize_indicator(default_adv_ind)
@@ -250,6 +273,8 @@ class Policy(BasePolicy):
                 "The request has no 'prompt' and this policy has no default prompt; send a 'prompt' string with "
                 "each observation, or start the server with --default-prompt='<task>'."
             ) from exc
+        except _normalize.NormStatsError as exc:
+            raise _setup_error(exc) from exc
         except errors.UserError:
             raise
         except (KeyError, ValueError, TypeError, IndexError) as exc:
@@ -289,12 +314,29 @@ class Policy(BasePolicy):
         model_ms = (time.monotonic() - start) * 1000
 
         outputs = {"state": np.asarray(batched["state"])[0], "actions": actions[0]}
-        outputs = self._output_transform(outputs)
+        try:
+            outputs = self._output_transform(outputs)
+            self._check_action_width(outputs)
+        except _normalize.NormStatsError as exc:
+            raise _setup_error(exc) from exc
         outputs = {k: np.asarray(v) if isinstance(v, jax.Array) else v for k, v in outputs.items()}
         outputs["policy_timing"] = {"infer_ms": model_ms}
         if vocab.ADV_IND in obs and not self._conditions_on_adv_ind:
             outputs["adv_ind_ignored"] = True  # see the module docstring
         return outputs
+
+    def _check_action_width(self, outputs: dict) -> None:
+        """Refuses action stats narrower than the actions the robot receives, mirroring `transforms.Normalize` on
+        the input side. `Unnormalize` sees the model's padded action_dim, so only here, after the robot output
+        transforms have cut the actions to the robot's width, is it known which dims reach the robot: with 7-dim
+        stats on a 14-dim robot, dims 7-13 would arrive in normalised model units. Wider stats are fine here (the
+        output transforms drop the model's extra dims)."""
+        if "actions" not in outputs or not self._action_stats:
+            return
+        width = int(np.shape(outputs["actions"])[-1])
+        for stats in self._action_stats:
+            if stats.dim < width:
+                _normalize.check_width("actions", stats, width, source="the output chain (the robot's actions)")
 
     def _request_key(self, inputs: dict) -> jax.Array:
         if not self._noise_per_observation:

@@ -15,7 +15,10 @@ Where we differ from openpi's server, on purpose:
   - a bad request gets one TEXT frame ``"Bad request: <what is wrong and what to do>"`` and the connection
     stays open for the next request (openpi sends a traceback and closes with 1011, which makes a robot
     reconnect and tells it nothing useful). openpi's client raises on any text frame, so it stays
-    compatible. Unexpected failures are logged here with their traceback; the client gets
+    compatible. A fault of the server's own setup (`errors.ServerSetupError`: e.g. norm stats that do not fit its
+    model, which only a request reveals when it starts with ``--no-warmup``) gets ``"Server error: <what is wrong
+    and what the operator must do>"`` instead, so the client is not blamed, and the connection stays open too.
+    Unexpected failures are logged here with their traceback; the client gets
     ``"Internal server error: ..."`` with a request id to find the log line, never the traceback;
   - inference runs on a worker thread, so the event loop keeps answering ``/healthz``, pings and other
     connections while the accelerator works (requests from several robots queue for that thread);
@@ -53,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
 BAD_REQUEST_PREFIX = "Bad request: "
+SERVER_ERROR_PREFIX = "Server error: "
 INTERNAL_ERROR_PREFIX = "Internal server error: "
 # An observation is a dict of images (a dict of arrays), state and prompt: three levels. The limit leaves room for
 # clients that group keys further, and stays far below Python's recursion limit, which the transforms would hit.
@@ -192,6 +196,9 @@ class WebsocketPolicyServer:
             if prev_total_ms is not None:
                 server_timing["prev_total_ms"] = prev_total_ms
             return msgpack_numpy.packb({**outputs, "server_timing": server_timing})
+        except errors.ServerSetupError as exc:
+            logger.error("Could not serve a request from %s, a fault of this server: %s", peer, exc)
+            return SERVER_ERROR_PREFIX + _one_line(str(exc))
         except errors.UserError as exc:
             logger.info("Bad request from %s: %s", peer, exc)
             return BAD_REQUEST_PREFIX + _one_line(str(exc))

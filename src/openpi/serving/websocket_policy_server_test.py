@@ -9,6 +9,7 @@ import websockets.sync.client
 from openpi.policies import policy_config
 from openpi.policies import yam_policy
 from openpi.serving import websocket_policy_server as _server
+from openpi.shared import normalize
 from openpi.training import config as _config
 from openpi_client import msgpack_numpy
 
@@ -114,3 +115,24 @@ def test_deeply_nested_requests_are_bad_requests_and_the_connection_keeps_servin
         assert isinstance(reply, str) and reply.startswith(_server.BAD_REQUEST_PREFIX), reply
         assert f"nests more than {_server.MAX_REQUEST_DEPTH} levels of maps and lists" in reply, reply
     assert msgpack_numpy.unpackb(good)["actions"].shape[-1] == 14
+
+
+def _narrow(stats, key):
+    return {**stats, key: normalize.NormStats(**{k: v[:7] for k, v in stats[key].to_dict().items()})}
+
+
+@pytest.mark.parametrize("key", ["state", "actions"])
+def test_norm_stats_that_do_not_fit_the_server_are_a_server_error(tiny_spm_model, key):
+    """Issue 29.10: a server whose own norm stats do not fit (started with --no-warmup) answered every request
+    "Bad request", blaming the client for a fault of the server."""
+    config = dataclasses.replace(_config.get_config("debug_pi06"), tokenizer_path=str(tiny_spm_model))
+    rng = np.random.default_rng(0)
+    stats = {k: normalize.compute(rng.normal(size=(64, 14)).astype(np.float32)) for k in ("state", "actions")}
+    policy = policy_config.create_dummy_policy(config, norm_stats=_narrow(stats, key), sample_kwargs={"num_steps": 1})
+    server = _server.WebsocketPolicyServer(policy, port=0)
+    with server.start_in_thread() as background:
+        replies = _replies(f"ws://127.0.0.1:{background.port}", [msgpack_numpy.packb(_obs())] * 2)
+    for reply in replies:  # two replies on one connection: it stayed open
+        assert isinstance(reply, str) and reply.startswith(_server.SERVER_ERROR_PREFIX), reply
+        assert f"'{key}'" in reply and "7 dims" in reply and "compute_norm_stats" in reply, reply
+        assert _server.BAD_REQUEST_PREFIX not in reply

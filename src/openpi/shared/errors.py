@@ -20,3 +20,11 @@ class CheckpointError(UserError, ValueError):
 
 class ConfigError(UserError, ValueError):
     """A configuration is inconsistent or names something that does not exist."""
+
+
+class ServerSetupError(ConfigError):
+    """A server's own setup (its norm stats, config or checkpoint) does not fit the requests it must serve.
+
+    The operator's fault, not the client's: the websocket server answers it as a server error (never "Bad request"),
+    and a CLI that hits it (a warm-up request) prints it in one line like any `UserError`.
+    """
