@@ -222,3 +222,21 @@ def test_norm_stats_without_a_policy_key_are_refused_at_preflight_and_first_batc
         _trainer.preflight(reused, _sharding.make_mesh(1))
     with pytest.raises(normalize.NormStatsError, match=message):
         next(iter(_data_loader.create_data_loader(reused, num_batches=1)))
+
+
+def test_the_item_factory_checks_each_frames_indicator_itself(workspace, tiny_spm_model, tmp_path):
+    """Issue 29.13: `PolicyItemFactory` used directly (without the loader's dataset check) read "None" as no
+    indicator and trained the frame on the unconditional prompt."""
+    from openpi.datasets import lerobot
+
+    cfg = train_support.debug_config(workspace, tiny_spm_model, batch_size=2)
+    ds = lerobot.LeRobotDataset.open(workspace["repo_id"])
+    cells = np.asarray(ds.column("adv_ind")).reshape(len(ds)).astype(object)
+    bad = ds.episodes[1].from_index + 2
+    cells[bad] = "None"
+    edited = lerobot.copy_with_columns(ds, tmp_path / "edited", {"adv_ind": cells.astype(str)})
+    data_config = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, repo_id=str(edited.root)))
+    item = _data_loader.PolicyItemFactory(data_config.create_data_config(), cfg.model, edited)()
+    assert "tokenized_prompt" in item(bad - 1, 0)  # its neighbours are fine
+    with pytest.raises(errors.DatasetError, match=r"'adv_ind' is 'None' at episode 1, frame 2 \(index \d+\)"):
+        item(bad, 0)

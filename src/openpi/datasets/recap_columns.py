@@ -118,6 +118,23 @@ def check_indicator_column(ds: reader.LeRobotDataset, actual: str = ADV_IND) -> 
         )
 
 
+def check_indicator_cell(ds: reader.LeRobotDataset, index: int, value: object, actual: str = ADV_IND) -> None:
+    """`check_indicator_column`'s rule on the one frame `index` just read (`value`: its cell, or a `[1]` array).
+
+    What the policy's per-frame reading (`training.data_loader.read_frame`) runs, so a frame reaches the tokenizer
+    only with a valid indicator even when nobody ran the whole-column check first (an item factory used directly).
+    """
+    cell = value
+    if isinstance(cell, np.ndarray | list | tuple):
+        flat = np.asarray(cell, dtype=object).reshape(-1)
+        cell = flat[0] if flat.size == 1 else cell
+    if not is_indicator(cell):
+        raise errors.DatasetError(
+            f"RECAP column {actual!r} is {cell!r} at {_where(ds, index)} of {ds.root}; it must be exactly one of "
+            f"{', '.join(ADV_IND_VALUES)}; relabel the dataset (scripts/label_advantage_from_vlm.py)."
+        )
+
+
 def _check_intervention(ds, actual: str, values: np.ndarray) -> None:
     if not (np.issubdtype(values.dtype, np.integer) or values.dtype == np.bool_):
         raise errors.DatasetError(

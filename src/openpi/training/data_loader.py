@@ -285,9 +285,12 @@ def read_frame(dataset: Any, data_config: Any, index: int, keys: list[str] | Non
     under the action key, the task text as `prompt` (when the config reads it) and the per-frame `loss_weight`.
 
     The one reading rule for everything that feeds a policy dataset frame through a config's transforms (the
-    training loader and the policy probe)."""
+    training loader and the policy probe). A config that reads the indicator gets each frame's cell checked here
+    (`recap_columns.check_indicator_cell`), so no caller can skip the check, whatever it ran before."""
     dc = data_config
     frame = dataset.get(index, keys=keys)
+    if vocab.ADV_IND in dc.required_columns and vocab.ADV_IND in frame:
+        recap_columns.check_indicator_cell(dataset, index, frame[vocab.ADV_IND])
     frame[dc.action_key] = dataset.action_chunk(index, dc.action_key, horizon)[0]
     if dc.prompt_from_task:
         frame["prompt"] = frame["task"]
