@@ -12,7 +12,10 @@ The server binds 127.0.0.1 unless `--host 0.0.0.0` is given; with `--api-key` (o
 must send `Authorization: Api-Key <key>`. `GET /healthz` answers 200 once the policy is loaded and warmed
 up. pi0.6 checkpoints condition on "positive" unless a request's `adv_ind` says otherwise; `--cfg-beta`
 turns on classifier-free guidance. Serving a training config (with indicator dropout) is safe: dropout is
-always off at inference.
+always off at inference. A pi0 / pi0.5 checkpoint ignores `adv_ind` and says so: `conditions_on_adv_ind: false`
+in its metadata, `adv_ind_ignored: true` in the reply to a request that sent one. Norm stats that do not fit the
+served config (which `--no-warmup` would otherwise only reveal at the first request) are answered "Server error:
+...", never "Bad request".
 """
 
 from __future__ import annotations
