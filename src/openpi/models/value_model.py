@@ -12,6 +12,8 @@ valid tokens) is available.
 The value distribution is categorical over `num_bins` evenly spaced atoms on [v_min, v_max] (C51). A point
 target is clipped to that range and split over its two neighbouring atoms (`two_hot`); the loss is the cross-entropy
 against that; the value is the expectation (`expected_value`). A uniform prediction has loss ln(201) ~ 5.3.
+`hl_gauss` is the alternative target (HL-Gauss, Imani & White 2018; Farebrother et al. 2024): the mass a Gaussian
+around the target puts in each bin, so neighbouring returns share bins and the loss says "close" as well as "right".
 
 The camera list and the prompt format are part of `ValueModelConfig` and are written into every checkpoint
 (`to_json`), so a labeller cannot silently feed the model other inputs than it was trained on.
@@ -41,6 +43,9 @@ FREEZE_MODES: tuple[str, ...] = ("all_backbones", "siglip_only", "none")
 PromptFormat = Literal["task", "task_state"]
 PROMPT_FORMATS: tuple[str, ...] = ("task", "task_state")
 Readout = Literal["last", "mean"]
+# The categorical target a point value is turned into (a training choice; checkpoints do not depend on it).
+ValueTarget = Literal["two_hot", "hl_gauss"]
+VALUE_TARGETS: tuple[str, ...] = ("two_hot", "hl_gauss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,10 +178,54 @@ def two_hot(target, num_bins: int = 201, v_min: float = -1.0, v_max: float = 0.0
     )
 
 
-def value_loss(logits, target, *, v_min: float = -1.0, v_max: float = 0.0, reduce: bool = True) -> jax.Array:
-    """Cross-entropy between the predicted distribution (logits [..., num_bins]) and two_hot(target)."""
+def hl_gauss(
+    target, num_bins: int = 201, v_min: float = -1.0, v_max: float = 0.0, sigma_bins: float = 0.75
+) -> jax.Array:
+    """HL-Gauss projection of point targets [...] onto the atoms: [..., num_bins], summing to 1.
+
+    Each atom owns the interval of one bin width around it; its weight is the mass that N(target, sigma) puts
+    there, renormalised over [v_min - w/2, v_max + w/2] so that a target at the edge keeps a proper distribution.
+    `sigma_bins` is sigma in bin widths: 0.75 is the setting Farebrother et al. (2024) found robust; as it goes to
+    0 this tends to the one-hot atom nearest the target. The mean equals the (clipped) target except within a few
+    sigma of the two ends, where the truncation shifts it inwards by under 0.7 sigma (about half a bin at the default).
+    """
+    if sigma_bins <= 0:
+        raise errors.ConfigError(f"HL-Gauss sigma must be > 0 bin widths, got {sigma_bins}.")
+    target = jnp.clip(jnp.asarray(target, jnp.float32), v_min, v_max)
+    width = (v_max - v_min) / (num_bins - 1)
+    edges = jnp.linspace(v_min - width / 2, v_max + width / 2, num_bins + 1, dtype=jnp.float32)
+    sigma = sigma_bins * width
+    cdf = jax.lax.erf((edges - target[..., None]) / (sigma * math.sqrt(2.0)))
+    # erf differences far in the tails can come out a rounding error below 0.
+    mass = jnp.maximum(cdf[..., 1:] - cdf[..., :-1], 0.0)
+    return mass / jnp.sum(mass, axis=-1, keepdims=True)
+
+
+def target_distribution(
+    kind: str, target, num_bins: int = 201, v_min: float = -1.0, v_max: float = 0.0, sigma_bins: float = 0.75
+) -> jax.Array:
+    """The categorical target of `kind` ("two_hot" or "hl_gauss") for point targets [...]: [..., num_bins]."""
+    if kind == "two_hot":
+        return two_hot(target, num_bins, v_min, v_max)
+    if kind == "hl_gauss":
+        return hl_gauss(target, num_bins, v_min, v_max, sigma_bins)
+    raise errors.ConfigError(f"value target {kind!r} is not one of {VALUE_TARGETS}.")
+
+
+def value_loss(
+    logits,
+    target,
+    *,
+    v_min: float = -1.0,
+    v_max: float = 0.0,
+    reduce: bool = True,
+    kind: str = "two_hot",
+    sigma_bins: float = 0.75,
+) -> jax.Array:
+    """Cross-entropy between the predicted distribution (logits [..., num_bins]) and the `kind` target of `target`
+    (two_hot by default: the C51 projection; see `target_distribution`)."""
     num_bins = logits.shape[-1]
-    probs = two_hot(target, num_bins, v_min, v_max)
+    probs = target_distribution(kind, target, num_bins, v_min, v_max, sigma_bins)
     ce = -jnp.sum(probs * jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
     return jnp.mean(ce) if reduce else ce
 

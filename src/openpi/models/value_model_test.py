@@ -164,3 +164,42 @@ def test_prompt_tokenisation(gemma3_spm_model):
     assert tok.decode(tokens[1 : mask.sum()]).startswith("Task: pick up the vial, State: 0 128 255 255;")
     with pytest.raises(errors.ConfigError, match="needs the normalised state"):
         vm.format_value_prompt("task_state", "x", None)
+
+
+@pytest.mark.parametrize("sigma_bins", [0.5, 0.75, 2.0])
+def test_hl_gauss_target(sigma_bins):
+    """A distribution per target (sums to 1) whose mean is the clipped target within one bin width; the bins next
+    to the target carry the most mass, and a smaller sigma concentrates it."""
+    centers = np.asarray(vm.bin_centers())
+    targets = np.concatenate([np.random.default_rng(1).uniform(-1.2, 0.2, 200), [-1.0, 0.0, -0.5, -0.5025]])
+    dist = np.asarray(vm.hl_gauss(targets, sigma_bins=sigma_bins))
+    assert dist.shape == (len(targets), 201) and np.all(dist >= 0)
+    np.testing.assert_allclose(dist.sum(-1), 1.0, atol=1e-5)
+    clipped = np.clip(targets, -1, 0)
+    # Within a bin width at the default sigma (the truncation at the two ends shifts the mean by < 0.7 sigma).
+    assert np.abs(dist @ centers - clipped).max() < 0.005 * max(1.0, 0.7 * sigma_bins)
+    inside = (targets > -0.95) & (targets < -0.05)
+    np.testing.assert_allclose((dist @ centers)[inside], clipped[inside], atol=1e-4)  # unbiased away from the ends
+    nearest = np.abs(centers[None] - clipped[:, None]).argmin(-1)
+    assert np.all(dist.argmax(-1) == nearest)
+    on_atom = np.asarray(vm.hl_gauss(np.array([-0.5]), sigma_bins=sigma_bins))[0]
+    assert on_atom[100] < np.asarray(vm.hl_gauss(np.array([-0.5]), sigma_bins=0.25))[0, 100]
+    assert on_atom[100] > on_atom[99] == pytest.approx(on_atom[101], rel=1e-4)
+    with pytest.raises(errors.ConfigError, match="sigma"):
+        vm.hl_gauss(targets, sigma_bins=0.0)
+
+
+def test_value_loss_targets():
+    """two_hot stays the default (the loss is unchanged), hl_gauss is the CE against `hl_gauss`; a bad name fails."""
+    targets = jnp.array([-0.9, -0.25, 0.0])
+    logits = jax.random.normal(jax.random.key(0), (3, 201))
+    logp = jax.nn.log_softmax(logits, -1)
+    np.testing.assert_allclose(vm.value_loss(logits, targets), -jnp.mean(jnp.sum(vm.two_hot(targets) * logp, -1)))
+    np.testing.assert_allclose(vm.value_loss(logits, targets, kind="two_hot"), vm.value_loss(logits, targets))
+    hl = vm.value_loss(logits, targets, kind="hl_gauss", sigma_bins=1.5, reduce=False)
+    np.testing.assert_allclose(hl, -jnp.sum(vm.hl_gauss(targets, sigma_bins=1.5) * logp, -1), rtol=1e-6)
+    # Logits of the target itself minimise the HL-Gauss loss and read back the target.
+    perfect = jnp.log(vm.hl_gauss(targets) + 1e-12)
+    np.testing.assert_allclose(vm.expected_value(perfect), targets, atol=0.005)
+    with pytest.raises(errors.ConfigError, match="value target 'one_hot'"):
+        vm.value_loss(logits, targets, kind="one_hot")
