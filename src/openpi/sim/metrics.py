@@ -16,9 +16,20 @@ import math
 import os
 import pathlib
 
+import numpy as np
+
 from openpi.shared import atomic
 
-__all__ = ["EpisodeResult", "format_table", "paired_comparison", "plot_success", "summarize", "wilson_interval"]
+__all__ = [
+    "EpisodeResult",
+    "combined_paired_comparison",
+    "concordance_auc",
+    "format_table",
+    "paired_comparison",
+    "plot_success",
+    "summarize",
+    "wilson_interval",
+]
 
 ALL_TASKS = "(all)"
 
@@ -145,6 +156,68 @@ def paired_comparison(a: Iterable[EpisodeResult], b: Iterable[EpisodeResult]) ->
     }
 
 
+def combined_paired_comparison(per_stratum: Sequence[Mapping]) -> dict:
+    """One exact test of arm `a` against arm `b` over several strata (e.g. training seeds), from each stratum's
+    `paired_comparison`: the sign test on the discordant pairs of every stratum together.
+
+    Within a stratum a discordant pair is, under "no difference", equally likely to favour either arm, and the
+    strata (independently trained checkpoints) add independent pairs; so the pooled `a_only` of all strata is
+    Binomial(all discordant, 1/2). This is the exact form of the Cochran-Mantel-Haenszel test for matched pairs
+    stratified by seed, whose statistic (sum a_only - sum b_only)^2 / (sum of discordant) is the pooled McNemar's.
+    Pooling counts, not p-values, lets three seeds that each point the same way add up to evidence none has alone.
+    `difference` weighs every pair equally (the mean of the strata's differences when they pair the same layouts).
+    """
+    strata = list(per_stratum)
+    if not strata:
+        raise ValueError(
+            "combined_paired_comparison needs at least one paired_comparison result; pair some arms first."
+        )
+    a_only = sum(int(s["a_only"]) for s in strata)
+    b_only = sum(int(s["b_only"]) for s in strata)
+    pairs = sum(int(s["pairs"]) for s in strata)
+    return {
+        "strata": len(strata),
+        "pairs": pairs,
+        "a_only": a_only,
+        "b_only": b_only,
+        "difference": (a_only - b_only) / pairs if pairs else 0.0,
+        "differences": [float(s["difference"]) for s in strata],
+        "p_value": _two_sided_binomial_half(min(a_only, b_only), a_only + b_only),
+    }
+
+
+def concordance_auc(score: Sequence[float], truth: Sequence[float], groups: Sequence | None = None) -> float | None:
+    """How often `score` orders two items as `truth` does: over every pair whose truths differ (and, with `groups`,
+    that share a group), 1 when the item with the higher truth has the higher score, 1/2 on a score tie, else 0.
+
+    With a two-level truth (success / failure) this is the ROC AUC (the Mann-Whitney probability); with a graded
+    truth (how good an action was) it is Harrell's concordance, so one number grades a value model's success
+    prediction and a relabeller's advantages alike, and 0.5 is chance either way. Pairs of equal truth carry no
+    order to recover and are left out; `groups` keeps comparisons inside e.g. one task, as the per-task thresholds
+    do. None when no pair differs in truth.
+    """
+    score = np.asarray(score, np.float64).reshape(-1)
+    truth = np.asarray(truth, np.float64).reshape(-1)
+    groups = np.zeros(len(score), np.int64) if groups is None else np.asarray(groups).reshape(-1)
+    if not len(score) == len(truth) == len(groups):
+        raise ValueError(
+            f"score, truth and groups need one entry per item; got {len(score)}, {len(truth)}, {len(groups)}."
+        )
+    if not (np.isfinite(score).all() and np.isfinite(truth).all()):
+        raise ValueError("concordance_auc got NaN or inf in score or truth; pass only the items that have both.")
+    agree, compared = 0.0, 0
+    for group in np.unique(groups):
+        s, t = score[groups == group], truth[groups == group]
+        rows = max(1, 1_000_000 // max(1, len(s)))  # bounded memory: a block of rows against every item
+        for start in range(0, len(s), rows):
+            dt = np.sign(t[start : start + rows, None] - t[None, :])
+            ds = np.sign(s[start : start + rows, None] - s[None, :])
+            differ = dt != 0
+            agree += float(np.sum((1.0 + ds * dt)[differ]) / 2.0)
+            compared += int(differ.sum())
+    return agree / compared if compared else None
+
+
 def _by_episode(results: Iterable[EpisodeResult], name: str) -> dict[tuple[str, int], EpisodeResult]:
     out: dict[tuple[str, int], EpisodeResult] = {}
     for r in results:
@@ -217,7 +290,9 @@ def plot_success(
 ) -> pathlib.Path:
     """Writes a PNG of success rate (with 95 % Wilson error bars) against `x` (e.g. RECAP iteration), one line per arm.
 
-    Each point's summary is a `summarize` result (its overall rate is plotted) or one per-task entry of it.
+    Each point's summary is a `summarize` result (its overall rate is plotted) or one per-task entry of it. An arm
+    with several points at one x (one per training seed) shows each of them as a small marker and its line joins
+    their means: the spread between seeds is the uncertainty there, and a Wilson bar per seed would hide it.
     The figure is drawn with the Agg canvas directly, without pyplot, so it needs no display and does not
     change the process-wide matplotlib backend; the file is written atomically.
     """
@@ -233,24 +308,28 @@ def plot_success(
     for arm, points in series.items():
         if not points:
             continue
-        ordered = sorted(points, key=lambda point: point[0])
-        xs, rates, below, above = [], [], [], []
-        for x, summary in ordered:
-            stats = _stats_entry(summary, f"The point x={x} of arm {arm!r}")
-            low, high = stats["ci95"]
-            xs.append(x)
-            rates.append(stats["success_rate"])
-            below.append(stats["success_rate"] - low)
-            above.append(high - stats["success_rate"])
+        by_x: dict[float, list[Mapping]] = {}
+        for x, summary in points:
+            by_x.setdefault(x, []).append(_stats_entry(summary, f"The point x={x} of arm {arm!r}"))
+        xs = sorted(by_x)
         # Arms at the same x side by side (a few hundredths apart), so equal rates do not hide each other.
         shift = 0.04 * (drawn.index(arm) - (len(drawn) - 1) / 2)
-        ax.errorbar([x + shift for x in xs], rates, yerr=[below, above], marker="o", capsize=4, label=arm)
+        rates = [float(np.mean([s["success_rate"] for s in by_x[x]])) for x in xs]
+        if all(len(by_x[x]) == 1 for x in xs):
+            below = [rate - by_x[x][0]["ci95"][0] for x, rate in zip(xs, rates, strict=True)]
+            above = [by_x[x][0]["ci95"][1] - rate for x, rate in zip(xs, rates, strict=True)]
+            ax.errorbar([x + shift for x in xs], rates, yerr=[below, above], marker="o", capsize=4, label=arm)
+            continue
+        (line,) = ax.plot([x + shift for x in xs], rates, marker="_", markersize=12, label=f"{arm} (seeds, mean)")
+        seed_xs = [x + shift for x in xs for _ in by_x[x]]
+        seed_rates = [s["success_rate"] for x in xs for s in by_x[x]]
+        ax.scatter(seed_xs, seed_rates, s=14, color=line.get_color(), alpha=0.7)
     ax.set_ylim(-0.02, 1.02)
     xs_all = sorted({x for points in series.values() for x, _ in points})
     if all(float(x).is_integer() for x in xs_all):
         ax.set_xticks(xs_all)
     ax.set_xlabel("iteration")
-    ax.set_ylabel("success rate (95% Wilson CI)")
+    ax.set_ylabel("success rate (bars: 95% Wilson CI; dots: seeds)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")

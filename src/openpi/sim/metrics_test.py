@@ -188,3 +188,44 @@ def test_paired_comparison_refuses_arms_on_different_episodes():
         metrics.paired_comparison(_episodes([1, 0, 1]), _episodes([1, 0]))
     with pytest.raises(ValueError, match="two episodes of task 'press_red' with seed 0"):
         metrics.paired_comparison(_episodes([1]) * 2, _episodes([1]) * 2)
+
+
+def test_combined_paired_comparison_pools_the_discordant_pairs_of_every_seed():
+    # Seeds with (a only, b only) = (3, 1), (2, 0), (1, 1) on 10 layouts each: 6 against 2 of 8 discordant pairs,
+    # two-sided P(X <= 2 or X >= 6) for X ~ Bin(8, 1/2) = 2 (1 + 8 + 28) / 256.
+    per_seed = [metrics.paired_comparison(_episodes([1] * a + [0] * b + [1] * 4 + [0] * (6 - a - b)),
+                                          _episodes([0] * a + [1] * b + [1] * 4 + [0] * (6 - a - b)))
+                for a, b in ((3, 1), (2, 0), (1, 1))]  # fmt: skip
+    combined = metrics.combined_paired_comparison(per_seed)
+    assert (combined["strata"], combined["pairs"], combined["a_only"], combined["b_only"]) == (3, 30, 6, 2)
+    assert combined["p_value"] == pytest.approx(74 / 256)
+    assert combined["difference"] == pytest.approx(4 / 30) and combined["differences"] == pytest.approx([0.2, 0.2, 0.0])
+    # One seed alone is its own McNemar test.
+    assert metrics.combined_paired_comparison(per_seed[:1])["p_value"] == per_seed[0]["p_value"]
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.combined_paired_comparison([])
+
+
+def test_concordance_auc_by_hand():
+    # Two-level truth: positives score 0.35 and 0.8, negatives 0.1 and 0.4; 3 of the 4 pairs ordered right.
+    assert metrics.concordance_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    assert metrics.concordance_auc([0.5, 0.5], [0, 1]) == 0.5  # a score tie counts half
+    # Graded truth: of the five pairs whose truths differ, items (1, 2), (1, 3), (2, 4) are ordered right and (1, 4),
+    # (2, 3) wrong; items 3 and 4 tie in truth and are not compared.
+    assert metrics.concordance_auc([1, 2, 3, 0], [10, 30, 20, 20]) == pytest.approx(3 / 5)
+    # Groups: only pairs inside a group count (one right, one wrong); across groups all four would be compared.
+    assert metrics.concordance_auc([1, 0, 0, 1], [1, 0, 1, 0], groups=["a", "a", "b", "b"]) == 0.5
+    assert metrics.concordance_auc([1, 2], [3, 3]) is None
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.concordance_auc([np.nan, 1], [0, 1])
+
+
+def test_plot_success_draws_every_seed(tmp_path):
+    image = pytest.importorskip("matplotlib.image")
+
+    def run(rate_out_of_10: int):
+        return metrics.summarize([metrics.EpisodeResult("press_red", s, s < rate_out_of_10, 30) for s in range(10)])
+
+    series = {"recap": [(1, run(3)), (1, run(5)), (2, run(6)), (2, run(8))], "bc": [(1, run(2))]}
+    path = metrics.plot_success(series, tmp_path / "seeds.png", title="seeds")
+    assert image.imread(path)[..., :3].std() > 0.05
