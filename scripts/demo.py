@@ -159,7 +159,9 @@ def _query_server(port: int, requests: int, prompt: str) -> dict:
 
 
 def main(args: Args) -> None:
-    out = args.out.resolve()
+    from openpi.shared import atomic
+
+    out = atomic.check_output_dir(args.out.resolve())
     out.mkdir(parents=True, exist_ok=True)
     data_home = out / "openpi_data"
     env = dict(os.environ, OPENPI_DATA_HOME=str(data_home), PYTHONUNBUFFERED="1", WANDB_MODE="disabled")

@@ -3,7 +3,8 @@
 - `--help` exits 0 and prints usage (and, for a script that takes a registered config name, every name);
 - a script that takes a config name, run without one, prints that usage to stderr and exits 2;
 - an unknown config (or env/task/policy config) name exits 2 and suggests the nearest name;
-- a bad flag exits 2 with one line on stderr and no traceback.
+- a bad flag exits 2 with one line on stderr and no traceback;
+- an output path that cannot be created (here: under a regular file) exits 2 naming it, before any work.
 
 Every benchmark in `benchmarks/` follows the same convention for a bad flag (it fails while parsing, before any
 work). A new script in `scripts/` must get a row in `CONTRACTS`. All the subprocesses start at once and are waited for
@@ -29,6 +30,8 @@ from openpi.training import value_config
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 BENCHMARKS = REPO / "benchmarks"
+BLOCKED = REPO / "pyproject.toml"  # a regular file: nothing can be created under it
+FIXTURE = str(REPO / "tests" / "fixtures" / "lerobot" / "v3.0_image")  # a small real dataset to read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +42,14 @@ class Contract:
     """Arguments with a misspelt name, and the nearest name the error must suggest."""
     config: tuple[str, ...] = ()
     """Arguments before the bad flag (a valid config name, required flags), so it is reported as a bad flag."""
+    unwritable: tuple[str, ...] | None = None
+    """Arguments that send the script's output under `BLOCKED` (a regular file), which it must refuse at once."""
 
 
 CONTRACTS: dict[str, Contract] = {
     "train.py": Contract(
         names=tuple(_config.config_names()), unknown=(("pi06_yam_vial_30fp",), "pi06_yam_vial_30fps"),
-        config=("debug_pi06",),
+        config=("debug_pi06",), unwritable=("debug_pi06", "--exp-name=x", f"--checkpoint-base-dir={BLOCKED}/ckpt"),
     ),
     "train_value.py": Contract(
         names=tuple(value_config.config_names()), unknown=(("value_dem",), "value_demo"), config=("value_demo",)
@@ -52,7 +57,7 @@ CONTRACTS: dict[str, Contract] = {
     "compute_norm_stats.py": Contract(
         names=(*_config.config_names(), *value_config.config_names()),
         unknown=(("pi06_yam_vial_30fp",), "pi06_yam_vial_30fps"),
-        config=("debug_pi06",),
+        config=("debug_pi06",), unwritable=(FIXTURE, f"--output-dir={BLOCKED}/assets"),
     ),
     "label_advantage_from_vlm.py": Contract(
         names=tuple(relabel_config.CONFIGS), unknown=(("yam_vail",), "yam_vial"), config=("yam_vial",)
@@ -60,15 +65,23 @@ CONTRACTS: dict[str, Contract] = {
     "serve_policy.py": Contract(
         unknown=(("policy:dummy", "--policy.config=debug_pi6"), "debug_pi06"), config=("policy:dummy",)
     ),
-    "collect_rollouts.py": Contract(unknown=(("--tasks", "press_rd"), "press_red")),
+    "collect_rollouts.py": Contract(
+        unknown=(("--tasks", "press_rd"), "press_red"), unwritable=("--episodes-per-task=1", f"--output-dir={BLOCKED}/data")
+    ),
     "probe_policy.py": Contract(
         names=tuple(_config.config_names()), unknown=(("sim_pi06_infr",), "sim_pi06_infer"), config=("sim_pi06",)
     ),
     "eval_policy.py": Contract(unknown=(("--env", "tabletp"), "tabletop")),
-    "add_recap_columns.py": Contract(config=("/nonexistent/dataset", "--output-dir", "/nonexistent/out")),
-    "merge_datasets.py": Contract(config=("/nonexistent/a", "--output-dir", "/nonexistent/out")),
-    "make_demo_dataset.py": Contract(config=("--out", "/nonexistent/out")),
-    "demo.py": Contract(),
+    "add_recap_columns.py": Contract(
+        config=("/nonexistent/dataset", "--output-dir", "/nonexistent/out"),
+        unwritable=(FIXTURE, "--output-dir", f"{BLOCKED}/out", "--overwrite-columns"),
+    ),
+    "merge_datasets.py": Contract(
+        config=("/nonexistent/a", "--output-dir", "/nonexistent/out"),
+        unwritable=(FIXTURE, "--output-dir", f"{BLOCKED}/out", "--allow-unrecorded-label-scale"),
+    ),
+    "make_demo_dataset.py": Contract(config=("--out", "/nonexistent/out"), unwritable=("--out", f"{BLOCKED}/out")),
+    "demo.py": Contract(unwritable=("--out", f"{BLOCKED}/demo")),
 }  # fmt: skip
 
 BAD_FLAG = "--no-such-flag=1"
@@ -83,6 +96,8 @@ def _checks() -> dict[tuple[str, str], list[str]]:
             checks[(script, "unknown")] = list(contract.unknown[0])
         if contract.names:
             checks[(script, "no_args")] = []
+        if contract.unwritable is not None:
+            checks[(script, "unwritable")] = list(contract.unwritable)
     return checks
 
 
@@ -165,6 +180,15 @@ def _assert_one_line_exit_2(result: subprocess.CompletedProcess) -> None:
 @pytest.mark.parametrize("script", sorted(CONTRACTS))
 def test_bad_flag_exits_2_with_one_line(script):
     _assert_one_line_exit_2(_results()[(script, "bad_flag")])
+
+
+@pytest.mark.parametrize("script", sorted(s for s, c in CONTRACTS.items() if c.unwritable is not None))
+def test_an_output_that_cannot_be_created_exits_2_naming_it(script):
+    """Issue 29.7: these printed a traceback at their first write (collect_rollouts after collecting everything)."""
+    result = _results()[(script, "unwritable")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert f": {BLOCKED} is a file, not a directory; choose another output path." in last, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("benchmark", _benchmarks())

@@ -30,6 +30,7 @@ from openpi.datasets import lerobot
 from openpi.datasets import recap_columns
 from openpi.recap import labels as labels_lib
 from openpi.recap import provenance
+from openpi.shared import atomic
 from openpi.shared import errors
 
 # Columns whose last-frame value says whether an episode succeeded, tried in this order when the user names
@@ -482,7 +483,7 @@ def add_recap_columns(
     Refuses an existing `dst` unless `overwrite` (which replaces it atomically). The new columns are
     validated by `validate_recap_columns` on the written dataset before returning.
     """
-    dst_root = pathlib.Path(dst).expanduser().absolute()
+    dst_root = atomic.check_output_dir(dst)  # before the labels are computed
     if dst_root.exists() and not overwrite:
         raise errors.DatasetError(
             f"Output directory {dst_root} already exists; choose a new --output-dir, or pass --overwrite to replace it."

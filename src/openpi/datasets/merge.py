@@ -31,6 +31,7 @@ from openpi.datasets import reader
 from openpi.datasets import rewrite
 from openpi.datasets import writer
 from openpi.recap import provenance
+from openpi.shared import atomic
 from openpi.shared import errors
 
 # The encoder that writes each codec LeRobot records in info.json (`video.codec`).
@@ -116,9 +117,9 @@ def merge_datasets(
         raise errors.ConfigError(f"version must be one of {info_lib.SUPPORTED_VERSIONS}, got {version!r}.")
     if convert_cameras not in (None, "video", "image"):
         raise errors.ConfigError(f"convert_cameras must be None, 'video' or 'image', got {convert_cameras!r}.")
+    dst_root = atomic.check_output_dir(dst)  # before the sources are read
     datasets = [s if isinstance(s, reader.LeRobotDataset) else reader.LeRobotDataset.open(s) for s in sources]
     check_compatible(datasets, cameras=convert_cameras is None)
-    dst_root = pathlib.Path(dst).expanduser().absolute()
     for ds in datasets:
         if dst_root.resolve() == ds.root.resolve() or ds.root.resolve() in dst_root.resolve().parents:
             raise errors.DatasetError(f"The merge destination {dst_root} must not be (inside) a source, {ds.root}.")

@@ -32,6 +32,7 @@ from openpi.datasets import info as info_lib
 from openpi.datasets import parquet_schema
 from openpi.datasets import reader
 from openpi.datasets import writer
+from openpi.shared import atomic
 from openpi.shared import errors
 
 # Bookkeeping columns that tie frames to episodes and videos; replacing them would corrupt the dataset.
@@ -79,7 +80,7 @@ def copy_with_columns(
     else:
         if dst is None:
             raise errors.DatasetError("copy_with_columns needs a destination directory (or in_place=True).")
-        dst_root = pathlib.Path(dst).expanduser().absolute()
+        dst_root = atomic.check_output_dir(dst)
         resolved = dst_root.resolve()
         if resolved == src_root or src_root in resolved.parents or resolved in src_root.parents:
             raise errors.DatasetError(

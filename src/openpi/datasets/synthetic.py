@@ -33,6 +33,7 @@ import numpy as np
 
 from openpi.datasets import recap_columns
 from openpi.recap import labels as labels_lib
+from openpi.shared import atomic
 from openpi.shared import errors
 
 TASKS = (
@@ -330,6 +331,7 @@ def write_dataset(
     """
     from openpi.datasets import lerobot
 
+    atomic.check_output_dir(root)  # before the episodes are generated
     config = config or SyntheticConfig()
     episodes = list(episodes) if episodes is not None else generate(config)
     writer = lerobot.LeRobotDatasetWriter.create(

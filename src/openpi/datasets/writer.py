@@ -37,6 +37,7 @@ from openpi.datasets import info as info_lib
 from openpi.datasets import parquet_schema
 from openpi.datasets import reader
 from openpi.datasets import video as video_lib
+from openpi.shared import atomic
 from openpi.shared import errors
 
 
@@ -204,7 +205,7 @@ class LeRobotDatasetWriter:
         video_files_size_in_mb: float = info_lib.DEFAULT_VIDEO_FILE_SIZE_MB,
     ) -> LeRobotDatasetWriter:
         """Starts a new dataset at `root` (written to a hidden sibling until `finalize`)."""
-        root = pathlib.Path(root).expanduser().absolute()
+        root = atomic.check_output_dir(root)
         if version not in info_lib.SUPPORTED_VERSIONS:
             raise errors.ConfigError(f"version must be one of {info_lib.SUPPORTED_VERSIONS}, got {version!r}.")
         if root.exists() and not overwrite:

@@ -28,3 +28,7 @@ class ServerSetupError(ConfigError):
     The operator's fault, not the client's: the websocket server answers it as a server error (never "Bad request"),
     and a CLI that hits it (a warm-up request) prints it in one line like any `UserError`.
     """
+
+
+class OutputError(UserError):
+    """An output path cannot be created or written (under a regular file, or in a directory this user cannot write)."""

@@ -120,6 +120,9 @@ def default_output(env: str) -> str:
 
 def output_root(args: Args) -> pathlib.Path:
     root = pathlib.Path(args.output_dir or default_output(args.env))
+    atomic.check_output_dir(root)
+    if args.summary_json:
+        atomic.check_output_dir(pathlib.Path(args.summary_json).expanduser().absolute().parent)
     if root.exists() and not args.overwrite:
         raise clients.CollectError(
             f"{root} already exists; pass --overwrite to replace it or choose another --output-dir."

@@ -29,6 +29,7 @@ import numpy as np
 import tyro
 
 from openpi.datasets import lerobot
+from openpi.shared import atomic
 from openpi.shared import cli
 from openpi.shared import errors
 from openpi.shared import normalize
@@ -341,6 +342,7 @@ def write_for_config(cfg: Any, **overrides: Any) -> pathlib.Path:
 
 def write(plan: Plan, *, num_bins: int = normalize.NUM_QUANTILE_BINS) -> pathlib.Path:
     """Computes the stats of a plan and writes them atomically; returns the path of norm_stats.json."""
+    atomic.check_output_dir(plan.output_dir)  # before the stats are computed
     start = time.perf_counter()
     ds = lerobot.LeRobotDataset.open(plan.dataset)
     if plan.value_data is not None:

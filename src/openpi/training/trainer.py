@@ -31,6 +31,7 @@ import optax
 import tqdm
 
 from openpi.models import params_io
+from openpi.shared import atomic
 from openpi.shared import errors
 from openpi.training import checkpoints as _checkpoints
 from openpi.training import config as _config
@@ -269,6 +270,7 @@ class ProgressLine:
 def run(task: Task, *, progress: bool = True) -> RunResult:
     """Runs (or resumes) training of `task`; returns the final state and the evaluation history."""
     config = task.config
+    atomic.check_output_dir(config.checkpoint_dir)  # before the preflight reads the dataset and weights
     mesh = _sharding.make_mesh(config.fsdp_devices)
     task.preflight(mesh)
     run_dir = config.checkpoint_dir
