@@ -368,8 +368,13 @@ def train_value(
     budget = config.budget
     base = _value_config.get_config(config.value_config)
     steps = budget.value_steps
+    # The sim's pi05_base is the BC policy of iteration 0 (trained first): a pretrained value model starts from its
+    # SigLIP, through the loader a YAM user takes with pi05_base.
+    bc_run = config.out_dir / "checkpoints" / config.bc_config / "bc"
+    pretrained = {"siglip_path": str(_latest_step(bc_run) / "params")} if base.load_pretrained else {}
     value_cfg = dataclasses.replace(
         base,
+        **pretrained,
         exp_name=name,
         data=dataclasses.replace(base.data, repo_id=str(data_root)),
         checkpoint_dir_override=str(config.out_dir / "checkpoints" / "value" / name),
