@@ -4,6 +4,7 @@
     uv run benchmarks/recap_sim_bench.py --budget toy       # the same pipeline at toy size (minutes)
     uv run benchmarks/recap_sim_bench.py --env metaworld    # MetaWorld v3 from state (uv sync --extra sim)
     uv run benchmarks/recap_sim_bench.py --tasks press_red press_green press_blue   # three prompts (fails the gate)
+    uv run benchmarks/recap_sim_bench.py --train-seeds 0 1 2   # every arm trained once per seed on the same data
 
 Writes `<out>/results.json`, `<out>/table.txt`, `<out>/success_vs_iteration.png` and every dataset, checkpoint and
 relabelling report on the way; the full run also copies the results to `benchmarks/results/recap_sim_bench.json`
@@ -36,6 +37,10 @@ class Args:
     seed: int = 0
     """Training/collection seed (evaluation seeds are fixed and disjoint from it); a run with another seed saves
     its results as recap_sim_bench_seed<N>.json."""
+    train_seeds: tuple[int, ...] = ()
+    """Policy training seeds: every arm (controls included) is trained once per seed on the same data (collected,
+    valued and labelled with --seed and the first training seed's policy); paired tests per seed and one combined
+    test over them. Empty: --seed alone. A run with several saves as <name>_train_seeds<a>_<b>...json."""
     save_results: bool = True
     """Copy the results of a full-budget run into benchmarks/results/ (toy runs are never saved there)."""
 
@@ -44,11 +49,12 @@ def main(args: Args) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from openpi.sim import experiment
 
-    config = experiment.fresh_config(args.env, args.out, args.budget, args.seed, args.tasks)
+    config = experiment.fresh_config(args.env, args.out, args.budget, args.seed, args.tasks, args.train_seeds)
     out = config.out_dir
     results = experiment.run(config)
     print(experiment.table(results))
-    print(json.dumps({"labels": results["labels"], "value": results["value"], "total_s": results["total_s"]}, indent=2))
+    grades = {k: results[k] for k in ("labels", "control_labels", "value", "total_s")}
+    print(json.dumps(grades, indent=2))
     if args.save_results and args.budget == "full":
         import run_all
 
@@ -59,6 +65,8 @@ def main(args: Args) -> dict:
             name += "".join(f"_{task}" for task in args.tasks)
         if args.seed != 0:
             name += f"_seed{args.seed}"
+        if len(args.train_seeds) > 1:
+            name += "_train_seeds" + "_".join(str(s) for s in args.train_seeds)
         (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
         shutil.copyfile(out / "success_vs_iteration.png", RESULTS / f"{name}.png")
         print(f"Wrote {RESULTS / f'{name}.json'}")

@@ -7,6 +7,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 from openpi.datasets import lerobot
 from openpi.sim import experiment
@@ -14,16 +15,20 @@ from openpi.sim import experiment
 
 def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     budget = experiment.BUDGETS["toy"]
-    config = experiment.ExperimentConfig(out_dir=tmp_path / "run", budget=budget, tasks=("press_red", "press_blue"))
+    config = experiment.ExperimentConfig(out_dir=tmp_path / "run", budget=budget, tasks=("press_red", "press_blue"),
+                                         train_seeds=(0, 1))  # fmt: skip
     results = experiment.run(config)
 
-    # Every arm was evaluated on its own evaluation seeds, per task, with Wilson intervals.
+    # Every arm of every training seed was evaluated on the same evaluation seeds, per task, with Wilson intervals.
     expected = {"bc": ["1"], "filtered_bc": ["1"], "recap": ["1", "2"], "recap_cfg1.5": ["1"], "recap_none": ["1", "2"],
-                "recap_negative": ["1", "2"], "bc_same_data": ["2"]}  # fmt: skip
+                "recap_negative": ["1", "2"], "recap_shuffled": ["1", "2"], "recap_oracle": ["1", "2"],
+                "bc_same_data": ["2"]}  # fmt: skip
     assert {arm: sorted(by_iter) for arm, by_iter in results["arms"].items()} == expected
+    assert list(results["seed_arms"]) == ["1"]
+    assert {arm: sorted(by_iter) for arm, by_iter in results["seed_arms"]["1"].items()} == expected
     seeds = sorted((e["task"], e["seed"]) for e in results["arms"]["bc"]["1"]["episodes"])
     assert len(set(seeds)) == 2 * budget.eval_per_task
-    for by_iter in results["arms"].values():
+    for by_iter in [*results["arms"].values(), *results["seed_arms"]["1"].values()]:
         for summary in by_iter.values():
             overall = summary["overall"]
             assert overall["episodes"] == 2 * budget.eval_per_task
@@ -38,10 +43,18 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     expected_pairs = {"recap_it1 vs bc_it1", "recap_it2 vs bc_it1", "recap_it1 vs filtered_bc_it1",
                       "recap_it2 vs filtered_bc_it1", "recap_it2 vs recap_it1", "recap_it2 vs bc_same_data_it2",
                       "recap_cfg1.5_it1 vs recap_it1", "recap_it1 vs recap_none_it1", "recap_it2 vs recap_none_it2",
-                      "recap_it1 vs recap_negative_it1", "recap_it2 vs recap_negative_it2"}  # fmt: skip
-    assert set(results["paired"]) == expected_pairs
-    for pair in results["paired"].values():
+                      "recap_it1 vs recap_negative_it1", "recap_it2 vs recap_negative_it2",
+                      "recap_it1 vs recap_shuffled_it1", "recap_it2 vs recap_shuffled_it2",
+                      "recap_it1 vs recap_oracle_it1", "recap_it2 vs recap_oracle_it2"}  # fmt: skip
+    assert set(results["paired"]) == set(results["seed_paired"]["1"]) == set(results["combined"]) == expected_pairs
+    for pair in [*results["paired"].values(), *results["seed_paired"]["1"].values()]:
         assert pair["pairs"] == 2 * budget.eval_per_task and 0.0 <= pair["p_value"] <= 1.0
+    # One test over both training seeds: their discordant pairs pooled.
+    for name, combined in results["combined"].items():
+        per_seed = [results["paired"][name], results["seed_paired"]["1"][name]]
+        assert combined["strata"] == 2 and combined["pairs"] == 2 * 2 * budget.eval_per_task
+        assert combined["a_only"] == sum(p["a_only"] for p in per_seed)
+        assert combined["differences"] == [p["difference"] for p in per_seed]
 
     # Iteration 2 collected through the served policy and merged with everything before it.
     it0 = lerobot.LeRobotDataset.open(tmp_path / "run" / "data" / "it0")
@@ -61,7 +74,46 @@ def test_toy_experiment_runs_every_arm_and_iteration(tmp_path):
     assert 0.0 <= diag["clean_fraction_of_positive"] <= 1.0
     for grade in ("takeover_fraction", "progress_gain", "steps_left"):
         assert all(np.isfinite(diag[f"{grade}_of_{k}"]) for k in ("positive", "negative")), grade
-    assert -1.0 <= results["value"]["1"]["spearman_vs_return"] <= 1.0
+    # The controls' labels: shuffled keeps RECAP's positive share per task, the oracle's follow the simulator's truth.
+    for iteration in ("1", "2"):
+        relabelled = lerobot.LeRobotDataset.open(tmp_path / "run" / "data" / f"relabelled_it{iteration}")
+        human = np.asarray(relabelled.column("intervention")).reshape(-1) == 1
+        task = np.asarray(relabelled.column("task_index")).reshape(-1)
+        truth = experiment.action_truth(experiment.make_envs(config), relabelled.root)
+        assert np.isfinite(truth[~human]).all() and np.isnan(truth[human]).all()
+        control = {}
+        for arm in ("recap_oracle", "recap_shuffled"):
+            root = tmp_path / "run" / "data" / f"{arm}_it{iteration}"
+            control[arm] = np.asarray(lerobot.LeRobotDataset.open(root).column("adv_ind")).reshape(-1)
+        oracle = experiment.oracle_labels(
+            truth, task, human, budget.top_percent, experiment.control_seed(config, int(iteration))
+        )
+        assert list(control["recap_oracle"]) == list(oracle)
+        labels = np.asarray(relabelled.column("adv_ind")).reshape(-1)
+        for t in np.unique(task):
+            auto = ~human & (task == t)
+            assert (control["recap_shuffled"][auto] == "positive").sum() == (labels[auto] == "positive").sum()
+        for arm in control:
+            assert set(control[arm][human]) == {"positive"}
+        grades = results["control_labels"][iteration]["recap_oracle"]
+        assert grades["true_advantage_of_positive"] >= grades["true_advantage_of_negative"]
+        assert 0.0 <= results["labels"][iteration]["advantage_auc_vs_truth"] <= 1.0
+
+    # The value grades: the fixed held-out set, and the seeded 10 % of the merged episodes the value model never saw
+    # (its state norm stats, computed by the trainer over its training episodes only, are those of the other 90 %).
+    for iteration in ("1", "2"):
+        fixed, merged_grades = (results["value"][iteration][k] for k in ("fixed_heldout", "merged_heldout"))
+        assert -1.0 <= fixed["spearman_vs_return"] <= 1.0 and fixed["loss_trained"] is None
+        assert np.isfinite(merged_grades["loss_trained"]) and np.isfinite(merged_grades["loss_heldout"])
+    it0_data = lerobot.LeRobotDataset.open(tmp_path / "run" / "data" / "it0")
+    trained_on, heldout = experiment.value_split(config, it0_data.num_episodes)
+    assert len(heldout) == 1 and results["value"]["1"]["merged_heldout"]["episodes"] == 1
+    states = np.asarray(it0_data.column("observation.state"), np.float32)
+    saved = json.loads(next((tmp_path / "run" / "checkpoints" / "value" / "it1").glob("*/assets/*/norm_stats.json"))
+                       .read_text())["norm_stats"]["state"]  # fmt: skip
+    kept = states[np.concatenate([np.arange(it0_data.episodes[e].from_index, it0_data.episodes[e].to_index)
+                                  for e in trained_on])]  # fmt: skip
+    assert np.allclose(saved["mean"], kept.mean(0), atol=1e-5) and not np.allclose(saved["mean"], states.mean(0))
 
     # The outputs a person reads.
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -110,3 +162,117 @@ def test_label_grades_on_two_hand_made_episodes():
     assert np.isclose(grades["progress_gain_of_positive"], 0.15)
     assert np.isclose(grades["progress_gain_of_negative"], 0.4)
     assert grades["steps_left_of_positive"] == (4 + 3 + 0) / 3 and grades["steps_left_of_negative"] == (2 + 1) / 2
+
+
+def test_label_grades_against_the_simulators_truth_by_hand():
+    # The episodes of the test above, with each autonomous frame's true advantage and the relabeller's advantage.
+    grades = experiment.grade_labels(
+        labels=np.array(["positive", "positive", "negative", "positive", "positive", "negative", "positive"]),
+        human=np.array([0, 0, 0, 1, 1, 0, 0], bool),
+        clean=np.array([1, 0, 0, 1, 1, 1, 1], bool),
+        progress=np.array([-1.0, -0.8, -0.7, -0.5, 0.0, -1.0, -0.4]),
+        episode_ends=[5, 7],
+        lookahead=1,
+        task_index=np.zeros(7, np.int64),
+        advantage=np.array([0.3, 0.1, -0.2, np.nan, np.nan, 0.0, 0.2]),
+        true_advantage=np.array([0.0, -0.06, -0.06, np.nan, np.nan, 0.0, -0.02]),
+    )
+    assert grades["true_advantage_of_positive"] == pytest.approx((0.0 - 0.06 - 0.02) / 3)
+    assert grades["true_advantage_of_negative"] == pytest.approx((-0.06 + 0.0) / 2)
+    # Of the 8 pairs of autonomous frames whose truths differ, two are ordered the wrong way: frames 1 and 5, 5 and 6.
+    assert grades["advantage_auc_vs_truth"] == 0.75
+
+
+def test_true_advantage_rebuilds_the_tabletop_from_seed_and_state():
+    env = experiment._tabletop.TabletopEnv("press_red")
+    env.reset(3)
+    red, green = env.buttons[0], env.buttons[1]
+    start = env.gripper.copy()  # at least 0.25 from every button: the expert moves the full 0.06 toward red
+    near = red + np.array([0.02, 0.0])  # inside the press radius (0.04): the expert presses, reaching the target
+
+    def at(gripper):
+        return np.array([*gripper, 0.0])
+
+    def to(point, press=-1.0):
+        return np.array([*(point * 2 - 1), press], np.float32)
+
+    frames = [  # (gripper, action, autonomous)
+        (start, to(red), True),  # heads for red like the expert: as good
+        (start, to(start), True),  # stays put: 0.06 short of the expert
+        (start, np.array([0.0, 0.0, 1.0], np.float32), True),  # presses the bare table: 0.06 short
+        (near, to(red), True),  # moves onto the centre (0.02): as good as the expert's press
+        (near, to(near, 1.0), True),  # presses: a success, as good
+        (near, to(near), True),  # stays put: 0.02 short of the success
+        (green, to(green, 1.0), True),  # presses green: a failure, the arena's worst progress
+        (start, to(red), False),  # a human frame is not graded
+    ]
+    truth = experiment.true_advantage(
+        [env] * len(frames),
+        seeds=np.full(len(frames), 3),
+        states=np.stack([at(g) for g, _, _ in frames]).astype(np.float32),
+        actions=np.stack([a for _, a, _ in frames]),
+        autonomous=np.array([auto for _, _, auto in frames]),
+    )
+    wrong = np.linalg.norm(green - red) - np.sqrt(2.0) - 0.06
+    assert truth[:7] == pytest.approx([0.0, -0.06, -0.06, 0.0, 0.0, -0.02, wrong], abs=1e-6)
+    assert np.isnan(truth[7])
+
+
+def test_oracle_labels_take_the_relabellers_share_per_task_with_ties_drawn():
+    truth = np.array([-0.1, 0.0, 0.0, -0.05, np.nan, 0.0, -0.2, -0.3])
+    task = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    human = np.array([0, 0, 0, 0, 1, 0, 0, 0], bool)
+    drawn = set()
+    for seed in range(8):
+        labels = experiment.oracle_labels(truth, task, human, top_percent=40.0, seed=seed)
+        assert labels[4] == "positive"  # human
+        # Task 0: 2 of its 5 autonomous frames (40 %), both among the three equally best; task 1: 1 of 2.
+        positives = {i for i in (0, 1, 2, 3, 5) if labels[i] == "positive"}
+        assert len(positives) == 2 and positives <= {1, 2, 5}
+        assert (labels[6], labels[7]) == ("positive", "negative")
+        assert list(experiment.oracle_labels(truth, task, human, 40.0, seed)) == list(labels)
+        drawn.add(frozenset(positives))
+    assert len(drawn) > 1  # the tie is broken by the seed, not by frame order
+
+
+def test_shuffled_labels_keep_each_tasks_positive_share():
+    labels = np.array(["positive", "negative", "negative", "positive", "negative", "positive", "positive", "negative",
+                       "negative"], object)  # fmt: skip
+    task = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    human = np.array([0, 0, 0, 0, 0, 1, 0, 0, 0], bool)
+    arrangements = set()
+    for seed in range(8):
+        out = experiment.shuffled_labels(labels, task, human, seed)
+        assert out[5] == "positive"
+        assert sorted(out[[0, 1, 2, 3, 4]]) == sorted(labels[[0, 1, 2, 3, 4]])
+        assert sorted(out[[6, 7, 8]]) == sorted(labels[[6, 7, 8]])
+        assert list(experiment.shuffled_labels(labels, task, human, seed)) == list(out)
+        arrangements.add(tuple(out))
+    assert len(arrangements) > 1
+
+
+def test_value_grades_on_hand_made_episodes():
+    # Held out: episode 1 (4 frames, success) and episode 2 (3 frames, failure); episode 3 (2 frames) trained on.
+    nan = np.nan
+    grades = experiment.grade_values(
+        values=np.array([0.4, 0.5, 0.6, 0.7, 0.1, 0.3, 0.2, nan, nan]),
+        loss=np.array([1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 0.5, nan]),
+        target=np.array([-0.4, -0.3, -0.2, -0.1, -0.9, -0.8, -0.7, -0.5, -0.4]),
+        progress=np.array([-0.5, -0.4, -0.3, -0.2, -0.6, -0.1, -0.35, -0.3, -0.2]),
+        success=np.array([0, 0, 0, 1, 0, 0, 0, 0, 1], bool),
+        episode_ends=[4, 7, 9],
+        heldout=np.array([True, True, False]),
+        steps_before_end=1,
+    )
+    assert (grades["episodes"], grades["frames"]) == (2, 7)
+    # Value ranks 4-7 | 1, 3, 2 against return ranks 4-7 | 1, 2, 3: sum d^2 = 2, rho = 1 - 6 * 2 / (7 * 48).
+    assert grades["spearman_vs_return"] == pytest.approx(1 - 12 / 336)
+    # Progress ranks 2, 3, 5, 6 | 1, 7, 4: sum d^2 = 36.
+    assert grades["progress_spearman_vs_return"] == pytest.approx(1 - 216 / 336)
+    # Inside the episodes: 1.0 and (ranks 1, 3, 2 of 3) 0.5, for the value and for the progress alike.
+    assert grades["mean_episode_spearman_vs_neg_steps_to_go"] == pytest.approx(0.75)
+    assert grades["progress_mean_episode_spearman_vs_neg_steps_to_go"] == pytest.approx(0.75)
+    # One step before the end: the success's frame 2 against the failure's frame 5.
+    assert grades["success_auc_1_before_end"] == 1.0  # 0.6 > 0.3
+    assert grades["progress_success_auc_1_before_end"] == 0.0  # -0.3 < -0.1
+    assert grades["loss_trained"] == 0.5 and grades["loss_heldout"] == pytest.approx(10 / 7)

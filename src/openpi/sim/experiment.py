@@ -15,20 +15,31 @@ One fixed seed and budget (`Budget`) decide everything:
    initial weights (as the paper does), then evaluate. After the last one, `bc_same_data`: pi0.5 on exactly the
    last iteration's merged data, the control that separates RECAP from "more data".
 
+4. **Controls** at the first and the last iteration, on the same data: `recap_oracle` (labels from the simulator's
+   true advantage by the relabeller's threshold rule) and `recap_shuffled` (RECAP's labels permuted within each
+   task), each paired with RECAP: what RECAP gains over the shuffled labels is what its advantages carry, and the
+   oracle is the most labels can give.
+
 Every evaluation is closed-loop against a served policy (`openpi.serving` over 127.0.0.1 + `openpi_client`), on
 evaluation seeds disjoint from every training seed. Training is deterministic and the servers draw their noise per
 observation, so the same seed and budget repeat every episode of every arm. The same RECAP checkpoint is also served
-with `none` and `negative` (first and last iteration): the indicator ablation. The simulator grades the labels
-(`label_diagnostics`: clean share, operator takeovers ahead, progress, phase of positives vs negatives) and the
-value model (Spearman correlation with the true return on held-out episodes).
+with `none` and `negative` (first and last iteration): the indicator ablation. With several `train_seeds` every arm
+is trained once per seed on the same data, each seed paired on its own and all of them in one combined test
+(`metrics.combined_paired_comparison`). The simulator grades the labels (`label_diagnostics`: clean share, operator
+takeovers ahead, progress, phase and true advantage of positives vs negatives, and the advantages' concordance with
+the truth of each action, `action_truth`) and the value model (`grade_values`: ranks against the true return and the
+time to go, foresight of the outcome, train vs held-out loss, each against the env progress's ceiling) on a fixed
+held-out set and on the 10 % of each iteration's data it did not train on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import logging
+import math
 import os
 import pathlib
 import shutil
@@ -46,6 +57,7 @@ from openpi.sim import metrics as _metrics
 from openpi.sim import operator as _operator
 from openpi.sim import registry as _registry
 from openpi.sim import rollout as _rollout
+from openpi.sim import tabletop as _tabletop
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +66,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 COLLECT_SEED_BLOCK = 100_000
 HELDOUT_SEED = 500_000
 EVAL_SEED = 1_000_000
+# The share of each iteration's merged episodes the value model does not train on: still relabelled like every other
+# episode, they grade the value model on the distribution it labels (`value_grades`).
+VALUE_HELDOUT_FRACTION = 0.1
+# How many steps before an episode's end the value must already tell a success from a failure (`grade_values`).
+STEPS_BEFORE_END = 5
+# The training loss is read on at most this many training frames (evenly spaced): enough to compare with the held-out
+# loss, while the value model's inference stays a small share of an iteration.
+TRAIN_LOSS_FRAMES = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +130,13 @@ class ExperimentConfig:
     image_size: int = 32
     # Quality of the scripted expert that plays the mediocre first policy (lower = more wrong-way and hesitation).
     mediocre_quality: float = 0.3
+    # Policy training seeds: every arm is trained once per seed on the same data (collections, value model and labels
+    # come from `seed` and from the first training seed's RECAP policy). Empty: `seed` alone.
+    train_seeds: tuple[int, ...] = ()
+
+    @property
+    def policy_seeds(self) -> tuple[int, ...]:
+        return self.train_seeds or (self.seed,)
 
 
 # The toy policy passes the learnability gate on one tabletop task (98.5 % from clean demonstrations) but not on
@@ -360,7 +387,10 @@ def trained_arm(config: ExperimentConfig, name: str, config_name: str, data_root
 def train_value(
     config: ExperimentConfig, name: str, data_root: pathlib.Path, overrides: dict[str, Any] | None = None
 ) -> pathlib.Path:
-    """The value model of `config.value_config` on `data_root`; `overrides`: ValueTrainConfig fields (e.g. model)."""
+    """The value model of `config.value_config` on `data_root`; `overrides`: ValueTrainConfig fields (e.g. model).
+
+    It trains on the episodes `value_split` does not hold out (the trainer's own episode split, validated on the
+    rest)."""
     from openpi.training import norm_stats
     from openpi.training import value_config as _value_config
     from openpi.training import value_train
@@ -390,6 +420,10 @@ def train_value(
     )
     if overrides:
         value_cfg = dataclasses.replace(value_cfg, **overrides)
+    # Set last, so no override can move it: the episodes `value_grades` calls held out are the ones the trainer (and
+    # its state norm stats) never saw.
+    split = {"val_fraction": VALUE_HELDOUT_FRACTION, "split_seed": config.seed}
+    value_cfg = dataclasses.replace(value_cfg, data=dataclasses.replace(value_cfg.data, **split))
     norm_stats.write_for_config(value_cfg)
     value_train.train(value_cfg)
     return value_cfg.checkpoint_dir
@@ -403,10 +437,13 @@ def relabel(
     cache_dir: pathlib.Path | None = None,
 ):
     """`adv_ind` for `src` from `value_ckpt`, written to `dst`; relabellings of the same data by the same checkpoint
-    (e.g. at several `top_percent`) share `cache_dir`, so the values are inferred once."""
+    (e.g. at several `top_percent`) share `cache_dir`, so the values are inferred once. Each frame's advantage (NaN
+    on human frames) is kept beside the dataset (`advantage_path`): the labels keep only its side of the threshold,
+    and `label_diagnostics` grades the advantage itself against the simulator's truth."""
     from openpi.relabel import relabel as _relabel
+    from openpi.shared import atomic
 
-    return _relabel.relabel(
+    out = _relabel.relabel(
         _relabel.RelabelConfig(
             data_dir=str(src),
             checkpoint_dir=str(value_ckpt),
@@ -418,12 +455,23 @@ def relabel(
             cache_dir=str(cache_dir) if cache_dir else None,
         )
     )
+    buffer = io.BytesIO()
+    np.save(buffer, out.result.advantage)
+    atomic.write_bytes(advantage_path(dst), buffer.getvalue())
+    return out
+
+
+def advantage_path(relabelled: pathlib.Path) -> pathlib.Path:
+    """Where `relabel` keeps the relabeller's per-frame advantages of the dataset `relabelled` (beside it)."""
+    return relabelled.parent / f"{relabelled.name}.advantage.npy"
 
 
 # ------------------------------------------------------------------------------------------------ diagnostics
 
 
-def label_diagnostics(relabelled: pathlib.Path, lookahead: int = Budget.lookahead) -> dict[str, Any]:
+def label_diagnostics(
+    relabelled: pathlib.Path, lookahead: int = Budget.lookahead, truth: np.ndarray | None = None
+) -> dict[str, Any]:
     """How good the labels are among autonomous frames, graded by what only the simulator knows, for positives
     against negatives:
 
@@ -432,13 +480,17 @@ def label_diagnostics(relabelled: pathlib.Path, lookahead: int = Budget.lookahea
       iteration-0 frames;
     - the takeover share: how often the operator takes over within the next `lookahead` frames (it does when
       progress stalls or a wrong button is near), for any policy's frames;
-    - the progress gain: the env's own progress (`sim.progress`) the frame's action made up to the next frame;
+    - the progress gain: the env's own progress (`sim.progress`) the frame's action made up to the next frame, the
+      true progress per step;
     - the steps left to the episode's end: a value model that regresses to the mean gives late frames high
-      advantages, so positives that sit late say that the labels encode the phase of the episode.
+      advantages, so positives that sit late say that the labels encode the phase of the episode;
+    - with `truth` (`action_truth` of the same frames): the true advantage of positives and negatives, and, where
+      `relabel` kept the advantages, how well they order the actions as the truth does (`concordance_auc` per task).
     """
     from openpi.datasets import lerobot
 
     ds = lerobot.LeRobotDataset.open(relabelled)
+    saved = advantage_path(relabelled)
     return grade_labels(
         labels=np.asarray(ds.column(vocab.ADV_IND)).reshape(-1),
         human=np.asarray(ds.column(vocab.INTERVENTION)).reshape(-1) == 1,
@@ -446,11 +498,16 @@ def label_diagnostics(relabelled: pathlib.Path, lookahead: int = Budget.lookahea
         progress=np.asarray(ds.column(_dataset.PROGRESS), np.float64).reshape(-1),
         episode_ends=[ep.to_index for ep in ds.episodes],
         lookahead=lookahead,
+        task_index=np.asarray(ds.column(vocab.TASK_INDEX)).reshape(-1),
+        advantage=np.load(saved) if saved.is_file() else None,
+        true_advantage=truth,
     )
 
 
 def grade_labels(*, labels: np.ndarray, human: np.ndarray, clean: np.ndarray, progress: np.ndarray,
-                 episode_ends: list[int], lookahead: int) -> dict[str, Any]:  # fmt: skip
+                 episode_ends: list[int], lookahead: int, task_index: np.ndarray | None = None,
+                 advantage: np.ndarray | None = None,
+                 true_advantage: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
     """`label_diagnostics` on per-frame arrays (episodes back to back, each ending before its `episode_ends`)."""
     gain = np.full(len(progress), np.nan)
     takeover = np.zeros(len(progress), bool)
@@ -471,7 +528,7 @@ def grade_labels(*, labels: np.ndarray, human: np.ndarray, clean: np.ndarray, pr
         mask = mask & np.isfinite(values)
         return float(values[mask].mean()) if mask.any() else None
 
-    return {
+    out = {
         "autonomous_frames": int(auto.sum()),
         "positive_frames": int(pos.sum()),
         "clean_fraction_of_positive": frac(pos),
@@ -484,44 +541,263 @@ def grade_labels(*, labels: np.ndarray, human: np.ndarray, clean: np.ndarray, pr
         "steps_left_of_positive": mean(steps_left, pos),
         "steps_left_of_negative": mean(steps_left, neg),
     }
+    if true_advantage is not None:
+        truth = np.asarray(true_advantage, np.float64)
+        out["true_advantage_of_positive"] = mean(truth, pos)
+        out["true_advantage_of_negative"] = mean(truth, neg)
+        if advantage is not None:
+            groups = np.zeros(len(truth), np.int64) if task_index is None else np.asarray(task_index)
+            out["advantage_auc_vs_truth"] = _metrics.concordance_auc(advantage[auto], truth[auto], groups[auto])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the simulator's truth
+
+
+def action_truth(envs: dict[str, Any], root: pathlib.Path) -> np.ndarray | None:
+    """`true_advantage` of every frame of the dataset `root` (NaN on human frames), or None where the simulator
+    cannot rebuild a frame's state (only the tabletop's layout follows from `sim.seed` and its state: the gripper)."""
+    from openpi.datasets import lerobot
+
+    if not all(isinstance(env, _tabletop.TabletopEnv) for env in envs.values()):
+        return None
+    ds = lerobot.LeRobotDataset.open(root)
+    by_prompt = {env.prompt: env for env in envs.values()}
+    task_index = np.asarray(ds.column(vocab.TASK_INDEX)).reshape(-1)
+    return true_advantage(
+        [by_prompt[ds.tasks[int(t)]] for t in task_index],
+        seeds=np.asarray(ds.column(_dataset.SEED)).reshape(-1),
+        states=np.asarray(ds.column("observation.state"), np.float64),
+        actions=np.asarray(ds.column("action"), np.float32),
+        autonomous=np.asarray(ds.column(vocab.INTERVENTION)).reshape(-1) == 0,
+    )
+
+
+def true_advantage(envs: list[Any], *, seeds: np.ndarray, states: np.ndarray, actions: np.ndarray,
+                   autonomous: np.ndarray) -> np.ndarray:  # fmt: skip
+    """How good each autonomous frame's executed action was, by the simulator: the progress it made in one step minus
+    the progress the noise-free expert's action makes from the same state (0: as good as the expert, below: worse).
+
+    Each frame's tabletop (`envs[i]`) is rebuilt from its episode seed (the buttons) and its state (the gripper). A
+    step that ends the episode counts as reaching the target (a success) or as the farthest point of the arena (a
+    wrong button; `ENDING_PROGRESS`). One step, not the return: it grades the action itself, free of what the policy
+    or the operator do next, which is what the indicator is meant to single out. Human frames get NaN.
+    """
+    out = np.full(len(seeds), np.nan)
+    for i in np.flatnonzero(np.asarray(autonomous, bool)):
+        env, seed, gripper = envs[i], int(seeds[i]), states[i, :2]
+        env.reset(seed, gripper=gripper)
+        expert = env.expert_action()
+        out[i] = _progress_made(env, seed, gripper, actions[i]) - _progress_made(env, seed, gripper, expert)
+    return out
+
+
+# The tabletop progress (minus the distance to the target) credited to a step that ends the episode.
+ENDING_PROGRESS = {"success": 0.0, "wrong_button": -math.sqrt(2.0)}
+
+
+def _progress_made(env: Any, seed: int, gripper: np.ndarray, action: np.ndarray) -> float:
+    env.reset(seed, gripper=gripper)
+    before = env.progress()
+    env.step(action)
+    return ENDING_PROGRESS.get(env.outcome, env.progress()) - before
+
+
+# ------------------------------------------------------------------------------------------------ controls
+
+# RECAP.md, "How we know the value function helps": the same data relabelled without the value model, by the
+# simulator's truth (the ceiling of what labels can give) and by chance (what the indicator gives with labels that
+# carry nothing). Trained at the first and the last iteration, served with `positive` and paired with RECAP.
+ORACLE = "recap_oracle"
+SHUFFLED = "recap_shuffled"
+
+
+def oracle_labels(true_advantage: np.ndarray, task_index: np.ndarray, human: np.ndarray, top_percent: float,
+                  seed: int) -> np.ndarray:  # fmt: skip
+    """`adv_ind` from the simulator's true advantage by the relabeller's own rule (`advantage.task_thresholds` and
+    `indicators`): per task the top `top_percent` % of autonomous frames positive, human frames positive.
+
+    Actions tie often (every clean expert step has true advantage 0), and a threshold inside a tie would leave the
+    positive share short of the relabeller's; the truth is therefore turned into ranks with ties in a seeded random
+    order, so the share is exactly the relabeller's and equally good actions are equally likely to be positive.
+    """
+    from openpi.recap import advantage as _adv
+
+    autonomous = ~np.asarray(human, bool)
+    frames = np.flatnonzero(autonomous)
+    tiebreak = np.random.default_rng([seed, 0x0AC1E]).random(len(frames))
+    rank = np.zeros(len(autonomous))
+    rank[frames[np.lexsort((tiebreak, np.asarray(true_advantage, np.float64)[frames]))]] = np.arange(len(frames))
+    thresholds = _adv.task_thresholds(rank, task_index, autonomous, top_percent)
+    return _adv.indicators(rank, task_index, autonomous, thresholds)
+
+
+def shuffled_labels(labels: np.ndarray, task_index: np.ndarray, human: np.ndarray, seed: int) -> np.ndarray:
+    """The relabeller's autonomous labels permuted within each task (seeded), human frames positive: the same positive
+    share per task as RECAP's labels, on frames chosen by chance. What RECAP gains over this comes from its
+    advantages; what this gains over BC comes from the indicator alone (human frames positive, indicator dropout)."""
+    human = np.asarray(human, bool)
+    task_index = np.asarray(task_index)
+    out = np.where(human, vocab.POSITIVE, np.asarray(labels, object)).astype(object)
+    rng = np.random.default_rng([seed, 0x5F1E])
+    for task in np.unique(task_index[~human]):
+        frames = np.flatnonzero(~human & (task_index == task))
+        out[frames] = out[rng.permutation(frames)]
+    return out
+
+
+def control_seed(config: ExperimentConfig, iteration: int) -> int:
+    """The seed of an iteration's shuffle and oracle tie-break: one draw per (run seed, iteration)."""
+    return 1000 * config.seed + iteration
+
+
+def write_controls(config: ExperimentConfig, relabelled: pathlib.Path, truth: np.ndarray | None, iteration: int
+                   ) -> dict[str, pathlib.Path]:  # fmt: skip
+    """The control datasets of one iteration beside `relabelled` (its frames with other `adv_ind`): arm -> root. The
+    oracle needs the simulator's truth; without it (MetaWorld) only the shuffled control is written."""
+    from openpi.datasets import lerobot
+    from openpi.recap import provenance
+
+    ds = lerobot.LeRobotDataset.open(relabelled)
+    human = np.asarray(ds.column(vocab.INTERVENTION)).reshape(-1) == 1
+    task_index = np.asarray(ds.column(vocab.TASK_INDEX)).reshape(-1)
+    seed = control_seed(config, iteration)
+    labels = {SHUFFLED: shuffled_labels(np.asarray(ds.column(vocab.ADV_IND)).reshape(-1), task_index, human, seed)}
+    if truth is not None:
+        labels[ORACLE] = oracle_labels(truth, task_index, human, config.budget.top_percent, seed)
+    spec = {"dtype": "string", "shape": [1], "names": None}
+    label_scale = (provenance.read(relabelled) or {}).get("label_scale")
+    out = {}
+    for arm, adv_ind in labels.items():
+        root = relabelled.parent / f"{arm}_it{iteration}"
+        lerobot.copy_with_columns(ds, root, {vocab.ADV_IND: adv_ind}, {vocab.ADV_IND: spec}, overwrite=True)
+        # Not the relabeller's labels: meta/recap.json says where they came from instead of naming a value model.
+        provenance.write(root, {"label_scale": label_scale, "control": {"arm": arm, "from": str(relabelled),
+                                                                        "seed": seed}})  # fmt: skip
+        out[arm] = root
+    return out
+
+
+def value_split(config: ExperimentConfig, num_episodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(trained on, held out) episode positions of a dataset `train_value` trains on: the value trainer's own seeded
+    episode split (`value_data.split_episodes`) at `VALUE_HELDOUT_FRACTION` with the run's seed, so the episodes
+    graded as held out are exactly those the trainer left out."""
+    from openpi.training import value_data
+
+    return value_data.split_episodes(num_episodes, VALUE_HELDOUT_FRACTION, config.seed)
+
+
+def value_outputs(
+    value_ckpt: pathlib.Path, root: pathlib.Path, frames: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(expected value, training loss) of the value checkpoint at `frames` of the dataset `root`: the value trainer's
+    own evaluation step (no augmentation) on the weights the relabeller reads (EMA), so the loss is the one training
+    minimised and the value the one the labels come from."""
+    import jax
+
+    from openpi.training import value_checkpoint
+    from openpi.training import value_data
+    from openpi.training import value_train
+
+    model, params = value_checkpoint.load_value_checkpoint(value_ckpt)
+    factory = value_checkpoint.load_value_inputs(value_ckpt).item_factory(model, repo_id=str(root), with_targets=True)
+    loader = value_data.create_loader(factory, frames, batch_size=batch_size, seed=0, shuffle=False, num_workers=0,
+                                      num_batches=-(-len(frames) // batch_size))  # fmt: skip
+    params = jax.device_put(params)
+    step = jax.jit(lambda p, b: value_train.eval_step(model, p, b))
+    outs = [jax.device_get(step(params, batch)) for batch in loader]
+    # The last batch wraps around to full size; its extra rows are dropped.
+    return tuple(np.concatenate([np.asarray(o[k], np.float64) for o in outs])[: len(frames)] for k in ("pred", "ce"))
+
+
+def _graded_value(config: ExperimentConfig, value_ckpt: pathlib.Path, root: pathlib.Path, heldout_episodes) -> dict:
+    """`grade_values` of the checkpoint on the dataset `root` with `heldout_episodes` (positions) held out; the loss on
+    the other episodes is read on at most `TRAIN_LOSS_FRAMES` of their frames."""
+    from openpi.datasets import lerobot
+    from openpi.training import value_data
+
+    ds = lerobot.LeRobotDataset.open(root)
+    heldout = np.zeros(ds.num_episodes, bool)
+    heldout[np.asarray(heldout_episodes, np.int64)] = True
+    trained = value_data.episode_frames(ds, np.flatnonzero(~heldout))
+    frames = np.concatenate([value_data.episode_frames(ds, np.flatnonzero(heldout)),
+                             value_data.validation_frames(trained, TRAIN_LOSS_FRAMES)])  # fmt: skip
+    values, loss = np.full(ds.num_frames, np.nan), np.full(ds.num_frames, np.nan)
+    values[frames], loss[frames] = value_outputs(value_ckpt, root, frames, config.budget.batch_size)
+    return grade_values(
+        values=values,
+        loss=loss,
+        target=np.asarray(ds.column(vocab.VALUE_LABEL), np.float64).reshape(-1),
+        progress=np.asarray(ds.column(_dataset.PROGRESS), np.float64).reshape(-1),
+        success=np.asarray(ds.column(_dataset.SUCCESS)).reshape(-1) == 1,
+        episode_ends=[ep.to_index for ep in ds.episodes],
+        heldout=heldout,
+    )
 
 
 def value_spearman(config: ExperimentConfig, value_ckpt: pathlib.Path, heldout: pathlib.Path) -> dict[str, Any]:
-    """Spearman of the value model's predictions against the true return (`value_label`) on held-out episodes,
-    and against -(steps to go) on the successful ones; with the same Spearman for the env's `progress`, the
-    reference a value model that sees is measured against."""
+    """`grade_values` on the fixed held-out set (`collect_initial`'s, the same episodes at every iteration; every
+    episode held out, so no training loss): the reference that stays put while the training data grows."""
     from openpi.datasets import lerobot
-    from openpi.relabel import relabel as _relabel
+
+    return _graded_value(config, value_ckpt, heldout, np.arange(lerobot.LeRobotDataset.open(heldout).num_episodes))
+
+
+def value_grades(config: ExperimentConfig, value_ckpt: pathlib.Path, merged: pathlib.Path) -> dict[str, Any]:
+    """`grade_values` on the `value_split` held-out episodes of the dataset the value model trained on and labels
+    (the iteration's merged data): what it labels includes the learned policy's own rollouts, which the fixed
+    held-out set (the mediocre scripted policy's) never shows it."""
+    from openpi.datasets import lerobot
+
+    _, heldout = value_split(config, lerobot.LeRobotDataset.open(merged).num_episodes)
+    return _graded_value(config, value_ckpt, merged, heldout)
+
+
+def grade_values(*, values: np.ndarray, loss: np.ndarray, target: np.ndarray, progress: np.ndarray,
+                 success: np.ndarray, episode_ends: list[int], heldout: np.ndarray,
+                 steps_before_end: int = STEPS_BEFORE_END) -> dict[str, Any]:  # fmt: skip
+    """How well a value model ranks what it labels, on per-frame arrays (episodes back to back, each ending before
+    its `episode_ends`; `heldout` per episode; `values` needed on held-out frames, `loss` NaN where not read):
+
+    - `spearman_vs_return`: rank correlation with the true return (`value_label`) over the held-out frames;
+    - `mean_episode_spearman_vs_neg_steps_to_go`: inside each held-out episode, rank correlation with minus the steps
+      to go (1 on the last frame), averaged over episodes: does the value rise as the episode moves on, whatever the
+      episode's level (pooled frames mostly measure that level);
+    - `success_auc_<steps_before_end>_before_end`: ROC AUC of the value `steps_before_end` steps before the last
+      frame (the first frame of shorter episodes) for success against failure: is the outcome foreseen;
+    - each also for the env's own progress (`progress_...`) on the same frames: the ceiling for a model that reads
+      the scene perfectly but cannot foresee the operator or the policy's hesitations;
+    - `loss_trained` / `loss_heldout`: the training loss on trained and held-out frames (overfitting shows as a gap).
+    """
     from openpi.training import value_train
 
-    ds = lerobot.LeRobotDataset.open(heldout)
-    cfg = _relabel.RelabelConfig(data_dir=str(heldout), checkpoint_dir=str(value_ckpt), output_dir=str(heldout) + "_x")
-    factory, values_fn, key = _relabel.load_model(cfg, ds)
-    cols = _relabel.read_columns(ds)
-    frames = np.arange(ds.num_frames)
-    # The key hashes the checkpoint, not the episodes: one cache per (held-out set, checkpoint).
-    cache = _relabel.ValueCache(config.out_dir / "cache" / f"{heldout.name}_{value_ckpt.name}", key)
-    values, _ = _relabel.infer_values(
-        factory, values_fn, cols, frames, cache, batch_size=config.budget.batch_size, progress=False
-    )
-    target = np.asarray(ds.column("value_label"), np.float32).reshape(-1)
-    success = np.asarray(ds.column(_dataset.SUCCESS)).reshape(-1)
-    steps_to_go, in_success = np.zeros(ds.num_frames), np.zeros(ds.num_frames, bool)
-    for start, stop in cols.bounds:
+    heldout = np.asarray(heldout, bool)
+    bounds = list(zip([0, *episode_ends[:-1]], episode_ends, strict=True))
+    held = [b for b, h in zip(bounds, heldout, strict=True) if h]
+    in_heldout = np.zeros(len(target), bool)
+    steps_to_go = np.zeros(len(target))
+    for start, stop in bounds:
         steps_to_go[start:stop] = np.arange(stop - start, 0, -1)
-        in_success[start:stop] = success[stop - 1] == 1
-    progress = np.asarray(ds.column(_dataset.PROGRESS), np.float32).reshape(-1)
-    out = {
-        "frames": int(ds.num_frames),
-        "spearman_vs_return": value_train.spearman(values, target),
-        # The ceiling of the first number for a model that reads the scene perfectly but cannot foresee the
-        # operator or the policy's hesitations: the env's own progress measure (minus the distance to the goal).
-        "progress_spearman_vs_return": value_train.spearman(progress, target),
-    }
-    if in_success.sum() > 2:
-        out["spearman_vs_neg_steps_to_go_successes"] = value_train.spearman(
-            values[in_success], -steps_to_go[in_success]
+    for start, stop in held:
+        in_heldout[start:stop] = True
+    late = np.array([max(start, stop - 1 - steps_before_end) for start, stop in held], np.int64)
+    ended_well = np.array([success[stop - 1] for _, stop in held], bool)
+
+    def finite_mean(xs) -> float | None:
+        xs = np.asarray(list(xs), np.float64)
+        xs = xs[np.isfinite(xs)]  # an episode too short or too flat to rank; a frame whose loss was not read
+        return float(xs.mean()) if xs.size else None
+
+    out: dict[str, Any] = {"episodes": len(held), "frames": int(in_heldout.sum())}
+    for prefix, score in (("", np.asarray(values, np.float64)), ("progress_", np.asarray(progress, np.float64))):
+        out[f"{prefix}spearman_vs_return"] = value_train.spearman(score[in_heldout], target[in_heldout])
+        out[f"{prefix}mean_episode_spearman_vs_neg_steps_to_go"] = finite_mean(
+            value_train.spearman(score[start:stop], -steps_to_go[start:stop]) for start, stop in held
         )
+        out[f"{prefix}success_auc_{steps_before_end}_before_end"] = _metrics.concordance_auc(score[late], ended_well)
+    loss = np.asarray(loss, np.float64)
+    out["loss_trained"] = finite_mean(loss[~in_heldout])
+    out["loss_heldout"] = finite_mean(loss[in_heldout])
     return out
 
 
@@ -630,8 +906,10 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
     first = next(iter(envs.values()))
     image_size = config.image_size if first.cameras else None
     data = out / "data"
+    seeds = config.policy_seeds
     results: dict[str, Any] = {"budget": dataclasses.asdict(budget), "env": config.env, "tasks": list(envs),
-                               "seed": config.seed, "arms": {}, "labels": {}, "value": {}, "data": {}}  # fmt: skip
+                               "seed": config.seed, "train_seeds": list(seeds), "arms": {}, "labels": {},
+                               "control_labels": {}, "value": {}, "data": {}}  # fmt: skip
     start = time.monotonic()
 
     with clock.stage("collect initial data"):
@@ -639,23 +917,29 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         all_episodes, it0, filtered, heldout_root = initial.episodes, initial.data, initial.filtered, initial.heldout
         results["data"]["it0"] = _episode_stats(all_episodes)
 
-    def evaluate_arm(arm: str, iteration: int, trained: Trained, *, adv_ind=None, cfg_beta=None):
-        with clock.stage(f"evaluate {arm} (iteration {iteration})"):
-            summary = evaluate_summary(config, envs, trained, adv_ind=adv_ind, cfg_beta=cfg_beta)
-        results["arms"].setdefault(arm, {})[str(iteration)] = summary
-        overall = summary["overall"]
-        logger.info("%s it%d: success %.3f %s", arm, iteration, overall["success_rate"], overall["ci95"])
+    def seed_tag(seed: int) -> str:
+        return "" if seed == seeds[0] else f"_seed{seed}"
 
-    with clock.stage("train bc"):
-        bc = train_policy(config, "bc", config.bc_config, it0)
-    evaluate_arm("bc", 1, bc)
-    with clock.stage("train filtered_bc"):
-        fbc = train_policy(config, "filtered_bc", config.bc_config, filtered)
-    evaluate_arm("filtered_bc", 1, fbc)
+    def train_arm(name: str, config_name: str, data_root: pathlib.Path, seed: int) -> Trained:
+        with clock.stage(f"train {name}{seed_tag(seed)}"):
+            return train_policy(config, f"{name}{seed_tag(seed)}", config_name, data_root, overrides={"seed": seed})
+
+    def evaluate_arm(arm: str, iteration: int, trained: Trained, seed: int, *, adv_ind=None, cfg_beta=None):
+        with clock.stage(f"evaluate {arm}{seed_tag(seed)} (iteration {iteration})"):
+            summary = evaluate_summary(config, envs, trained, adv_ind=adv_ind, cfg_beta=cfg_beta)
+        arms = results["arms"] if seed == seeds[0] else results.setdefault("seed_arms", {}).setdefault(str(seed), {})
+        arms.setdefault(arm, {})[str(iteration)] = summary
+        overall = summary["overall"]
+        logger.info("%s%s it%d: success %.3f %s", arm, seed_tag(seed), iteration, overall["success_rate"],
+                    overall["ci95"])  # fmt: skip
+
+    for seed in seeds:
+        evaluate_arm("bc", 1, train_arm("bc", config.bc_config, it0, seed), seed)
+        evaluate_arm("filtered_bc", 1, train_arm("filtered_bc", config.bc_config, filtered, seed), seed)
 
     merged_episodes = list(all_episodes)
     merged = it0
-    recap: Trained | None = None  # the latest RECAP policy, served to collect the next iteration's rollouts
+    recap: Trained | None = None  # the first seed's latest RECAP policy, served to collect the next iteration's data
     for iteration in range(1, budget.iterations + 1):
         if iteration > 1:
             with clock.stage(f"collect iteration {iteration}"), serve(recap) as port:
@@ -665,29 +949,41 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
             merged = write_episodes(data / f"merged_it{iteration}", merged_episodes, envs, image_size)
         with clock.stage(f"value model (iteration {iteration})"):
             value_ckpt = train_value(config, f"it{iteration}", merged)
-            results["value"][str(iteration)] = value_spearman(config, value_ckpt, heldout_root)
+            results["value"][str(iteration)] = {"fixed_heldout": value_spearman(config, value_ckpt, heldout_root),
+                                                "merged_heldout": value_grades(config, value_ckpt, merged)}  # fmt: skip
         with clock.stage(f"relabel (iteration {iteration})"):
             relabelled = data / f"relabelled_it{iteration}"
             relabel(config, value_ckpt, merged, relabelled)
-            results["labels"][str(iteration)] = label_diagnostics(relabelled, budget.lookahead)
-        with clock.stage(f"train recap (iteration {iteration})"):
-            recap = train_policy(config, f"recap_it{iteration}", config.policy_config, relabelled)
-        evaluate_arm("recap", iteration, recap, adv_ind=vocab.POSITIVE)
-        if iteration == 1:
-            for beta in budget.cfg_betas:
-                evaluate_arm(f"recap_cfg{beta}", 1, recap, adv_ind=vocab.POSITIVE, cfg_beta=beta)
+            truth = action_truth(envs, relabelled)
+            results["labels"][str(iteration)] = label_diagnostics(relabelled, budget.lookahead, truth)
+        controls: dict[str, pathlib.Path] = {}
         if iteration in (1, budget.iterations):
-            for indicator in INDICATOR_ABLATION:
-                evaluate_arm(f"recap_{indicator}", iteration, recap, adv_ind=indicator)
-        if iteration == budget.iterations > 1:
-            # The control the later iterations need: they train on more data (the policy's own corrected rollouts)
-            # than BC did, so "the last iteration beats BC" mixes RECAP with more data. BC on exactly this data
-            # separates the two.
-            with clock.stage(f"train bc on iteration {iteration}'s data"):
-                same = train_policy(config, f"bc_it{iteration}", config.bc_config, merged)
-            evaluate_arm("bc_same_data", iteration, same)
+            with clock.stage(f"control labels (iteration {iteration})"):
+                controls = write_controls(config, relabelled, truth, iteration)
+                results["control_labels"][str(iteration)] = {
+                    arm: label_diagnostics(root, budget.lookahead, truth) for arm, root in controls.items()
+                }
+        for seed in seeds:
+            trained = train_arm(f"recap_it{iteration}", config.policy_config, relabelled, seed)
+            recap = trained if seed == seeds[0] else recap
+            evaluate_arm("recap", iteration, trained, seed, adv_ind=vocab.POSITIVE)
+            if iteration == 1:
+                for beta in budget.cfg_betas:
+                    evaluate_arm(f"recap_cfg{beta}", 1, trained, seed, adv_ind=vocab.POSITIVE, cfg_beta=beta)
+            if iteration in (1, budget.iterations):
+                for indicator in INDICATOR_ABLATION:
+                    evaluate_arm(f"recap_{indicator}", iteration, trained, seed, adv_ind=indicator)
+            for arm, root in controls.items():
+                control = train_arm(f"{arm}_it{iteration}", config.policy_config, root, seed)
+                evaluate_arm(arm, iteration, control, seed, adv_ind=vocab.POSITIVE)
+            if iteration == budget.iterations > 1:
+                # The control the later iterations need: they train on more data (the policy's own corrected
+                # rollouts) than BC did, so "the last iteration beats BC" mixes RECAP with more data. BC on exactly
+                # this data separates the two.
+                same = train_arm(f"bc_it{iteration}", config.bc_config, merged, seed)
+                evaluate_arm("bc_same_data", iteration, same, seed)
 
-    results["paired"] = paired_comparisons(results)
+    compare_arms(results)
     results["stages_s"] = clock.stages
     results["total_s"] = round(time.monotonic() - start, 1)
     write_outputs(out, results)
@@ -708,17 +1004,17 @@ def _episode_stats(episodes: list[_rollout.Episode]) -> dict[str, Any]:
     }
 
 
-def paired_comparisons(results: dict[str, Any]) -> dict[str, Any]:
-    """Exact McNemar tests between arms evaluated on the same seeds: each RECAP iteration against BC, the first and
-    the last against filtered BC, the last against the first and against BC on the same data, each CFG arm against
-    plain RECAP, and RECAP served with `positive` against the same checkpoint served with `none` / `negative`.
-    Computed from the per-episode records stored in `results`, so anyone can recompute them from the JSON."""
+def paired_comparisons(arms: dict[str, Any]) -> dict[str, Any]:
+    """Exact McNemar tests between the arms of one training seed, evaluated on the same seeds: each RECAP iteration
+    against BC, the first and the last against filtered BC, the last against the first and against BC on the same
+    data, each CFG arm against plain RECAP, RECAP served with `positive` against the same checkpoint served with
+    `none` / `negative`, and RECAP against its controls (`ORACLE`, `SHUFFLED`) on the same data. Computed from the
+    per-episode records stored in `arms`, so anyone can recompute them from the JSON."""
 
     def episodes(arm: str, iteration: int):
-        records = results["arms"][arm][str(iteration)]["episodes"]
+        records = arms[arm][str(iteration)]["episodes"]
         return [_metrics.EpisodeResult(**r) for r in records]
 
-    arms = results["arms"]
     last = max(int(i) for i in arms["recap"])
     pairs = [(("recap", i), ("bc", 1)) for i in sorted(int(i) for i in arms["recap"])]
     pairs += [(("recap", i), ("filtered_bc", 1)) for i in sorted({1, last})]
@@ -729,27 +1025,61 @@ def paired_comparisons(results: dict[str, Any]) -> dict[str, Any]:
     pairs += [((arm, 1), ("recap", 1)) for arm in arms if arm.startswith("recap_cfg")]
     pairs += [(("recap", int(i)), (f"recap_{ind}", int(i))) for ind in INDICATOR_ABLATION
               for i in arms.get(f"recap_{ind}", {})]  # fmt: skip
+    pairs += [(("recap", int(i)), (control, int(i))) for control in (SHUFFLED, ORACLE) for i in arms.get(control, {})]
     return {
         f"{a}_it{ia} vs {b}_it{ib}": _metrics.paired_comparison(episodes(a, ia), episodes(b, ib))
         for (a, ia), (b, ib) in pairs
     }
 
 
+def arms_by_seed(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every training seed's arms, first seed first: its arms are `results["arms"]` (as in a run with one seed), the
+    other seeds' are under `results["seed_arms"]`."""
+    seeds = results.get("train_seeds") or [results["seed"]]
+    return {str(seeds[0]): results["arms"], **results.get("seed_arms", {})}
+
+
+def compare_arms(results: dict[str, Any]) -> None:
+    """Sets the paired tests of every training seed (`paired`: the first seed's, `seed_paired`: the others') and, with
+    several seeds, one test per pair over all of them (`combined`: `metrics.combined_paired_comparison`)."""
+    by_seed = {seed: paired_comparisons(arms) for seed, arms in arms_by_seed(results).items()}
+    first, *others = by_seed
+    results["paired"] = by_seed[first]
+    if others:
+        results["seed_paired"] = {seed: by_seed[seed] for seed in others}
+        results["combined"] = {
+            name: _metrics.combined_paired_comparison([paired[name] for paired in by_seed.values()])
+            for name in by_seed[first]
+            if all(name in paired for paired in by_seed.values())
+        }
+
+
 def table(results: dict[str, Any]) -> str:
-    """One row per arm and iteration: success with its Wilson 95 % interval, mean steps to success."""
-    rows = [f"{'arm':<16} {'iter':>4} {'episodes':>8} {'success':>8} {'95% CI':>15} {'steps':>6}"]
+    """One row per arm, iteration and training seed: success with its Wilson 95 % interval, mean steps to success;
+    then the first seed's paired tests and, with several seeds, the combined tests with each seed's difference."""
+    rows = [f"{'arm':<16} {'iter':>4} {'seed':>4} {'episodes':>8} {'success':>8} {'95% CI':>15} {'steps':>6}"]
     rows.append("-" * len(rows[0]))
-    for arm, by_iter in results["arms"].items():
-        for iteration, summary in by_iter.items():
-            o = summary["overall"]
-            low, high = o["ci95"]
-            ci = f"[{low:.3f}, {high:.3f}]"
-            steps = "-" if o["mean_steps_to_success"] is None else f"{o['mean_steps_to_success']:.1f}"
-            rows.append(f"{arm:<16} {iteration:>4} {o['episodes']:>8} {o['success_rate']:>8.3f} {ci:>15} {steps:>6}")
+    for seed, arms in arms_by_seed(results).items():
+        for arm, by_iter in arms.items():
+            for iteration, summary in by_iter.items():
+                o = summary["overall"]
+                low, high = o["ci95"]
+                ci = f"[{low:.3f}, {high:.3f}]"
+                steps = "-" if o["mean_steps_to_success"] is None else f"{o['mean_steps_to_success']:.1f}"
+                rows.append(f"{arm:<16} {iteration:>4} {seed:>4} {o['episodes']:>8} {o['success_rate']:>8.3f} "
+                            f"{ci:>15} {steps:>6}")  # fmt: skip
     if results.get("paired"):
-        rows += ["", f"{'paired (same seeds)':<32} {'a only':>6} {'b only':>6} {'diff':>7} {'McNemar p':>9}"]
+        rows += ["", f"{'paired (same seeds)':<36} {'a only':>6} {'b only':>6} {'diff':>7} {'McNemar p':>9}"]
         for name, p in results["paired"].items():
-            rows.append(f"{name:<32} {p['a_only']:>6} {p['b_only']:>6} {p['difference']:>+7.3f} {p['p_value']:>9.3g}")
+            rows.append(f"{name:<36} {p['a_only']:>6} {p['b_only']:>6} {p['difference']:>+7.3f} {p['p_value']:>9.3g}")
+    if results.get("combined"):
+        seeds = ", ".join(arms_by_seed(results))
+        rows += ["", f"{'combined over training seeds':<36} {'a only':>6} {'b only':>6} {'diff':>7} {'exact p':>9}  "
+                     f"diff per seed ({seeds})"]  # fmt: skip
+        for name, p in results["combined"].items():
+            per_seed = " ".join(f"{d:+.3f}" for d in p["differences"])
+            rows.append(f"{name:<36} {p['a_only']:>6} {p['b_only']:>6} {p['difference']:>+7.3f} "
+                        f"{p['p_value']:>9.3g}  {per_seed}")  # fmt: skip
     return "\n".join(rows)
 
 
@@ -757,10 +1087,10 @@ def write_outputs(out: pathlib.Path, results: dict[str, Any]) -> None:
     from openpi.shared import atomic
 
     atomic.write_text(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
-    series = {
-        arm: [(int(it), summary) for it, summary in sorted(by_iter.items(), key=lambda kv: int(kv[0]))]
-        for arm, by_iter in results["arms"].items()
-    }
+    series: dict[str, list] = {}
+    for arms in arms_by_seed(results).values():  # every seed's point (plot_success joins their means)
+        for arm, by_iter in arms.items():
+            series.setdefault(arm, []).extend((int(it), summary) for it, summary in by_iter.items())
     _metrics.plot_success(series, out / "success_vs_iteration.png", f"RECAP in simulation ({results['env']})")
     (out / "table.txt").write_text(table(results) + "\n")
 
@@ -796,14 +1126,15 @@ def add_indicator_ablation(run_dir: pathlib.Path) -> dict[str, Any]:
     iterations = sorted(int(i) for i in results["arms"]["recap"])
     for iteration in iterations:
         relabelled = run_dir / "data" / f"relabelled_it{iteration}"
-        results["labels"][str(iteration)] = label_diagnostics(relabelled, config.budget.lookahead)
+        truth = action_truth(envs, relabelled)
+        results["labels"][str(iteration)] = label_diagnostics(relabelled, config.budget.lookahead, truth)
         if iteration not in (iterations[0], iterations[-1]):
             continue
         trained = trained_arm(config, f"recap_it{iteration}", config.policy_config, relabelled)
         for indicator in INDICATOR_ABLATION:
             summary = evaluate_summary(config, envs, trained, adv_ind=indicator)
             results["arms"].setdefault(f"recap_{indicator}", {})[str(iteration)] = summary
-    results["paired"] = paired_comparisons(results)
+    compare_arms(results)
     write_outputs(run_dir, results)
     return results
 
@@ -812,7 +1143,7 @@ def config_from_results(run_dir: pathlib.Path, results: dict[str, Any]) -> Exper
     """The settings a finished run (its `results.json`) was made with, pointing at its own directory."""
     budget = dataclasses.replace(Budget(**results["budget"]), cfg_betas=tuple(results["budget"]["cfg_betas"]))
     config = config_for_env(results["env"], run_dir, budget, results["seed"])
-    return dataclasses.replace(config, tasks=tuple(results["tasks"]))
+    return dataclasses.replace(config, tasks=tuple(results["tasks"]), train_seeds=tuple(results.get("train_seeds", ())))
 
 
 def clean_outputs(out: pathlib.Path) -> None:
@@ -822,10 +1153,16 @@ def clean_outputs(out: pathlib.Path) -> None:
 
 
 def fresh_config(
-    env: str, out: pathlib.Path, budget: str, seed: int, tasks: tuple[str, ...] | None
+    env: str,
+    out: pathlib.Path,
+    budget: str,
+    seed: int,
+    tasks: tuple[str, ...] | None,
+    train_seeds: tuple[int, ...] = (),
 ) -> ExperimentConfig:
-    """The settings of a run in `out` (emptied first) from a benchmark's flags: env, budget name, seed, task subset."""
+    """The settings of a run in `out` (emptied first) from a benchmark's flags: env, budget name, seed, task subset,
+    policy training seeds."""
     out = out.expanduser().absolute()
     clean_outputs(out)
-    config = config_for_env(env, out, BUDGETS[budget], seed)
+    config = dataclasses.replace(config_for_env(env, out, BUDGETS[budget], seed), train_seeds=tuple(train_seeds))
     return dataclasses.replace(config, tasks=tasks) if tasks else config
