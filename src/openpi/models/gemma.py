@@ -5,7 +5,7 @@ the action tokens. In each layer both streams are projected with their own weigh
 concatenated sequence, and go through their own FFN. Weight names of the second expert carry the suffix `_1`, so
 the first expert loads directly from a PaliGemma checkpoint and the tree matches openpi's checkpoints 1:1.
 
-Layers are scanned (`nn.scan`), so every layer weight has a leading depth axis. pi0.5 conditions the action expert
+Layers are scanned (`nn.scan`, optionally unrolled), so every layer weight has a leading depth axis. pi0.5 conditions the action expert
 on the flow-matching time through adaptive RMSNorm: the norm's `Dense_0` (zero-initialised) maps the condition to
 scale, shift and a gate on the residual.
 
@@ -104,6 +104,37 @@ class RMSNorm(nn.Module):
         return normed.astype(dtype), gate
 
 
+@jax.custom_vjp
+def masked_softmax(logits, mask):
+    """Softmax over the last axis of `where(mask, logits, _BIG_NEG)` (Gemma's masking), with a lean backward.
+
+    Same values as `jax.nn.softmax(jnp.where(...))`; the gradient is the same formula, p * (g - sum(g * p)). What
+    differs is what the backward keeps: only the probabilities and one flag per query row, not the broadcast
+    reciprocal of the normaliser nor a select over the whole [B, K, G, T, S] gradient. At toy sizes on CPU the
+    attention tensors dominate the step's memory traffic, so this cuts ~10 % of a `sim_pi05` train step.
+
+    A masked key gets probability exactly 0 (exp underflows) and hence gradient 0, as the select would give; a
+    fully masked query row (padding) gets the uniform softmax forward and a zero gradient, also as before.
+    """
+    return _masked_softmax_fwd(logits, mask)[0]
+
+
+def _masked_softmax_fwd(logits, mask):
+    x = jnp.where(mask, logits, _BIG_NEG)
+    e = jnp.exp(x - jnp.max(x, axis=-1, keepdims=True))
+    probs = e / jnp.sum(e, axis=-1, keepdims=True)
+    return probs, (probs, jnp.any(mask, axis=-1, keepdims=True))
+
+
+def _masked_softmax_bwd(residuals, g):
+    probs, row_has_keys = residuals
+    grad = probs * (g - jnp.sum(g * probs, axis=-1, keepdims=True))
+    return jnp.where(row_has_keys, grad, 0.0), None
+
+
+masked_softmax.defvjp(_masked_softmax_fwd, _masked_softmax_bwd)
+
+
 def apply_rope(x, positions, max_wavelength: float = 10_000.0):
     """Rotary position embedding of x [B, T, N, H] at integer positions [B, T] (computed in float32)."""
     half = x.shape[-1] // 2
@@ -168,8 +199,7 @@ class Attention(nn.Module):
             raise ValueError(f"Attention mask has shape {attn_mask.shape}, expected {(batch, 1, q_len, k.shape[1])}.")
         q = q.reshape(batch, q_len, first.num_kv_heads, first.num_heads // first.num_kv_heads, first.head_dim)
         logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
-        logits = jnp.where(attn_mask[:, :, None, :, :], logits, _BIG_NEG)
-        probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+        probs = masked_softmax(logits, attn_mask[:, :, None, :, :]).astype(dtype)
         encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(batch, q_len, first.num_heads, first.head_dim)
 
         outs, start = [], 0
@@ -239,6 +269,9 @@ class Module(nn.Module):
     use_adarms: Sequence[bool] = (False, False)
     # Rematerialise each layer in the backward pass (saves activation memory at full size).
     remat: bool = True
+    # Unroll the layer scan (same parameters, same values). At toy sizes on CPU a rolled scan's backward spends
+    # most of its time slicing and stacking per-layer residuals; unrolled, XLA fuses across layers.
+    unroll_layers: bool = False
     # Rows of the token embedding: PaliGemma's 257,152 (openpi), fewer for toy tokenizers.
     vocab_size: int = PALIGEMMA_VOCAB_SIZE
 
@@ -255,6 +288,7 @@ class Module(nn.Module):
             split_rngs={"params": True},
             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
             length=self.configs[0].depth,
+            unroll=self.configs[0].depth if self.unroll_layers else 1,
         )(configs=tuple(self.configs), use_adarms=tuple(self.use_adarms))
         self.final_norms = [
             RMSNorm(adaptive=self.use_adarms[i], name=_name("final_norm", i)) for i in range(len(self.configs))

@@ -69,3 +69,26 @@ def test_kv_cache_decoding_equals_joint_pass():
         {"params": params}, [None, suffix], positions[:, p:], mask[:, p:, :], [None, cond], kv_cache=cache
     )
     np.testing.assert_allclose(decoded, joint, rtol=1e-5, atol=1e-5)
+
+
+def _reference_softmax(logits, mask):
+    """The formula masked_softmax replaced: Gemma's select, then jax.nn.softmax (autodiff backward)."""
+    return jax.nn.softmax(jnp.where(mask, logits, gemma._BIG_NEG), axis=-1)
+
+
+def test_masked_softmax_equals_the_select_then_softmax_forward_and_backward():
+    logits = 3.0 * jax.random.normal(jax.random.key(0), (2, 1, 4, 6, 7))
+    mask = jax.random.bernoulli(jax.random.key(1), 0.6, (2, 1, 1, 6, 7))
+    mask = mask.at[0, 0, 0, 2, :].set(False)  # a fully masked (padding) row: uniform forward, zero gradient
+    weights = jax.random.normal(jax.random.key(2), logits.shape)
+
+    def loss(fn, x):
+        return jnp.sum(fn(x, mask) * weights)
+
+    np.testing.assert_allclose(gemma.masked_softmax(logits, mask), _reference_softmax(logits, mask), atol=1e-6)
+    ours = jax.grad(lambda x: loss(gemma.masked_softmax, x))(logits)
+    ref = jax.grad(lambda x: loss(_reference_softmax, x))(logits)
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+    np.testing.assert_allclose(gemma.masked_softmax(logits, mask)[0, 0, :, 2], 1 / 7, rtol=1e-6)
+    assert not np.any(ours[0, 0, :, 2])
+    assert not np.any(np.where(np.broadcast_to(mask, logits.shape), 0.0, ours))  # masked keys get no gradient

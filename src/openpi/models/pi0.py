@@ -57,7 +57,12 @@ class _PaliGemma(nn.Module):
         c = self.config
         pg, ae = gemma.get_config(c.paligemma_variant), gemma.get_config(c.action_expert_variant)
         self.llm = gemma.Module(
-            configs=(pg, ae), embed_dtype=c.dtype, use_adarms=(False, c.pi05), remat=c.remat, vocab_size=c.vocab_size
+            configs=(pg, ae),
+            embed_dtype=c.dtype,
+            use_adarms=(False, c.pi05),
+            remat=c.remat,
+            vocab_size=c.vocab_size,
+            unroll_layers=c.unroll_layers,
         )
         self.img = siglip.Module(
             num_classes=pg.width, variant=c.siglip_variant, dtype_mm=c.dtype, remat=c.remat, posemb=c.siglip_posemb

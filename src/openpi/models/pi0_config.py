@@ -52,6 +52,9 @@ class Pi0Config(_model.BaseModelConfig):
     siglip_posemb: str = "learn"
     # Rematerialise transformer layers in the backward pass (memory for speed; openpi always does).
     remat: bool = True
+    # Unroll the Gemma layer scan (gemma.Module.unroll_layers): same parameters and values, a faster backward for
+    # shallow toy models on CPU; off for openpi's configs (compile time grows with depth).
+    unroll_layers: bool = False
     # Toy-size knobs (openpi's values by default; the parameter tree changes only through `vocab_size`):
     # the cameras the model reads (model-side names, in order), the resolution images are
     # resized to before SigLIP, and the rows of the token embedding (at dummy width the 257k-row PaliGemma

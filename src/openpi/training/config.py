@@ -492,6 +492,7 @@ _SIM_MODEL = {
     "action_dim": 8,
     "action_horizon": 10,
     "remat": False,
+    "unroll_layers": True,  # same values, ~1.4x faster steps on CPU (benchmarks/sim_step_bench.py)
     "augment_images": False,
 }
 # MetaWorld from state observations: the one camera slot gets a masked black 8 px image (a single SigLIP token),
