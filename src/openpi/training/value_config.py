@@ -8,8 +8,10 @@ The name picks a registered config; the flags that users of the community value 
 
 from collections.abc import Sequence
 import dataclasses
+import math
 import pathlib
 import sys
+from typing import Literal
 
 import tyro
 
@@ -25,6 +27,9 @@ from openpi.training import optimizer as _optimizer
 
 # Placeholders for what lives on the user's cluster; override with --data_dir.
 YAM_VIAL_VALUE_REPO_ID = _config.YAM_VIAL_REPO_ID
+
+Backbone = Literal["siglip", "gemma3"]
+BACKBONES: tuple[str, ...] = ("siglip", "gemma3")
 
 
 def _yam_inputs(model: _value_model.ValueModelConfig, cameras) -> _transforms.DataTransformFn:
@@ -116,6 +121,18 @@ class ValueTrainConfig:
     siglip_path: str | None = None
     gemma3_path: str | None = None
     tokenizer_path: str | None = None
+    # Which backbones `load_pretrained` loads. The sim value models load only SigLIP: their Gemma3 is a toy with no
+    # release, and their "pi05_base" is the BC policy of iteration 0, whose `PaliGemma/img` they start from.
+    pretrained_backbones: tuple[Backbone, ...] = ("siglip", "gemma3")
+    # SigLIP's learning rate as a multiple of the schedule's (img/head, the new projection, keeps the full rate).
+    # Below 1 a pretrained tower adapts without forgetting what it was pretrained on; to freeze it instead use
+    # model.freeze_mode "siglip_only". 1.0 leaves the optimizer exactly as before (same state, same checkpoints).
+    siglip_lr_scale: float = 1.0
+    # The categorical target of the loss: "two_hot" (the C51 projection of the label onto its two neighbouring bins)
+    # or "hl_gauss" (a Gaussian of `hl_gauss_sigma` bin widths around it, spread over the bins). A training choice
+    # only: inference reads the expectation over bins either way, so checkpoints do not record it.
+    value_target: _value_model.ValueTarget = "two_hot"
+    hl_gauss_sigma: float = 0.75
     lr_schedule: _optimizer.CosineDecaySchedule = dataclasses.field(
         default_factory=lambda: _optimizer.CosineDecaySchedule(
             warmup_steps=500, peak_lr=1e-4, decay_steps=20_000, decay_lr=1e-5
@@ -133,6 +150,19 @@ class ValueTrainConfig:
     batch_size: int = 32
     num_workers: int = 2
     num_train_steps: int = 20_000
+    # Steps that scale with the data: when set, the run trains ceil(epochs x training frames / batch_size) steps
+    # (the training frames are those of the episodes outside the validation split), the schedule's decay is
+    # stretched to them (warm-up at most a tenth), and `num_train_steps` is not used. A fixed step count learns
+    # less per frame as the data grows: the sim value model got worse on more data at 800 steps.
+    num_train_epochs: float | None = None
+    # With `num_train_epochs`: validate every this many epochs instead of every `val_interval` steps.
+    val_every_epochs: float | None = None
+    # Keep the weights of the validation with the lowest held-out cross-entropy instead of the last ones: when
+    # training ends, that state becomes the run's final checkpoint (the labeller reads the latest step) and the
+    # steps saved after it are deleted; `early_stopping.json` in the run directory records the step chosen. Needs
+    # validation episodes (data.val_fraction > 0) and one process (the best state is kept in host memory); a resumed
+    # run chooses among the validations after the resume.
+    early_stopping: bool = False
     log_interval: int = 100
     save_interval: int = 1000
     keep_period: int | None = 5000
@@ -152,6 +182,47 @@ class ValueTrainConfig:
         for field in ("batch_size", "num_train_steps", "log_interval", "save_interval", "val_interval"):
             if getattr(self, field) < 1:
                 raise errors.ConfigError(f"{field} must be >= 1, got {getattr(self, field)}.")
+        for field in ("num_train_epochs", "val_every_epochs"):
+            if getattr(self, field) is not None and not getattr(self, field) > 0:
+                raise errors.ConfigError(f"{field} must be > 0 or None, got {getattr(self, field)}.")
+        if self.val_every_epochs is not None and self.num_train_epochs is None:
+            raise errors.ConfigError("val_every_epochs needs num_train_epochs; set both or use val_interval.")
+        unknown = sorted(set(self.pretrained_backbones) - set(BACKBONES))
+        if unknown:
+            raise errors.ConfigError(f"pretrained_backbones {unknown} are not among {BACKBONES}.")
+        if not self.siglip_lr_scale > 0:
+            raise errors.ConfigError(
+                f"siglip_lr_scale must be > 0, got {self.siglip_lr_scale}; freeze SigLIP with freeze_mode siglip_only."
+            )
+        if self.value_target not in _value_model.VALUE_TARGETS:
+            raise errors.ConfigError(f"value_target {self.value_target!r} is not one of {_value_model.VALUE_TARGETS}.")
+        if not self.hl_gauss_sigma > 0:
+            raise errors.ConfigError(f"hl_gauss_sigma must be > 0 bin widths, got {self.hl_gauss_sigma}.")
+        if self.early_stopping and self.data.val_fraction <= 0:
+            raise errors.ConfigError("early_stopping needs validation episodes; set data.val_fraction > 0.")
+
+    def for_training_frames(self, num_frames: int) -> "ValueTrainConfig":
+        """This config with its step counts resolved for `num_frames` training frames: unchanged without
+        `num_train_epochs`; with it, the steps, the validation interval and the schedule follow the epochs."""
+        if self.num_train_epochs is None:
+            return self
+        if num_frames < 1:
+            raise errors.DatasetError("The value run has no training frames; check the dataset and val_fraction.")
+        per_epoch = num_frames / self.batch_size
+        steps = max(1, math.ceil(self.num_train_epochs * per_epoch))
+        val_interval = self.val_interval
+        if self.val_every_epochs is not None:
+            val_interval = max(1, round(self.val_every_epochs * per_epoch))
+        schedule = dataclasses.replace(
+            self.lr_schedule, warmup_steps=min(self.lr_schedule.warmup_steps, max(1, steps // 10)), decay_steps=steps
+        )
+        return dataclasses.replace(
+            self,
+            num_train_steps=steps,
+            val_interval=min(val_interval, steps),
+            save_interval=min(self.save_interval, steps),
+            lr_schedule=schedule,
+        )
 
     @property
     def wandb_enabled(self) -> bool:
@@ -184,9 +255,12 @@ _TINY_MODEL = _value_model.ValueModelConfig(
 
 
 def _sim_value(
-    name: str, repo_id: str, *, cameras, model: _value_model.ValueModelConfig, toy: dict
+    name: str, repo_id: str, *, cameras, model: _value_model.ValueModelConfig, toy: dict, **fields
 ) -> ValueTrainConfig:
-    """A value model for an `openpi.sim` env: one camera slot (SigLIP mu/8), 800 steps on CPU."""
+    """A value model for an `openpi.sim` env: one camera slot (SigLIP mu/8, the sim policy's tower), 800 steps on
+    CPU; `fields` override the toy settings (e.g. the pretrained vision)."""
+    settings = {k: v for k, v in toy.items() if k != "model"}
+    settings.update(fields)
     return ValueTrainConfig(
         name=name,
         exp_name=name.removeprefix("value_"),
@@ -198,7 +272,7 @@ def _sim_value(
         val_interval=400,
         val_max_frames=512,
         lr_schedule=_optimizer.CosineDecaySchedule(warmup_steps=20, peak_lr=3e-3, decay_steps=800, decay_lr=1e-4),
-        **{k: v for k, v in toy.items() if k != "model"},
+        **settings,
     )
 
 
@@ -253,6 +327,11 @@ def _configs() -> list[ValueTrainConfig]:
                 _TINY_MODEL, image_resolution=(32, 32), prompt_format="task_state", max_token_len=32
             ),
             toy=toy,
+            # Pretrained vision, as the real value model has: the SigLIP of the iteration-0 BC policy (the sim's
+            # pi05_base), through the loader pi05_base users take; pass --siglip-path=<bc run>/<step>/params
+            # (openpi.sim.experiment does). Gemma3 is the dummy one and has no release to load.
+            load_pretrained=True,
+            pretrained_backbones=("siglip",),
         ),
         # MetaWorld from state (openpi.sim.metaworld_env): no camera; the 39-dim state is in the prompt.
         _sim_value(
@@ -312,6 +391,13 @@ class ValueOverrides:
     tokenizer_path: str | None = None
     """Gemma3 SentencePiece model (default: <$OPENPI_DATA_HOME>/gemma3/tokenizer.model)."""
     freeze_mode: _value_model.FreezeMode | None = None
+    siglip_lr_scale: float | None = None
+    """SigLIP's learning rate as a multiple of the schedule's (e.g. 0.1 for a pretrained tower)."""
+    num_train_epochs: float | None = None
+    """Train this many epochs of the training frames instead of --num_train_steps."""
+    early_stopping: bool | None = None
+    """Keep the step with the lowest validation cross-entropy as the final checkpoint."""
+    value_target: _value_model.ValueTarget | None = None
     peak_lr: float | None = None
     use_ema: bool | None = None
     wandb_mode: str | None = None
@@ -329,10 +415,14 @@ class ValueOverrides:
             changes["checkpoint_dir_override"] = self.checkpoint_dir
         for field in ("exp_name", "assets_base_dir", "batch_size", "num_train_steps", "log_interval", "save_interval", "val_interval",
                       "load_pretrained", "siglip_path", "gemma3_path", "tokenizer_path", "wandb_mode", "seed",
-                      "num_workers", "fsdp_devices"):  # fmt: skip
+                      "num_workers", "fsdp_devices", "siglip_lr_scale", "num_train_epochs", "early_stopping",
+                      "value_target"):  # fmt: skip
             value = getattr(self, field)
             if value is not None:
                 changes[field] = value
+        if self.num_train_steps is not None and self.num_train_epochs is None:
+            changes["num_train_epochs"] = None  # an explicit step count wins over the config's epochs
+            changes["val_every_epochs"] = None
         if self.freeze_mode is not None:
             changes["model"] = dataclasses.replace(config.model, freeze_mode=self.freeze_mode)
         if self.peak_lr is not None:

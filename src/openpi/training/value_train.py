@@ -10,17 +10,25 @@ What differs from the policy and why:
 - checkpoint extras: the frozen backbones are written once per run (`value_checkpoint.save_frozen`) and each step
   saves only the trainable weights, plus `value_model.json` (what a labeller must reproduce). The format and
   inference loading are `openpi.training.value_checkpoint`.
+
+The levers users reach for when a value model memorises (all off by default, so the YAM configs train as before):
+SigLIP at a fraction of the learning rate (`siglip_lr_scale`; freezing it is `freeze_mode`), steps that follow the
+data (`num_train_epochs`, resolved in `train` once the training episodes are known), the best validation step
+instead of the last (`early_stopping`), and HL-Gauss targets instead of two-hot (`value_target`).
 """
 
 from collections.abc import Callable
 import json
 import logging
+import pathlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from openpi.models import params_io
 from openpi.models import value_model as _value_model
 from openpi.shared import atomic
 from openpi.shared import errors
@@ -39,9 +47,15 @@ from openpi.training import value_data
 from openpi.training import value_weights
 
 logger = logging.getLogger("openpi.train_value")
+EARLY_STOPPING_FILE = "early_stopping.json"
 
 
 # -------------------------------------------------------------------------------------------- freezing
+
+
+def is_siglip(path: str) -> bool:
+    """The pretrained SigLIP tower ('/'-joined path), without `img/head`: that projection into Gemma3 is new."""
+    return path.startswith("img/") and not path.startswith("img/head/")
 
 
 def freeze_filter(freeze_mode: str) -> Callable[[str], bool]:
@@ -49,10 +63,7 @@ def freeze_filter(freeze_mode: str) -> Callable[[str], bool]:
 
     all_backbones: SigLIP and Gemma3 frozen. siglip_only: SigLIP frozen, Gemma3 trains. none: everything trains.
     """
-
-    def siglip(path: str) -> bool:
-        return path.startswith("img/") and not path.startswith("img/head/")
-
+    siglip = is_siglip
     if freeze_mode == "all_backbones":
         return lambda path: siglip(path) or path.startswith("llm/")
     if freeze_mode == "siglip_only":
@@ -65,37 +76,80 @@ def freeze_filter(freeze_mode: str) -> Callable[[str], bool]:
 # ------------------------------------------------------------------------------------ loss and validation
 
 
+def scale_updates(scale: float, where: Callable[[str], bool]) -> optax.GradientTransformation:
+    """Multiplies the updates of the leaves `where(path)` by `scale`: after AdamW (whose update already includes the
+    learning rate and the weight decay) that is the same as a learning rate `scale` times the schedule's."""
+
+    def update(updates, state, params=None):
+        del params
+        flat = params_io.flatten(updates)
+        return params_io.unflatten({k: v * scale if where(k) else v for k, v in flat.items()}), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def value_optimizer(config: _value_config.ValueTrainConfig) -> optax.GradientTransformation:
+    """The shared AdamW + schedule; with `siglip_lr_scale` != 1 SigLIP's updates are scaled after it. At 1 the
+    optimizer (and so its checkpointed state) is exactly the policy's, so existing runs resume unchanged."""
+    tx = _optimizer.create_optimizer(config.optimizer, config.lr_schedule)
+    if config.siglip_lr_scale == 1.0:
+        return tx
+    return optax.chain(tx, scale_updates(config.siglip_lr_scale, is_siglip))
+
+
+def loss_fn(config: _value_config.ValueTrainConfig) -> Callable[..., jax.Array]:
+    """(logits, targets, reduce) -> cross-entropy against the config's categorical target of the labels."""
+    model = config.model
+
+    def loss(logits, targets, reduce=True):
+        return _value_model.value_loss(
+            logits, targets, v_min=model.v_min, v_max=model.v_max, reduce=reduce,
+            kind=config.value_target, sigma_bins=config.hl_gauss_sigma,
+        )  # fmt: skip
+
+    return loss
+
+
 def value_trainer(config: _value_config.ValueTrainConfig) -> _trainer.Trainer:
     """The shared `Trainer` with the value loss: per-bin cross-entropy against the frame's value target."""
     model = config.model
     module = model.module()
+    value_loss = loss_fn(config)
 
     def loss(params, rng, batch):
         obs = value_checkpoint.preprocess(model, rng, batch, train=config.data.augment)
         targets = batch[value_data.VALUE_KEY]
         logits = module.apply({"params": params}, obs)
         pred = _value_model.expected_value(logits, model.v_min, model.v_max)
-        ce = _value_model.value_loss(logits, targets, v_min=model.v_min, v_max=model.v_max)
-        return ce, {"mae": jnp.mean(jnp.abs(pred - targets))}
+        return value_loss(logits, targets), {"mae": jnp.mean(jnp.abs(pred - targets))}
 
     return _trainer.Trainer(
         init_params=model.init_params,
         loss=loss,
         is_frozen=freeze_filter(model.freeze_mode),
-        tx=_optimizer.create_optimizer(config.optimizer, config.lr_schedule),
+        tx=value_optimizer(config),
         ema_decay=config.ema_decay,
         # Frozen backbones are stored and used in the compute dtype (bf16 halves memory and checkpoint size).
         frozen_dtype=jnp.dtype(model.dtype),
     )
 
 
-def eval_step(model: _value_model.ValueModelConfig, params: dict, batch: dict[str, Any]) -> dict[str, jax.Array]:
-    """Per-frame predicted value and cross-entropy (no augmentation)."""
+def eval_step(
+    model: _value_model.ValueModelConfig,
+    params: dict,
+    batch: dict[str, Any],
+    loss: Callable[..., jax.Array] | None = None,
+) -> dict[str, jax.Array]:
+    """Per-frame predicted value and cross-entropy (no augmentation); `loss` from `loss_fn` (default two-hot)."""
     logits = model.module().apply({"params": params}, value_checkpoint.preprocess(model, None, batch, train=False))
     targets = batch[value_data.VALUE_KEY]
+    if loss is None:
+        ce = _value_model.value_loss(logits, targets, v_min=model.v_min, v_max=model.v_max, reduce=False)
+    else:
+        ce = loss(logits, targets, reduce=False)
     return {
         "pred": _value_model.expected_value(logits, model.v_min, model.v_max),
-        "ce": _value_model.value_loss(logits, targets, v_min=model.v_min, v_max=model.v_max, reduce=False),
+        "ce": ce,
         "target": jnp.asarray(targets, jnp.float32),
     }
 
@@ -124,9 +178,15 @@ def validation_metrics(outputs: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def weight_loader(config: _value_config.ValueTrainConfig) -> value_weights.ValueWeightLoader:
+    """The backbones `pretrained_backbones` names, from the configured paths (else the environment, else openpi's
+    cache locations of the releases); the others keep their fresh initialisation."""
     if not config.load_pretrained:
         return value_weights.ValueWeightLoader()
-    return value_weights.ValueWeightLoader.from_env(config.siglip_path, config.gemma3_path)
+    paths = value_weights.ValueWeightLoader.from_env(config.siglip_path, config.gemma3_path)
+    return value_weights.ValueWeightLoader(
+        siglip_path=paths.siglip_path if "siglip" in config.pretrained_backbones else None,
+        gemma3_path=paths.gemma3_path if "gemma3" in config.pretrained_backbones else None,
+    )
 
 
 def _same_stats(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -150,20 +210,30 @@ class ValueTask(_trainer.Task):
     frozen_saved_once = True
     divergence_hint = "lower --peak_lr, check the value_label column"
 
-    def __init__(self, config: _value_config.ValueTrainConfig):
+    def __init__(self, config: _value_config.ValueTrainConfig, dataset: Any = None):
+        """`dataset`: the run's dataset when the caller has opened it already (`train` does, to count epochs)."""
         self.config = config
         self.trainer = value_trainer(config)
         self.val_interval = config.val_interval
         self.weights = weight_loader(config)
+        self.dataset = dataset
         self._eval_fn = None
         self._sharding = None
+        # Early stopping: (validation CE, step, params/ item, train_state/ item) of the best validation, on the host.
+        self.best: tuple[float, int, Any, Any] | None = None
 
     def preflight(self, mesh: jax.sharding.Mesh) -> None:
         config = self.config
         _sharding.check_batch_divisible(config.batch_size, mesh)
+        if config.early_stopping and jax.process_count() > 1:
+            raise errors.ConfigError(
+                f"early_stopping keeps the best state in one process's memory, but this run has "
+                f"{jax.process_count()} processes; train without it or on one host."
+            )
         if config.data.repo_id is None:
             raise errors.ConfigError("No dataset configured; pass --data_dir=<LeRobot dataset root>.")
-        self.dataset = _data_loader.open_dataset(config.data.repo_id)
+        if self.dataset is None:
+            self.dataset = _data_loader.open_dataset(config.data.repo_id)
         value_data.check_dataset(self.dataset, config.data)
         _check_tokenizer(config)
         self.norm_stats = self._norm_stats()
@@ -266,8 +336,8 @@ class ValueTask(_trainer.Task):
         if not len(self.val_frames):
             return {}
         if self._eval_fn is None:
-            model = self.config.model
-            self._eval_fn = jax.jit(lambda p, b: eval_step(model, p, b), out_shardings=_sharding.replicated(
+            model, loss = self.config.model, loss_fn(self.config)
+            self._eval_fn = jax.jit(lambda p, b: eval_step(model, p, b, loss), out_shardings=_sharding.replicated(
                 self._sharding.mesh))  # fmt: skip
         n_batches = -(-len(self.val_frames) // self.config.batch_size)
         loader = value_data.create_loader(
@@ -277,20 +347,75 @@ class ValueTask(_trainer.Task):
         params = self.trainer.inference_params(state)
         outs = [jax.device_get(self._eval_fn(params, batch)) for batch in loader]
         merged = {k: np.concatenate([o[k] for o in outs])[: len(self.val_frames)] for k in outs[0]}
-        return validation_metrics(merged)
+        metrics = validation_metrics(merged)
+        if self.config.early_stopping and (self.best is None or metrics["val_ce"] < self.best[0]):
+            # Only the saved items (trainable weights, their EMA, the optimizer), not the frozen backbones.
+            items = jax.device_get(self.trainer.checkpoint_items(state, with_frozen=False))
+            self.best = (metrics["val_ce"], int(jax.device_get(state.step)), *items)
+        return metrics
 
     def after_save(self, mngr, step: int) -> None:
         mngr.wait_until_finished()
+        self._write_step_json(step)
+        if self.config.early_stopping and step == self.config.num_train_steps - 1:
+            self._keep_best(mngr, last_step=step)
+
+    def _write_step_json(self, step: int) -> None:
         if jax.process_index() == 0:
             atomic.write_text(
                 self.config.checkpoint_dir / str(step) / value_checkpoint.CONFIG_FILE,
                 value_checkpoint.checkpoint_json(self.config),
             )
 
+    def _keep_best(self, mngr, *, last_step: int) -> None:
+        """Makes the best validation's state the run's final checkpoint (steps saved after it are deleted) and
+        writes `early_stopping.json`. A step folder is named one below its state's step count, as `trainer.run`
+        names them, so a resumed run continues from the chosen state."""
+        if self.best is None:
+            raise errors.ConfigError("early_stopping found no validation to choose from; lower val_interval.")
+        val_ce, best_step, params, train_state = self.best
+        folder = best_step - 1
+        if folder != last_step:
+            for step in sorted(s for s in mngr.all_steps() if s > folder):
+                mngr.delete(step)
+            _checkpoints.save(mngr, folder, params=params, train_state=train_state, norm_stats=self.norm_stats_assets())
+            mngr.wait_until_finished()
+            self._write_step_json(folder)
+        record = {"best_step": best_step, "best_val_ce": val_ce, "last_step": last_step + 1, "checkpoint": folder}
+        if jax.process_index() == 0:
+            atomic.write_text(self.config.checkpoint_dir / EARLY_STOPPING_FILE, json.dumps(record, indent=2) + "\n")
+        logger.info("Early stopping: kept step %d (val_ce %.4f) of %d", best_step, val_ce, last_step + 1)
+
+
+def resolve_epochs(config: _value_config.ValueTrainConfig) -> tuple[_value_config.ValueTrainConfig, Any]:
+    """(config with its steps resolved, the opened dataset or None): with `num_train_epochs` the dataset is opened
+    here, before the trainer exists, because the step count and the schedule follow its training episodes."""
+    if config.num_train_epochs is None:
+        return config, None
+    dataset = _data_loader.open_dataset(config.data.repo_id)
+    frames = len(value_data.train_frames(dataset, config.data))
+    resolved = config.for_training_frames(frames)
+    logger.info(
+        "%g epochs of %d training frames at batch %d: %d steps, validation every %d",
+        config.num_train_epochs, frames, config.batch_size, resolved.num_train_steps, resolved.val_interval,
+    )  # fmt: skip
+    return resolved, dataset
+
 
 def train(config: _value_config.ValueTrainConfig, *, progress: bool = True) -> _trainer.RunResult:
-    """Runs (or resumes) value-model training; returns the final state and the validation history."""
-    return _trainer.run(ValueTask(config), progress=progress)
+    """Runs (or resumes) value-model training; returns the final state and the validation history. With
+    `early_stopping` the returned state is the last one; the checkpoint holds the best (`early_stopping.json`)."""
+    config, dataset = resolve_epochs(config)
+    return _trainer.run(ValueTask(config, dataset), progress=progress)
+
+
+def read_early_stopping(run_dir) -> dict[str, Any]:
+    """`early_stopping.json` of a finished run: best_step (steps trained by the kept state), best_val_ce,
+    last_step, checkpoint (its step folder)."""
+    path = pathlib.Path(run_dir) / EARLY_STOPPING_FILE
+    if not path.is_file():
+        raise errors.CheckpointError(f"{path} is missing; the run was not trained with early_stopping or not finished.")
+    return json.loads(path.read_text())
 
 
 def main(args: list[str]) -> _trainer.RunResult:

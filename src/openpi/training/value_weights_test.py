@@ -158,3 +158,44 @@ def test_from_env(monkeypatch, tmp_path):
     assert loader.siglip_path == "/x/siglip.npz" and loader.gemma3_path == "/y/g3"
     assert value_weights.ValueWeightLoader.from_env().gemma3_path == value_weights.DEFAULT_GEMMA3_PATH
     assert siglip.get_config("mu/32").depth == 1 and jnp.dtype(CFG.dtype) == jnp.float32
+
+
+def test_sim_value_model_starts_from_the_policy_siglip(tmp_path):
+    """Issue 27.1: in the sim loop the BC policy plays pi05_base. Its trainer checkpoint (`<step>/params`, written by
+    the policy trainer's own checkpoint code) lends `PaliGemma/img` to `value_sim` through the loader a YAM user
+    gets with pi05_base; the projection into Gemma3, Gemma3 and the value head stay fresh (no Gemma3 is loaded)."""
+    import dataclasses
+
+    from openpi.training import checkpoints
+    from openpi.training import config as _config
+    from openpi.training import value_config
+    from openpi.training import value_train
+
+    policy = _config.get_config("sim_pi05").model
+    policy_params = jax.tree.map(np.asarray, jax.jit(policy.init_params)(jax.random.key(7)))
+    mngr, _ = checkpoints.initialize_checkpoint_dir(tmp_path / "bc", keep_period=None, overwrite=False, resume=False)
+    checkpoints.save(mngr, 1499, params=policy_params, train_state={"step": np.int32(1500)})
+    mngr.wait_until_finished()
+
+    config = dataclasses.replace(value_config.get_config("value_sim"), siglip_path=str(tmp_path / "bc/1499/params"))
+    assert config.load_pretrained and config.pretrained_backbones == ("siglip",)
+    loader = value_train.weight_loader(config)
+    assert loader.gemma3_path is None
+    loader.validate()
+    fresh = jax.tree.map(np.asarray, config.model.init(jax.random.key(0)))
+    loaded = loader.load(fresh)
+    params_io.check_tree_matches(fresh, loaded)
+    source = params_io.flatten(policy_params["PaliGemma"]["img"])
+    got = params_io.flatten(loaded["img"])
+    assert set(got) == set(source)  # the same tower, leaf for leaf
+    for path, leaf in got.items():
+        if path.startswith("head/"):  # the policy's projects into its PaliGemma width; ours into Gemma3's
+            np.testing.assert_array_equal(leaf, params_io.flatten(fresh["img"])[path])
+        else:
+            np.testing.assert_array_equal(leaf, source[path], err_msg=path)
+    jax.tree.map(np.testing.assert_array_equal, loaded["llm"], fresh["llm"])
+    jax.tree.map(np.testing.assert_array_equal, loaded["value_head"], fresh["value_head"])
+    # Without a policy checkpoint the sim config names what to pass (the pi05_base default is not in the cache).
+    unset = value_train.weight_loader(value_config.get_config("value_sim"))
+    with pytest.raises(errors.CheckpointError, match="--siglip-path"):
+        unset.validate()
