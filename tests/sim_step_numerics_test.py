@@ -14,18 +14,7 @@ import numpy as np
 from openpi.models import gemma
 from openpi.training import config as _config
 from openpi.training import trainer as _trainer
-
-
-def _fixed_batch(model_config, batch_size: int = 32) -> dict:
-    rng = np.random.default_rng(0)
-    batch = model_config.fake_obs(batch_size).to_dict()
-    batch["image"] = {k: rng.uniform(-1, 1, v.shape).astype(np.float32) for k, v in batch["image"].items()}
-    batch["state"] = rng.normal(size=batch["state"].shape).astype(np.float32)
-    shape = batch["tokenized_prompt"].shape
-    batch["tokenized_prompt"] = rng.integers(0, model_config.vocab_size, shape).astype(np.int32)
-    batch["tokenized_prompt_mask"] = np.arange(shape[1])[None, :] < rng.integers(10, shape[1], (shape[0], 1))
-    batch["actions"] = rng.normal(size=(batch_size, model_config.action_horizon, model_config.action_dim))
-    return jax.tree.map(jnp.asarray, batch)
+from openpi.training import utils as _utils
 
 
 def _one_step(config: _config.TrainConfig, batch: dict):
@@ -39,7 +28,7 @@ def _one_step(config: _config.TrainConfig, batch: dict):
 def test_the_fast_sim_step_gives_the_old_steps_loss_and_update(monkeypatch):
     fast = _config.get_config("sim_pi05")
     assert fast.model.unroll_layers
-    batch = _fixed_batch(fast.model)
+    batch = _utils.random_batch(fast.model, 32)
     fast_params, fast_info = _one_step(fast, batch)
 
     old = dataclasses.replace(fast, model=dataclasses.replace(fast.model, unroll_layers=False))

@@ -70,3 +70,21 @@ def global_norm(tree: Any) -> jax.Array:
 
 def count_params(tree: Any) -> int:
     return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def random_batch(model_config: Any, batch_size: int, seed: int = 0) -> dict[str, Any]:
+    """A fixed loader-shaped batch of random inputs for `model_config` (images in [-1, 1], prompts of random length),
+    for timing and comparing train steps without a dataset."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    batch = model_config.fake_obs(batch_size).to_dict()
+    batch["image"] = {k: rng.uniform(-1, 1, v.shape).astype(np.float32) for k, v in batch["image"].items()}
+    batch["state"] = rng.normal(size=batch["state"].shape).astype(np.float32)
+    shape = batch["tokenized_prompt"].shape
+    batch["tokenized_prompt"] = rng.integers(0, model_config.vocab_size, shape).astype(np.int32)
+    batch["tokenized_prompt_mask"] = np.arange(shape[1])[None, :] < rng.integers(
+        shape[1] // 4, shape[1], (batch_size, 1)
+    )
+    batch["actions"] = rng.normal(size=(batch_size, model_config.action_horizon, model_config.action_dim))
+    return jax.tree.map(jnp.asarray, batch)
