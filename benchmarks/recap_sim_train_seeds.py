@@ -8,7 +8,9 @@ each seed's RECAP-minus-BC difference (paired) and the run's own seed beside the
 
     uv run benchmarks/recap_sim_train_seeds.py --run ./sim_output/recap_sim_bench --seeds 1 2
 
-Writes `<run>/train_seeds/results.json`; `--save-as NAME` also writes `benchmarks/results/NAME.json`.
+Writes `<run>/train_seeds/results.json`; `--save-as NAME` also writes `benchmarks/results/NAME.json`. For runs made
+before `recap_sim_bench.py --train-seeds`, which trains every arm (controls included) once per seed inside the run
+and adds one combined test per pair.
 """
 
 from __future__ import annotations
