@@ -12,6 +12,11 @@ different scales merge without complaint and train a value model on targets that
                  "failure_reward": -1.0, "thresholds": {"<task>": -0.012}, "adv_col": "adv_ind"},   # relabel only
      "sources": [{"root": ..., "fingerprint": ..., "label_scale": ..., "relabel": ...}, ...]}           # merge only
 
+`relabel.value_checkpoint` is `{"run", "step", "step_sha256", "frozen_sha256"}` (written by the training layer's
+`value_checkpoint.fingerprint`): `step_sha256` hashes the step's restored arrays (names, dtypes, shapes, bytes in
+sorted order) and its plain files, not Orbax's files, so two runs that trained identical weights record the same
+digest (before issue 31 it hashed every file, whose Orbax metadata holds save timestamps).
+
 `c_fail: null` means "the task's normaliser" (`labels.LabelConfig`); `label_scale: null` means unknown (the
 labels were made by a tool that did not record it). Readers use it: the converter reuses a reference dataset's
 normaliser, merge refuses datasets on different scales (or rescales them on request) and datasets whose value labels
@@ -135,17 +140,6 @@ def dataset_fingerprint(root: str | pathlib.Path) -> str:
                 for block in iter(lambda: f.read(1 << 22), b""):
                     digest.update(block)
     return digest.hexdigest()
-
-
-def value_checkpoint_fingerprint(run_dir: pathlib.Path, step_dir: pathlib.Path) -> dict[str, Any]:
-    """Which value weights labelled a dataset: the step's files in full plus the run's frozen-backbone checksum."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in step_dir.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(step_dir).as_posix().encode())
-        digest.update(path.read_bytes())
-    frozen = run_dir / "frozen_params.json"
-    frozen_sha = json.loads(frozen.read_text()).get("sha256") if frozen.is_file() else None
-    return {"run": str(run_dir), "step": step_dir.name, "step_sha256": digest.hexdigest(), "frozen_sha256": frozen_sha}
 
 
 def check_same_scale(scales: Mapping[str, LabelScale | None]) -> LabelScale | None:

@@ -2,13 +2,13 @@
 
 from typing import Any
 
-from openpi.recap import provenance
 from openpi.relabel import inference as _inference
 from openpi.relabel import relabel_config as _config
 from openpi.shared import errors
 
-# 2: the key holds the source dataset's content fingerprint; 3: the checkpoint by content only (no paths, no mtimes)
-CACHE_VERSION = 3
+# 2: the key holds the source dataset's content fingerprint; 3: the checkpoint by content only (no paths, no mtimes);
+# 4: step_sha256 over the restored arrays instead of Orbax's files (identical weights, identical key)
+CACHE_VERSION = 4
 
 
 def load_model(config: _config.RelabelConfig, ds: Any) -> tuple[Any, _inference.ValuesFn, dict[str, Any]]:
@@ -47,8 +47,9 @@ def load_model(config: _config.RelabelConfig, ds: Any) -> tuple[Any, _inference.
     values_fn = _inference.make_values_fn(model, params)
     # By content only: hosts that mount the shared checkpoint at different paths (or copied it, changing mtimes)
     # must compute the same digest, or process 0 finds no values for the others' episodes. A retrained or
-    # replaced step changes step_sha256 (every file's bytes).
-    fingerprint = provenance.value_checkpoint_fingerprint(run_dir, step_dir)
+    # replaced step changes step_sha256 (its arrays' contents and its plain files; not Orbax's timestamped metadata,
+    # so two runs with identical weights share it).
+    fingerprint = value_checkpoint.fingerprint(run_dir, step_dir)
     key = {
         "version": CACHE_VERSION,
         "value_checkpoint": {k: v for k, v in fingerprint.items() if k != "run"},

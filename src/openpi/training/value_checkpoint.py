@@ -43,6 +43,8 @@ CONFIG_FILE = "value_model.json"
 FROZEN_DIR = "frozen_params"
 FROZEN_META = "frozen_params.json"
 ASSET_ID = "value_data"
+# Files Orbax writes beside a step's items to record when and whether a save finished: not content.
+_ORBAX_BOOKKEEPING = frozenset({"_CHECKPOINT_METADATA", "commit_success.txt"})
 
 
 def preprocess(model: _value_model.ValueModelConfig, rng, batch: dict, *, train: bool) -> _model.Observation:
@@ -199,18 +201,61 @@ def load_value_checkpoint(
     return model, params
 
 
-def _restore_raw_trainable(step_dir: pathlib.Path) -> dict | None:
-    """The raw (non-EMA) trainable weights from train_state/, or None when the run had no EMA."""
+def _restore_tree(path: pathlib.Path, *, only: str | None = None) -> Any:
+    """The whole Orbax PyTree item at `path` as host numpy leaves (or only its top-level key `only`; None if absent)."""
     import orbax.checkpoint as ocp
 
-    path = step_dir / _checkpoints.TRAIN_STATE
     with ocp.PyTreeCheckpointer() as ckptr:
         tree = params_io._tree_metadata(ckptr.metadata(path))
-        if "trainable_params" not in tree:
-            return None
+        if only is not None:
+            if only not in tree:
+                return None
+            tree = {only: tree[only]}
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         out = ckptr.restore(path, args=ocp.args.PyTreeRestore(item=tree, restore_args=restore_args))
-    return params_io.flatten(out["trainable_params"])
+    return out if only is None else out[only]
+
+
+def _restore_raw_trainable(step_dir: pathlib.Path) -> dict | None:
+    """The raw (non-EMA) trainable weights from train_state/, or None when the run had no EMA."""
+    raw = _restore_tree(step_dir / _checkpoints.TRAIN_STATE, only="trainable_params")
+    return None if raw is None else params_io.flatten(raw)
+
+
+def step_sha256(step_dir: pathlib.Path) -> str:
+    """sha256 of what a step holds, by content: every array of params/ and train_state/ (path, dtype, shape, bytes,
+    in sorted order) and the step's other files (value_model.json, norm stats) byte for byte.
+
+    Orbax's own files (`_CHECKPOINT_METADATA`, `commit_success.txt`, OCDBT data) carry save timestamps and storage
+    layout, so hashing them gave two runs with identical weights different digests (issue 31); the arrays Orbax
+    restores do not depend on when or how they were written.
+    """
+    digest = hashlib.sha256()
+    items = (_checkpoints.PARAMS, _checkpoints.TRAIN_STATE)
+    for item in items:
+        leaves = jax.tree_util.tree_flatten_with_path(_restore_tree(step_dir / item))[0]
+        flat = {f"{item}{jax.tree_util.keystr(path)}": leaf for path, leaf in leaves}
+        digest.update(tree_checksum(flat).encode())
+    for path in sorted(p for p in step_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(step_dir)
+        if rel.parts[0] in items or rel.name in _ORBAX_BOOKKEEPING or any(x.startswith(".") for x in rel.parts):
+            continue
+        digest.update(f"{rel.as_posix()}|".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(run_dir: pathlib.Path, step_dir: pathlib.Path) -> dict[str, Any]:
+    """Which value weights labelled a dataset (`meta/recap.json` `relabel.value_checkpoint`): the run, the step,
+    the step's content digest (`step_sha256`) and the run's frozen-backbone checksum (already over arrays)."""
+    frozen = run_dir / FROZEN_META
+    frozen_sha = read_checkpoint_json(frozen).get("sha256") if frozen.is_file() else None
+    return {
+        "run": str(run_dir),
+        "step": step_dir.name,
+        "step_sha256": step_sha256(step_dir),
+        "frozen_sha256": frozen_sha,
+    }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ import pathlib
 import pytest
 
 from openpi.datasets import synthetic
+from openpi.models import params_io
 from openpi.models import value_model
 from openpi.shared import errors
 from openpi.training import norm_stats
@@ -17,22 +18,56 @@ from openpi.training import value_train
 CAMERAS = (("cam_high", synthetic.HEAD_CAMERA), ("cam_left_wrist", synthetic.LEFT_WRIST_CAMERA))
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, gemma3_spm_model) -> tuple[pathlib.Path, pathlib.Path]:
-    """A real one-step tiny value run (saved at step 1) on a synthetic dataset."""
-    tmp = tmp_path_factory.mktemp("value_ckpt")
-    root = tmp / "ds"
-    synthetic.write_dataset(root, synthetic.SyntheticConfig(num_episodes=3, image_size=32, max_length=16))
+def _train(root: pathlib.Path, run_dir: pathlib.Path, tokenizer) -> pathlib.Path:
+    """A real one-step tiny value run (saved at step 1) on the synthetic dataset at `root`."""
     base = value_config.get_config("value_debug")
     data = dataclasses.replace(base.data, repo_id=str(root), val_fraction=0.0, cameras=CAMERAS, augment=False)
     config = dataclasses.replace(
         base, model=value_model.tiny_config(freeze_mode="all_backbones"), data=data,
-        tokenizer_path=str(gemma3_spm_model), checkpoint_dir_override=str(tmp / "run"), assets_base_dir=str(tmp / "run") + "_assets", batch_size=2, num_workers=0,
+        tokenizer_path=str(tokenizer), checkpoint_dir_override=str(run_dir), assets_base_dir=str(run_dir) + "_assets", batch_size=2, num_workers=0,
         num_train_steps=2, save_interval=10, val_interval=10**6, log_interval=100, keep_period=None, overwrite=True,
     )  # fmt: skip
     norm_stats.write_for_config(config)  # as scripts/compute_norm_stats.py <value config>
     value_train.train(config, progress=False)
-    return root, tmp / "run"
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, gemma3_spm_model) -> tuple[pathlib.Path, pathlib.Path]:
+    tmp = tmp_path_factory.mktemp("value_ckpt")
+    root = tmp / "ds"
+    synthetic.write_dataset(root, synthetic.SyntheticConfig(num_episodes=3, image_size=32, max_length=16))
+    return root, _train(root, tmp / "run", gemma3_spm_model)
+
+
+def test_step_sha256_is_the_same_for_two_runs_with_identical_weights(run, tmp_path, gemma3_spm_model):
+    """Issue 31.3: the labeller's checkpoint digest hashes array contents, not Orbax's timestamped files."""
+    import shutil
+
+    import orbax.checkpoint as ocp
+
+    root, first = run
+    second = _train(root, tmp_path / "second", gemma3_spm_model)
+    assert (first / "1" / "_CHECKPOINT_METADATA").read_bytes() != (second / "1" / "_CHECKPOINT_METADATA").read_bytes()
+    a, b = value_checkpoint.fingerprint(first, first / "1"), value_checkpoint.fingerprint(second, second / "1")
+    assert a["run"] != b["run"] and a["step_sha256"] == b["step_sha256"] and a["frozen_sha256"] == b["frozen_sha256"]
+
+    # One changed weight (written back with Orbax) or one changed plain file changes the digest.
+    changed = tmp_path / "changed"
+    shutil.copytree(first, changed)
+    params = params_io.restore_params(changed / "1" / "params")
+    flat = params_io.flatten(params)
+    name = sorted(flat)[0]
+    flat[name] = flat[name].copy()
+    flat[name].flat[0] += 1
+    shutil.rmtree(changed / "1" / "params")
+    with ocp.PyTreeCheckpointer() as ckptr:
+        ckptr.save(changed / "1" / "params", {"params": params_io.unflatten(flat)})
+    assert value_checkpoint.step_sha256(changed / "1") != a["step_sha256"]
+    shutil.rmtree(changed)
+    shutil.copytree(first, changed)
+    (changed / "1" / value_checkpoint.CONFIG_FILE).write_text("{}")
+    assert value_checkpoint.step_sha256(changed / "1") != a["step_sha256"]
 
 
 def test_missing_value_norm_stats_are_an_error(run, tmp_path):
