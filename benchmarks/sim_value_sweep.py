@@ -1,13 +1,20 @@
-"""Which settings let the sim value model see: held-out Spearman per lever, on a validation seed range.
+"""The sim value model's levers (issue 27.1), scored on validation layouts only: held-out Spearman per lever.
 
-    uv run benchmarks/sim_value_sweep.py                     # press_red, the experiment's initial data (~15 min)
-    uv run benchmarks/sim_value_sweep.py --variants state_800 --budget toy
+    uv run benchmarks/sim_value_sweep.py                     # press_red, the experiment's initial data (~20 min)
+    uv run benchmarks/sim_value_sweep.py --variants warm warm_lr0.1 --budget toy
 
 The value model (`value_sim`) is trained on the RECAP experiment's iteration-0 data (`experiment.collect_initial`,
-same budget) and scored on two validation held-out sets of the mediocre policy (never the experiment's held-out
-seeds): one corrected by the operator (the process the training data come from) and one not. Each row also shows
-what the env's own progress measure (minus the gripper's distance to the prompted button) reaches on the same
-frames: the ceiling for a model that reads the scene perfectly but cannot foresee hesitations or the operator.
+same budget), after the iteration-0 BC policy that lends it its SigLIP (`experiment.train_policy`, as the experiment
+trains it first), and scored on two validation held-out sets of the mediocre policy from seed 600,000, never the
+experiment's held-out (500,000) or evaluation (1,000,000) seeds: one corrected by the operator (the process the
+training data come from) and one not. Each row also shows what the env's own progress measure (minus the gripper's
+distance to the prompted button) reaches on the same frames: the ceiling for a model that reads the scene perfectly
+but cannot foresee hesitations or the operator.
+
+The levers are the ones users reach for when a value model memorises: pretrained vision (here the BC policy's SigLIP,
+as pi05_base's for a YAM user), frozen or at a tenth of the learning rate, steps that follow the data (epochs),
+the best validation step instead of the last (early stopping on the run's own held-out episodes), and HL-Gauss
+targets instead of two-hot. Rows are ranked by the mean Spearman vs return over the two validation sets.
 Writes `<out>/results.json`; the default run also `benchmarks/results/sim_value_sweep.json`.
 """
 
@@ -19,6 +26,7 @@ import logging
 import pathlib
 import sys
 import time
+from typing import Any
 from typing import Literal
 
 from openpi.shared import errors
@@ -27,32 +35,51 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 VALUE_VALIDATION_SEED = 600_000  # held-out validation layouts, apart from every range the experiment uses
 
-# name -> (steps, model fields, peak learning rate or None for the config's)
-VARIANTS: dict[str, tuple[int, dict, float | None]] = {
-    "image_400": (400, {"prompt_format": "task"}, None),
-    "image_1500": (1500, {"prompt_format": "task"}, None),
-    "state_400": (400, {}, None),
-    "state_800": (800, {}, None),
-    "state_1500": (1500, {}, None),
-    "state_800_lr1e-3": (800, {}, 1e-3),
-    "state_800_readout_last": (800, {"readout": "last"}, None),
+# Early stopping validates once an epoch on the value run's own held-out episodes (10 % of the training data).
+_EPOCHS = {"val_every_epochs": 1.0, "early_stopping": True}
+# name -> ValueTrainConfig overrides ("model": ValueModelConfig fields). Without "num_train_epochs" a variant trains
+# the budget's fixed value steps (800 at full budget, about 12 epochs of the iteration-0 data).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fresh": {"load_pretrained": False},  # the previous default: SigLIP from scratch
+    "warm": {},  # the BC policy's SigLIP, trained at the full learning rate
+    "warm_lr0.1": {"siglip_lr_scale": 0.1},
+    "warm_frozen": {"model": {"freeze_mode": "siglip_only"}},
+    "warm_hlgauss": {"value_target": "hl_gauss"},
+    "warm_epochs20_es": {"num_train_epochs": 20.0, **_EPOCHS},
+    "warm_lr0.1_hlgauss": {"siglip_lr_scale": 0.1, "value_target": "hl_gauss"},
+    "warm_lr0.1_epochs20_es": {"siglip_lr_scale": 0.1, "num_train_epochs": 20.0, **_EPOCHS},
+    "fresh_epochs20_es": {"load_pretrained": False, "num_train_epochs": 20.0, **_EPOCHS},
 }
+DEFAULT_VARIANTS = ("fresh", "warm", "warm_lr0.1", "warm_frozen", "warm_hlgauss", "warm_epochs20_es")
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     budget: Literal["full", "toy"] = "full"
     tasks: tuple[str, ...] = ("press_red",)
-    variants: tuple[str, ...] = tuple(VARIANTS)
-    heldout_per_task: int = 40
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    heldout_per_task: int = 100
+    """Episodes per task in each validation held-out set (cheap: inference only)."""
     out: pathlib.Path = pathlib.Path("./sim_output/sim_value_sweep")
     save_results: bool = True
+
+
+def value_overrides(base: Any, variant: dict[str, Any], toy: bool) -> dict[str, Any]:
+    """ValueTrainConfig fields of one variant. At toy budget the epochs shrink to one (the plumbing, not the
+    numbers, is what a toy run checks)."""
+    overrides = {k: v for k, v in variant.items() if k != "model"}
+    if "model" in variant:
+        overrides["model"] = dataclasses.replace(base.model, **variant["model"])
+    if toy and "num_train_epochs" in overrides:
+        overrides["num_train_epochs"] = 1.0
+    return overrides
 
 
 def main(args: Args) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from openpi.sim import experiment
     from openpi.training import value_config
+    from openpi.training import value_train
 
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
@@ -61,6 +88,7 @@ def main(args: Args) -> dict:
     experiment.clean_outputs(out)
     budget = experiment.BUDGETS[args.budget]
     config = dataclasses.replace(experiment.ExperimentConfig(out_dir=out, budget=budget), tasks=args.tasks)
+    start = time.monotonic()
     experiment.prepare_run_dir(out)
     envs = experiment.make_envs(config)
     initial = experiment.collect_initial(config, envs)
@@ -72,23 +100,27 @@ def main(args: Args) -> dict:
         )  # fmt: skip
         heldout[name] = experiment.write_episodes(out / "data" / name, episodes, envs, config.image_size)
     base = value_config.get_config(config.value_config)
-    results: dict = {"tasks": list(args.tasks), "budget": args.budget, "variants": {}}
+    results: dict = {"tasks": list(args.tasks), "budget": args.budget, "value_steps": budget.value_steps,
+                     "validation_seed": VALUE_VALIDATION_SEED, "variants": {}}  # fmt: skip
+    # The warm variants start from this policy's SigLIP (experiment.train_value finds it where the experiment puts it).
+    bc_start = time.monotonic()
+    experiment.train_policy(config, "bc", config.bc_config, initial.data)
+    results["bc_train_s"] = round(time.monotonic() - bc_start, 1)
     for name in args.variants:
-        steps, model_fields, lr = VARIANTS[name]
-        if args.budget == "toy":
-            steps = budget.value_steps
-        at = dataclasses.replace(config, budget=dataclasses.replace(budget, value_steps=steps))
-        overrides = {"model": dataclasses.replace(base.model, **model_fields)}
-        if lr is not None:  # the schedule keeps its shape; only the peak changes
-            schedule = dataclasses.replace(base.lr_schedule, peak_lr=lr)
-            overrides["lr_schedule"] = experiment.stretched_schedule(schedule, steps)
-        start = time.monotonic()
-        ckpt = experiment.train_value(at, name, initial.data, overrides)
-        seconds = round(time.monotonic() - start, 1)
-        row = {"steps": steps, "model": model_fields, "peak_lr": lr, "train_s": seconds}
-        row.update({h: experiment.value_spearman(at, ckpt, root) for h, root in heldout.items()})
+        overrides = value_overrides(base, VARIANTS[name], args.budget == "toy")
+        t0 = time.monotonic()
+        ckpt = experiment.train_value(config, name, initial.data, overrides)
+        seconds = round(time.monotonic() - t0, 1)
+        steps = value_train.trained_steps(ckpt)
+        row: dict[str, Any] = {"overrides": VARIANTS[name], "train_s": seconds, **steps}
+        row.update({h: experiment.value_spearman(config, ckpt, root) for h, root in heldout.items()})
+        row["mean_spearman_vs_return"] = (
+            row["heldout_corrected"]["spearman_vs_return"] + row["heldout_uncorrected"]["spearman_vs_return"]
+        ) / 2
         results["variants"][name] = row
         logging.info("%s: %s", name, json.dumps(row))
+    results["ranking"] = sorted(results["variants"], key=lambda n: -results["variants"][n]["mean_spearman_vs_return"])
+    results["total_s"] = round(time.monotonic() - start, 1)
     print(table(results))
     if args.save_results and args.budget == "full":
         import run_all
@@ -100,13 +132,16 @@ def main(args: Args) -> dict:
 
 
 def table(results: dict) -> str:
-    head = f"{'variant':<24} {'steps':>5} {'corrected':>9} {'ceiling':>7} {'uncorr.':>7} {'ceiling':>7} {'train s':>7}"
+    head = (f"{'variant':<24} {'steps':>5} {'kept':>5} {'corrected':>9} {'ceiling':>7} {'uncorr.':>7} {'ceiling':>7} "
+            f"{'mean':>6} {'train s':>7}")  # fmt: skip
     rows = [head, "-" * len(head)]
-    for name, r in results["variants"].items():
+    for name in results["ranking"]:
+        r = results["variants"][name]
         c, u = r["heldout_corrected"], r["heldout_uncorrected"]
         rows.append(
-            f"{name:<24} {r['steps']:>5} {c['spearman_vs_return']:>9.3f} {c['progress_spearman_vs_return']:>7.3f} "
-            f"{u['spearman_vs_return']:>7.3f} {u['progress_spearman_vs_return']:>7.3f} {r['train_s']:>7.1f}"
+            f"{name:<24} {r['steps_trained']:>5} {r['checkpoint_step']:>5} {c['spearman_vs_return']:>9.3f} "
+            f"{c['progress_spearman_vs_return']:>7.3f} {u['spearman_vs_return']:>7.3f} "
+            f"{u['progress_spearman_vs_return']:>7.3f} {r['mean_spearman_vs_return']:>6.3f} {r['train_s']:>7.1f}"
         )
     return "\n".join(rows)
 

@@ -409,6 +409,18 @@ def train(config: _value_config.ValueTrainConfig, *, progress: bool = True) -> _
     return _trainer.run(ValueTask(config, dataset), progress=progress)
 
 
+def trained_steps(run_dir) -> dict[str, int]:
+    """Of a finished run: `steps_trained` (the optimizer steps the run took) and `checkpoint_step` (those behind the
+    weights its latest checkpoint holds: fewer when early stopping kept an earlier validation's state)."""
+    if (pathlib.Path(run_dir) / EARLY_STOPPING_FILE).is_file():
+        record = read_early_stopping(run_dir)
+        return {"steps_trained": record["last_step"], "checkpoint_step": record["best_step"]}
+    steps = _checkpoints.finished_steps(run_dir)
+    if not steps:
+        raise errors.CheckpointError(f"{run_dir} holds no finished training step.")
+    return {"steps_trained": steps[-1] + 1, "checkpoint_step": steps[-1] + 1}
+
+
 def read_early_stopping(run_dir) -> dict[str, Any]:
     """`early_stopping.json` of a finished run: best_step (steps trained by the kept state), best_val_ce,
     last_step, checkpoint (its step folder)."""

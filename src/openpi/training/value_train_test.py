@@ -206,6 +206,7 @@ def test_epochs_hl_gauss_and_early_stopping_keep_the_best_validation(gemma3_spm_
     record = value_train.read_early_stopping(config.checkpoint_dir)
     assert record == {"best_step": best, "best_val_ce": 1.0, "last_step": steps, "checkpoint": best - 1}
     assert checkpoints.finished_steps(config.checkpoint_dir) == [best - 1]
+    assert value_train.trained_steps(config.checkpoint_dir) == {"steps_trained": steps, "checkpoint_step": best}
     _, params = value_checkpoint.load_value_checkpoint(config.checkpoint_dir)
     for path, leaf in params_io.flatten(params).items():
         np.testing.assert_array_equal(leaf, seen[best][path], err_msg=path)
