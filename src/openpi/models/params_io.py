@@ -23,6 +23,25 @@ from openpi.shared import errors
 
 logger = logging.getLogger(__name__)
 
+
+class _NoMissingItemMetadataWarning(logging.Filter):
+    """Drops Orbax's "Metadata file does not exist: .../_CHECKPOINT_METADATA" warning, and only that one.
+
+    Orbax's CheckpointManager (openpi's trainer and ours) writes `_CHECKPOINT_METADATA` once per step, not into the
+    step's item folders; loading an item folder on its own (`<step>/params`, openpi's published `params/`) makes
+    Orbax look for that file there and warn on every load, although nothing is wrong. We cannot write the file into
+    a read-only or shared checkpoint, so the message is filtered where it is logged (absl's logger).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "Metadata file does not exist: %s" or not isinstance(record.args, tuple) or not record.args:
+            return True
+        return pathlib.PurePath(str(record.args[0])).name != "_CHECKPOINT_METADATA"
+
+
+if not any(isinstance(f, _NoMissingItemMetadataWarning) for f in logging.getLogger("absl").filters):
+    logging.getLogger("absl").addFilter(_NoMissingItemMetadataWarning())
+
 PARAMS_ITEM = "params"
 SEP = "/"
 # Files one of which every Orbax PyTree checkpoint directory holds (current, OCDBT and pre-0.5 layouts).

@@ -1,3 +1,6 @@
+import logging
+
+from absl import logging as absl_logging
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -149,3 +152,19 @@ def test_save_params_restores_into_the_dummy_pi0_model(tmp_path):
     del restored["PaliGemma"]["llm"]["final_norm_1"]
     with pytest.raises(errors.CheckpointError, match=r"'PaliGemma/llm/final_norm_1/scale' is missing"):
         params_io.check_tree_matches(shapes, restored)
+
+
+def test_loading_a_training_step_logs_no_missing_metadata_warning(tmp_path, params, caplog):
+    """Issue 31.3: a step's params/ written by Orbax's CheckpointManager (openpi's trainer, ours) has no
+    _CHECKPOINT_METADATA of its own; loading it must not warn about that on every load."""
+    with ocp.CheckpointManager(tmp_path / "run", item_names=(params_io.PARAMS_ITEM,)) as mngr:
+        mngr.save(7, args=ocp.args.Composite(params=ocp.args.PyTreeSave({params_io.PARAMS_ITEM: params})))
+    path = tmp_path / "run" / "7" / params_io.PARAMS_ITEM
+    assert not (path / "_CHECKPOINT_METADATA").exists()
+    with caplog.at_level(logging.INFO):
+        assert_trees_equal(params_io.restore_params(path), params)
+    assert not [r for r in caplog.records if "Metadata file does not exist" in r.getMessage()]
+    # Only that message is dropped: absl's other warnings still reach the handlers.
+    with caplog.at_level(logging.INFO):
+        absl_logging.warning("Metadata file does not exist: %s", tmp_path / "elsewhere.json")
+    assert [r for r in caplog.records if "elsewhere.json" in r.getMessage()]
