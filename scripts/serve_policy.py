@@ -4,11 +4,10 @@
         --policy.dir=checkpoints/pi06_yam_vial_30fps/my_run/29999 --port 8000
     uv run scripts/serve_policy.py policy:dummy --policy.config=debug_pi06
 
-`--help` lists the options; the logic is `openpi.serving.serve_cli`, started through `openpi.sim.serve` (which hands
-it the simulated envs' warm-up example, so a sim config's first request does not compile).
+`--help` lists the options; the logic is `openpi.serving.serve_cli`.
 """
 
-from openpi.sim import serve
+from openpi.serving import serve_cli
 
 if __name__ == "__main__":
-    serve.main()
+    serve_cli.main()

@@ -22,14 +22,15 @@ from openpi.datasets import recap_columns
 from openpi.policies import policy_config
 from openpi.serving import serve_cli
 from openpi.serving import websocket_policy_server as wps
+from openpi.sim import base
 from openpi.sim import clients
 from openpi.sim import collect_cli as collect_rollouts
 from openpi.sim import dataset as sim_dataset
 from openpi.sim import eval_cli as eval_policy
 from openpi.sim import metrics
 from openpi.sim import operator as _operator
+from openpi.sim import registry
 from openpi.sim import rollout
-from openpi.sim import serve as sim_serve
 from openpi.sim import tabletop
 from openpi.training import config as _config
 from openpi_client import base_policy
@@ -238,13 +239,43 @@ def test_unknown_task_in_a_real_process_is_one_line_with_status_2(tmp_path):
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_serve_policy_warms_sim_configs_up_with_an_env_observation(served, caplog):
-    example = sim_serve.warmup_example(_config.get_config("sim_pi06").data)
-    assert example is not None and example["images"]["top"].shape == (32, 32, 3) and example["prompt"]
+def test_serve_policy_warms_sim_configs_up(served, caplog):
+    """Issue 31.3: `python -m openpi.serving.serve_cli` itself (no sim entry point handing it an example) warms up."""
     recording, _ = served
     caplog.set_level("INFO", logger="openpi.serve_policy")
-    serve_cli._warmup(recording.policy, _config.get_config("sim_pi06_infer"), sim_serve.warmup_example)
+    serve_cli._warmup(recording.policy, _config.get_config("sim_pi06_infer"))
     assert "Warm-up request done" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in _config.config_names() if isinstance(_config.get_config(n).data, _config.LeRobotSimDataConfig)]
+)
+def test_sim_warmup_example_is_what_an_env_sends(name):
+    """The warm-up observation is built from the data config (serving cannot ask an env): it must have the cameras,
+    image layout, state size and action size of a registered env's own observation, or the warm-up compiles a
+    model the clients never use."""
+    data = _config.get_config(name).data
+    example = data.warmup_example()
+    fits = []
+    for env_name in registry.env_names():
+        try:
+            env = registry.make_env(env_name, registry.task_names(env_name)[0])
+        except base.SimError:  # an optional extra that is not installed
+            continue
+        obs = env.reset(0)
+        fits.append(env_name)
+        if env.action_dim != data.action_dim or not set(data.cameras) <= set(env.cameras):
+            continue
+        assert sorted(example["images"]) == sorted(data.cameras)
+        assert example["state"].shape == obs["state"].shape, f"{name}: state_dim is not {env_name}'s"
+        for camera in data.cameras:
+            image = obs["images"][camera]
+            assert example["images"][camera].dtype == image.dtype and example["images"][camera].shape == image.shape
+        assert example["state"].dtype == obs["state"].dtype and isinstance(example["prompt"], str)
+        return
+    if "metaworld" in name and "metaworld" not in fits:
+        pytest.skip("MetaWorld is not installed (uv sync --extra sim).")
+    pytest.fail(f"No registered env ({fits}) sends what {name}'s warm-up example has: check state_dim/action_dim.")
 
 
 @pytest.mark.slow

@@ -18,11 +18,34 @@ from openpi.policies import aloha_policy
 CAMERA_MAP = {"top": "base_0_rgb", "wrist": "left_wrist_0_rgb"}
 # Side of the masked black image a state-only pipeline puts in each camera slot (resized by the model transforms).
 STATE_ONLY_IMAGE_SIZE = 8
+# Side of the tabletop env's square camera images (its default `image_size`); the model resizes any side.
+EXAMPLE_IMAGE_SIZE = 32
 
 
 def dataset_camera(camera: str) -> str:
     """The LeRobot feature that stores a simulator camera (`observation.images.<camera>`)."""
     return f"observation.images.{camera}"
+
+
+def make_sim_example(
+    cameras: tuple[str, ...],
+    state_dim: int,
+    *,
+    rng: np.random.Generator | None = None,
+    prompt: str = "press the button",
+) -> dict:
+    """A random observation as a simulated client sends it (the server's warm-up request for sim configs).
+
+    Built from the data config alone because serving sits below the simulator in the layers and cannot ask an env;
+    tests/sim_loop_test.py checks it against every env's own first observation.
+    """
+    rng = rng or np.random.default_rng(0)
+    size = (EXAMPLE_IMAGE_SIZE, EXAMPLE_IMAGE_SIZE, 3)
+    return {
+        "images": {camera: rng.integers(0, 256, size=size, dtype=np.uint8) for camera in cameras},
+        "state": rng.uniform(-1.0, 1.0, size=(state_dim,)).astype(np.float32),
+        "prompt": prompt,
+    }
 
 
 @dataclasses.dataclass(frozen=True)

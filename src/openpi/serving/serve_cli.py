@@ -20,7 +20,6 @@ served config (which `--no-warmup` would otherwise only reveal at the first requ
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from collections.abc import Sequence
 import dataclasses
 import errno
@@ -40,7 +39,6 @@ import tyro
 from openpi.models import tokenizer as _tokenizer
 from openpi.policies import policy as _policy
 from openpi.policies import policy_config
-from openpi.policies import yam_policy
 from openpi.serving import websocket_policy_server
 from openpi.shared import cli as _cli
 from openpi.shared import errors
@@ -49,8 +47,6 @@ from openpi.training import config as _config
 logger = logging.getLogger("openpi.serve_policy")
 
 API_KEY_ENV = "OPENPI_API_KEY"
-# A sim config's data config -> a first observation of an env that fits it (None: no env fits); see `serve`.
-SimExample = Callable[[_config.LeRobotSimDataConfig], dict | None]
 # Lets `--port` etc. follow the subcommand, as in openpi's usage (tyro >= 1.0 name; the old alias does not work there).
 _CASCADE = getattr(tyro.conf, "CascadeSubcommandArgs", None) or tyro.conf.ConsolidateSubcommandArgs
 
@@ -142,12 +138,8 @@ def create_policy(args: Args) -> _policy.Policy:
     )
 
 
-def _warmup(policy: _policy.Policy, train_config: _config.TrainConfig, sim_example: SimExample | None = None) -> None:
-    example = None
-    if isinstance(train_config.data, _config.LeRobotYamDataConfig):
-        example = yam_policy.make_yam_example()
-    elif isinstance(train_config.data, _config.LeRobotSimDataConfig) and sim_example is not None:
-        example = sim_example(train_config.data)
+def _warmup(policy: _policy.Policy, train_config: _config.TrainConfig) -> None:
+    example = train_config.data.warmup_example()
     if example is None:
         logger.info("No example observation for %s; the first request will compile the model.", train_config.name)
         return
@@ -191,12 +183,9 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def serve(args: Args, *, sim_example: SimExample | None = None) -> None:
-    """Loads, warms up and serves until SIGTERM or Ctrl-C; a busy port fails before any weights are loaded.
-
-    `sim_example` gives the warm-up observation of a sim config (`openpi.sim.serve` passes it: the simulator sits
-    above serving, so this module cannot look an env up itself); without it a sim config's first request compiles.
-    """
+def serve(args: Args) -> None:
+    """Loads, warms up (on the data config's `warmup_example`) and serves until SIGTERM or Ctrl-C; a busy port fails
+    before any weights are loaded."""
     try:
         _check_port_free(args.host, args.port)
         api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
@@ -204,7 +193,7 @@ def serve(args: Args, *, sim_example: SimExample | None = None) -> None:
             logger.warning("Serving on %s without an API key: anyone who can reach this port can query it.", args.host)
         policy = create_policy(args)
         if args.warmup:
-            _warmup(policy, _config.get_config(args.policy.config), sim_example)
+            _warmup(policy, _config.get_config(args.policy.config))
         server = websocket_policy_server.WebsocketPolicyServer(
             policy,
             host=args.host,
@@ -224,12 +213,12 @@ def serve(args: Args, *, sim_example: SimExample | None = None) -> None:
         logger.info("Stopped.")
 
 
-def main(argv: Sequence[str] | None = None, *, sim_example: SimExample | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """The script: `serve_policy.py policy:checkpoint|policy:dummy [--options]`; user errors exit 2 in one line."""
 
     def run(args: list[str]) -> None:
         _stop_on_sigterm()
-        serve(cli(args), sim_example=sim_example)
+        serve(cli(args))
 
     _cli.run(run, argv, name="openpi.serve_policy")
 

@@ -42,7 +42,7 @@ logger = logging.getLogger("openpi.eval_policy")
 
 EVAL_SEED = 1_000_000
 # The server this command starts is `scripts/serve_policy.py`'s logic, run as a module (no script path needed).
-SERVE_MODULE = "openpi.sim.serve"
+SERVE_MODULE = "openpi.serving.serve_cli"
 
 
 @dataclasses.dataclass(frozen=True)

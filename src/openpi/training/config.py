@@ -178,6 +178,12 @@ class DataConfigFactory(abc.ABC):
     ) -> DataConfig:
         """The data config; `indicator_dropout` > 0 only for training."""
 
+    def warmup_example(self) -> dict | None:
+        """An observation as this family's clients send it, for the server's warm-up request (None: no example, so
+        the first real request pays for compilation). It lives on the data config because serving sits below the
+        simulator in the layers and cannot ask an env what it sends."""
+        return None
+
     def resolved_asset_id(self) -> str | None:
         """`assets.asset_id`, else the dataset's directory name."""
         return self.assets.resolved_asset_id(self.repo_id)
@@ -238,6 +244,9 @@ class LeRobotYamDataConfig(DataConfigFactory):
     def delta_action_mask(self) -> tuple[bool, ...] | None:
         """Action dims made relative to the state (read by scripts/compute_norm_stats.py too)."""
         return _transforms.make_bool_mask(6, -1, 6, -1) if self.use_delta_joint_actions else None
+
+    def warmup_example(self) -> dict:
+        return yam_policy.make_yam_example()
 
     def repack_structure(self) -> dict[str, Any]:
         structure: dict[str, Any] = {
@@ -300,12 +309,17 @@ class LeRobotSimDataConfig(DataConfigFactory):
     """Simulator cameras stored in the dataset (observation.images.<camera>); () for state-only envs."""
     action_dim: int = 3
     """The env's action dimension (model outputs are cut back to it)."""
+    state_dim: int = 3
+    """The env's state dimension (the server's warm-up observation has this state; tests check it against the env)."""
     use_adv_ind: bool = True
     """Read the adv_ind column (pi0.6 configs)."""
     # Read by scripts/compute_norm_stats.py: the columns and (no) delta actions, as for the YAM data config.
     state_key: str = "observation.state"
     action_key: str = "action"
     delta_action_mask: tuple[bool, ...] | None = None
+
+    def warmup_example(self) -> dict:
+        return sim_policy.make_sim_example(self.cameras, self.state_dim)
 
     def create(self, assets_dirs, model_config, *, tokenizer_path=None, indicator_dropout=0.0, seed=0) -> DataConfig:
         if self.repo_id is None:
@@ -521,7 +535,11 @@ def _sim_configs() -> list[TrainConfig]:
     out = []
     for suffix, model, data in (
         ("", _SIM_MODEL, LeRobotSimDataConfig(repo_id=SIM_DATASET)),
-        ("_metaworld", _SIM_STATE_ONLY, LeRobotSimDataConfig(repo_id=SIM_DATASET_METAWORLD, cameras=(), action_dim=4)),
+        (
+            "_metaworld",
+            _SIM_STATE_ONLY,
+            LeRobotSimDataConfig(repo_id=SIM_DATASET_METAWORLD, cameras=(), action_dim=4, state_dim=39),
+        ),
     ):
         out.append(
             TrainConfig(
