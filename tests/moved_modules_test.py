@@ -17,6 +17,7 @@ MOVED = {
     "openpi.recap.convert_cli": "openpi.datasets.convert_cli",
     "openpi.policies.probe": "openpi.sim.probe",
     "openpi.recap.progress": "openpi.shared.progress",  # issue 29: one progress line for every long job
+    "openpi.sim.serve": "openpi.serving.serve_cli",  # issue 31: the data config gives the sim warm-up example
 }  # fmt: skip
 
 
