@@ -52,6 +52,9 @@ IMAGE_SWAP, IMAGE_BLACK, ADV_IND = "image_swap", "image_black", vocab.ADV_IND
 # The simulated tabletop env that `ground_truth` can rebuild from a frame's seed.
 SIM_ROBOT_TYPE = "sim_tabletop"
 SIM_SEED_COLUMN = "sim.seed"  # openpi.sim.dataset.SEED (not imported: the probe needs no simulator otherwise)
+# The data homes runs keep their own (toy) tokenizers in: `experiment.prepare_run_dir` (the experiment, the gate, the
+# sweep) writes `<out>/openpi_data_home`, scripts/demo.py `<out>/openpi_data`.
+RUN_DATA_HOMES = ("openpi_data_home", "openpi_data")
 
 DESCRIPTIONS = {
     IDENTITY: "same inputs, same noise (control: must be 0)",
@@ -69,7 +72,9 @@ class ProbeArgs:
     """The probe's own flags; every other flag after the config name is a training-config override."""
 
     checkpoint_dir: str | None = None
-    """Checkpoint step directory (holds params/ and assets/), or a run directory (its latest step is used)."""
+    """Checkpoint step directory (holds params/ and assets/), or a run directory (its latest step is used). Under a
+    sim run or demo output (`<out>/openpi_data_home`, `<out>/openpi_data`) it is probed with that run's tokenizer
+    unless --tokenizer-path is given."""
     data_dir: str | None = None
     """Dataset to draw frames from (sim or robot); default the config's data.repo_id."""
     num_frames: int = 64
@@ -381,6 +386,22 @@ def _resolve_step_dir(checkpoint_dir: str | None) -> pathlib.Path:
     return latest
 
 
+def run_tokenizer(step_dir: pathlib.Path) -> pathlib.Path | None:
+    """The PaliGemma tokenizer in the data home of the run that wrote `step_dir` (nearest ancestor first), or None.
+
+    A sim run trains with toy tokenizers under its own data home; probing its checkpoint with any other tokenizer
+    (the user's cache, a missing file) fails or, worse, feeds the model token ids it never saw.
+    """
+    from openpi.models import tokenizer as _tokenizer
+
+    for parent in pathlib.Path(step_dir).resolve().parents:
+        for name in RUN_DATA_HOMES:
+            path = parent / name / _tokenizer.PaligemmaTokenizer.default_relpath
+            if path.is_file():
+                return path
+    return None
+
+
 def _checkpoint_asset_id(step_dir: pathlib.Path, asset_id: str | None) -> str | None:
     """The checkpoint's norm-stats asset: `asset_id` if it has it, else its only one (the data probed may live in
     another folder than the data it was trained on); otherwise `asset_id`, and loading says what it has."""
@@ -402,6 +423,12 @@ def probe(train_config: Any, args: ProbeArgs) -> dict[str, Any]:
     if args.state_noise < 0:
         raise errors.ConfigError(f"--state-noise must be non-negative, got {args.state_noise}.")
     step_dir = _resolve_step_dir(args.checkpoint_dir)
+    tokenizer = run_tokenizer(step_dir) if train_config.tokenizer_path is None else None
+    if tokenizer is not None:
+        logger.info(
+            "Using the tokenizer of the run that wrote %s: %s (--tokenizer-path overrides).", step_dir, tokenizer
+        )
+        train_config = dataclasses.replace(train_config, tokenizer_path=str(tokenizer))
     if args.data_dir is not None:
         train_config = dataclasses.replace(
             train_config, data=dataclasses.replace(train_config.data, repo_id=args.data_dir)

@@ -145,6 +145,25 @@ def test_the_recorded_expert_actions_hit_the_rebuilt_targets(sim_run):
     assert np.linalg.norm(predicted - other, axis=-1).min() >= 0.3
 
 
+def test_a_checkpoint_under_a_run_is_probed_with_the_runs_own_tokenizer(sim_run, tmp_path, monkeypatch, caplog):
+    """Issue 31.3: no `OPENPI_DATA_HOME=<run>/openpi_data_home` by hand; the run's data home is found from the path."""
+    import shutil
+
+    run = tmp_path / "sim_output"
+    step_dir = run / "checkpoints" / "sim_pi06" / "it1" / sim_run.step_dir.name
+    shutil.copytree(sim_run.step_dir, step_dir)
+    tokenizer = run / probe.RUN_DATA_HOMES[0] / "big_vision" / "paligemma_tokenizer.model"
+    tokenizer.parent.mkdir(parents=True)
+    shutil.copy(sim_run.spm, tokenizer)  # the tokenizer the checkpoint was trained with, where the experiment puts it
+    monkeypatch.setenv("OPENPI_DATA_HOME", str(tmp_path / "empty_cache"))  # no tokenizer in the user's cache
+    assert probe.run_tokenizer(step_dir) == tokenizer and probe.run_tokenizer(sim_run.step_dir) is None
+    argv = ["sim_pi06", f"--checkpoint-dir={step_dir}", "--data_dir", str(sim_run.data), "--num-frames", "2",
+            "--num-steps", "1", "--output", str(tmp_path / "probe.json")]  # fmt: skip
+    caplog.set_level("INFO", logger="openpi.probe_policy")
+    assert probe.main(argv)["num_frames"] == 2
+    assert f"Using the tokenizer of the run that wrote {step_dir}: {tokenizer}" in caplog.text
+
+
 def test_pi05_checkpoint_on_robot_data_skips_the_indicator_and_the_ground_truth(sim_run, tmp_path):
     """A random-weight sim_pi05 checkpoint (params saved with Orbax, the run's norm stats) on a dataset without the
     simulator's columns: no indicator rows, and the ground-truth section says why it is skipped."""
