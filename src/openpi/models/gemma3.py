@@ -13,6 +13,7 @@ sliding-window layers to global layers, with RoPE base 10k on local layers and 1
 import dataclasses
 import math
 import pathlib
+import re
 from typing import Literal
 
 from flax import traverse_util
@@ -284,6 +285,7 @@ def load_gemma3_params(path, *, dtype=None, expected=None) -> dict:
 
     Accepted layouts (those google-deepmind/gemma reads): the released "flat" one, whose top-level keys are
     `transformer/<module path>` mapping to `{param: array}` (with `mlp/linear/w`, `mlp/gating_einsum/w`),
+    the library's "stacked" one (`transformer/stacked_layers/attention_type_<k>/...`, see `unstack_layers`)
     and the nested one that `model.init` produces (optionally under `transformer` or `params`). Vision-tower
     weights of the multimodal releases are dropped: the value model brings its own SigLIP. Returns the nested
     tree of the `Gemma3` module. With `expected` (a tree of arrays or ShapeDtypeStructs), keys and shapes are
@@ -327,13 +329,52 @@ def _item_metadata(checkpointer, path):
     return getattr(md, "tree", md)
 
 
-def gemma3_nested_from_checkpoint(tree: dict, *, source: str = "checkpoint") -> dict:
-    """Converts a restored Gemma3 checkpoint tree (flat or nested layout) into the `Gemma3` module tree."""
-    keys = list(tree)
-    if any(k.startswith("transformer/stacked_layers") for k in keys):
+# `<prefix>stacked_layers/attention_type_<k><suffix>`: the gemma library's stacked layout, where every layer whose
+# index is k modulo the attention period sits on the leading axis, in layer order.
+_STACKED_KEY = re.compile(r"^(?P<prefix>.*?)stacked_layers/attention_type_(?P<kind>\d+)(?P<suffix>/.*)?$")
+
+
+def unstack_layers(tree: dict, *, source: str = "checkpoint") -> dict:
+    """The gemma library's "stacked" layout -> the released flat one (`transformer/layer_<n>/...`: {param: array}).
+
+    google-deepmind/gemma can save a model's layers stacked per attention type (local, ..., global):
+    `transformer/stacked_layers/attention_type_<k>/<module path>` holds `{param: [slices, ...]}` whose slice `i` is
+    layer `i * period + k`, the period being the number of attention types. Its loader reads that layout, so ours
+    does too, rather than asking users to convert a checkpoint the reference accepts.
+    """
+    kinds = {int(m["kind"]) for m in map(_STACKED_KEY.match, tree) if m}
+    period = max(kinds) + 1
+    missing = sorted(set(range(period)) - kinds)
+    if missing:
         raise errors.CheckpointError(
-            f"{source} uses the stacked Gemma3 layout, which is not supported; convert it to the released flat layout first."
+            f"{source} stacks layers by attention types {sorted(kinds)} but lacks types {missing}; it is incomplete."
         )
+    out = {key: leaf for key, leaf in tree.items() if not _STACKED_KEY.match(key)}
+    unstacked: dict = {}
+    for key, leaf in tree.items():
+        m = _STACKED_KEY.match(key)
+        if m is None:
+            continue
+        if not isinstance(leaf, dict):
+            raise errors.CheckpointError(
+                f"{source} has {key!r} as a bare array, but a stacked layer holds {{param: array}}; is it complete?"
+            )
+        for name, stacked in leaf.items():
+            for i, layer in enumerate(np.asarray(stacked)):
+                unstacked.setdefault(f"{m['prefix']}layer_{i * period + int(m['kind'])}{m['suffix'] or ''}", {})[
+                    name
+                ] = layer
+    both = sorted(set(out) & set(unstacked))
+    if both:
+        raise errors.CheckpointError(f"{source} holds {both[0]} both stacked and unstacked; pass one layout only.")
+    return {**out, **unstacked}
+
+
+def gemma3_nested_from_checkpoint(tree: dict, *, source: str = "checkpoint") -> dict:
+    """Converts a restored Gemma3 checkpoint tree (flat, stacked or nested layout) into the `Gemma3` module tree."""
+    if any(_STACKED_KEY.match(k) for k in tree):
+        tree = unstack_layers(tree, source=source)
+    keys = list(tree)
     if keys and all("/" in k for k in keys):
         nested: dict = {}
         for key, leaf in tree.items():

@@ -169,6 +169,50 @@ def test_load_released_flat_and_nested_layouts(tmp_path):
     assert bf16["layer_0"]["mlp"]["linear"].dtype == jnp.bfloat16
 
 
+def _to_stacked_layout(flat, period: int):
+    """The released flat layout -> the `gemma` library's stacked one: layers of one attention type (layer % period)
+    stacked on a leading axis, `transformer/stacked_layers/attention_type_<layer % period>/<path>`."""
+    out, slices = {}, {}
+    for key, params in flat.items():
+        if not key.startswith("transformer/layer_"):
+            out[key] = params
+            continue
+        layer, _, suffix = key.removeprefix("transformer/layer_").partition("/")
+        kind, index = int(layer) % period, int(layer) // period
+        slices.setdefault(f"transformer/stacked_layers/attention_type_{kind}/{suffix}", {})[index] = params
+    for key, by_index in slices.items():
+        assert sorted(by_index) == list(range(len(by_index)))
+        out[key] = {name: np.stack([by_index[i][name] for i in range(len(by_index))]) for name in by_index[0]}
+    return out
+
+
+def test_load_the_gemma_librarys_stacked_layout(tmp_path):
+    """Issue 31.3: the reference loader also reads checkpoints whose layers are stacked per attention type; with 8
+    layers and a period of 6, types 0 and 1 hold two layers and the others one (as Gemma3-1B's 26 layers do)."""
+    cfg = dataclasses.replace(gemma3.get_config("dummy"), depth=8)
+    model, params, tokens, mask = _init(cfg, seq=8)
+    stacked = _to_stacked_layout(_to_released_flat_layout(params), cfg.global_every)
+    assert "transformer/stacked_layers/attention_type_1/mlp/linear" in stacked
+    assert stacked["transformer/stacked_layers/attention_type_1/attn/q_einsum"]["w"].shape[0] == 2
+    assert stacked["transformer/stacked_layers/attention_type_5/attn/q_einsum"]["w"].shape[0] == 1
+    assert not any("layer_" in k.replace("stacked_layers", "") for k in stacked)
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(tmp_path / "stacked", stacked)
+    ckpt.wait_until_finished()
+
+    loaded = gemma3.load_gemma3_params(tmp_path / "stacked", expected=jax.eval_shape(lambda: params))
+    jax.tree.map(np.testing.assert_array_equal, loaded, jax.tree.map(np.asarray, params))
+    logits = model.apply({"params": loaded}, tokens, mask, method=model.lm)
+    np.testing.assert_allclose(logits, model.apply({"params": params}, tokens, mask, method=model.lm), atol=1e-5)
+
+    without_type_2 = {k: v for k, v in stacked.items() if "attention_type_2/" not in k}
+    with pytest.raises(errors.CheckpointError, match=r"lacks types \[2\]"):
+        gemma3.unstack_layers(without_type_2)
+    both = {**stacked, "transformer/layer_7/attn/q_einsum": {"w": np.zeros((1,))}}
+    with pytest.raises(errors.CheckpointError, match="transformer/layer_7/attn/q_einsum both stacked and unstacked"):
+        gemma3.unstack_layers(both)
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(errors.CheckpointError, match="not found"):
         gemma3.load_gemma3_params(tmp_path / "missing")
