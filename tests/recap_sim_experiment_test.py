@@ -144,16 +144,20 @@ def test_filtered_bc_keeps_successes_and_the_corrections_of_failures():
     assert all(all(e.intervention) for e in out[1:])
 
 
+def _two_hand_made_episodes() -> dict:
+    """Episode 1: positive, positive, negative, human (takeover), human. Episode 2: negative, positive."""
+    return {
+        "labels": np.array(["positive", "positive", "negative", "positive", "positive", "negative", "positive"]),
+        "human": np.array([0, 0, 0, 1, 1, 0, 0], bool),
+        "clean": np.array([1, 0, 0, 1, 1, 1, 1], bool),
+        "progress": np.array([-1.0, -0.8, -0.7, -0.5, 0.0, -1.0, -0.4]),
+        "episode_ends": [5, 7],
+        "lookahead": 1,
+    }
+
+
 def test_label_grades_on_two_hand_made_episodes():
-    # Episode 1: positive, positive, negative, human (takeover), human. Episode 2: negative, positive.
-    grades = experiment.grade_labels(
-        labels=np.array(["positive", "positive", "negative", "positive", "positive", "negative", "positive"]),
-        human=np.array([0, 0, 0, 1, 1, 0, 0], bool),
-        clean=np.array([1, 0, 0, 1, 1, 1, 1], bool),
-        progress=np.array([-1.0, -0.8, -0.7, -0.5, 0.0, -1.0, -0.4]),
-        episode_ends=[5, 7],
-        lookahead=1,
-    )
+    grades = experiment.grade_labels(**_two_hand_made_episodes())
     assert grades["autonomous_frames"] == 5 and grades["positive_frames"] == 3
     assert grades["clean_fraction_of_positive"] == 2 / 3 and grades["clean_fraction_of_negative"] == 0.5
     # Only the negative at frame 2 is followed (within one frame) by the operator's takeover.
@@ -167,12 +171,7 @@ def test_label_grades_on_two_hand_made_episodes():
 def test_label_grades_against_the_simulators_truth_by_hand():
     # The episodes of the test above, with each autonomous frame's true advantage and the relabeller's advantage.
     grades = experiment.grade_labels(
-        labels=np.array(["positive", "positive", "negative", "positive", "positive", "negative", "positive"]),
-        human=np.array([0, 0, 0, 1, 1, 0, 0], bool),
-        clean=np.array([1, 0, 0, 1, 1, 1, 1], bool),
-        progress=np.array([-1.0, -0.8, -0.7, -0.5, 0.0, -1.0, -0.4]),
-        episode_ends=[5, 7],
-        lookahead=1,
+        **_two_hand_made_episodes(),
         task_index=np.zeros(7, np.int64),
         advantage=np.array([0.3, 0.1, -0.2, np.nan, np.nan, 0.0, 0.2]),
         true_advantage=np.array([0.0, -0.06, -0.06, np.nan, np.nan, 0.0, -0.02]),
