@@ -38,7 +38,8 @@ class SweepConfig:
     eval_seed: int = _gate.VALIDATION_SEED
     """First evaluation seed (task i: eval_seed + 10,000 i + k)."""
     bc_reference: bool = True
-    """Also train and evaluate BC on all the data, on the same seeds (the floor every setting is read against)."""
+    """Also evaluate BC on all the data, on the same seeds (the floor every setting is read against); BC is trained
+    either way, as the value model's SigLIP source."""
 
 
 def arm_name(top_percent: float, dropout: float) -> str:
@@ -72,8 +73,10 @@ def run(sweep: SweepConfig) -> dict[str, Any]:
         results["arms"][name] = {"settings": settings, **summary}
         logger.info("%s: success %.3f %s", name, summary["overall"]["success_rate"], summary["overall"]["ci95"])
 
+    # BC is trained either way: the value model starts from its SigLIP (the sim's pi05_base, as in the experiment).
+    bc = _experiment.train_policy(config, "bc", config.bc_config, initial.data)
     if sweep.bc_reference:
-        evaluate("bc", _experiment.train_policy(config, "bc", config.bc_config, initial.data), None)
+        evaluate("bc", bc, None)
     value_ckpt = _experiment.train_value(config, "it1", initial.data)
     results["value"] = _experiment.value_spearman(config, value_ckpt, initial.heldout)
     for top_percent in sweep.top_percents:
