@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from openpi.recap import vocab
+from openpi.shared import errors
 from openpi.shared import progress as _progress
 from openpi.sim import base as _base
 from openpi.sim import dataset as _dataset
@@ -309,9 +310,14 @@ def write_episodes(root: pathlib.Path, episodes, envs: dict[str, Any], image_siz
 
 
 def _latest_step(run_dir: pathlib.Path) -> pathlib.Path:
-    steps = sorted((p for p in run_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    children = run_dir.iterdir() if run_dir.is_dir() else ()
+    steps = sorted((p for p in children if p.name.isdigit()), key=lambda p: int(p.name))
     if not steps:
-        raise FileNotFoundError(f"No checkpoint step in {run_dir}.")
+        raise errors.CheckpointError(
+            f"No checkpoint step in {run_dir}; train that run first (the value model needs the BC policy's SigLIP)."
+            if run_dir.name == "bc"
+            else f"No checkpoint step in {run_dir}; train that run first."
+        )
     return steps[-1]
 
 

@@ -200,9 +200,9 @@ def test_main_lists_policy_and_value_configs_and_accepts_a_dataset(tmp_path: pat
     from openpi.training import value_config
 
     with pytest.raises(SystemExit) as exit_:
-        cns.main([])
-    listed = capsys.readouterr().out.split()
-    assert exit_.value.code == 0 and {*_config.config_names(), *value_config.config_names()} <= set(listed)
+        cns.main([])  # no config name: the usage, listing every config, on stderr and exit 2 (issue 29.12)
+    listed = capsys.readouterr().err.split()
+    assert exit_.value.code == 2 and {*_config.config_names(), *value_config.config_names()} <= set(listed)
     with pytest.raises(errors.ConfigError, match="value_demo"):
         cns.main(["value_dem"])
     with pytest.raises(errors.ConfigError, match="no-such-flag"):

@@ -202,15 +202,16 @@ def load_value_checkpoint(
 
 
 def _restore_tree(path: pathlib.Path, *, only: str | None = None) -> Any:
-    """The whole Orbax PyTree item at `path` as host numpy leaves (or only its top-level key `only`; None if absent)."""
+    """The whole Orbax PyTree item at `path` as host numpy leaves (or only its top-level key `only`; None if absent).
+
+    The whole item is restored even for `only`: Orbax refuses a restore tree that is a strict subset of the saved one.
+    """
     import orbax.checkpoint as ocp
 
     with ocp.PyTreeCheckpointer() as ckptr:
         tree = params_io._tree_metadata(ckptr.metadata(path))
-        if only is not None:
-            if only not in tree:
-                return None
-            tree = {only: tree[only]}
+        if only is not None and only not in tree:
+            return None
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         out = ckptr.restore(path, args=ocp.args.PyTreeRestore(item=tree, restore_args=restore_args))
     return out if only is None else out[only]
