@@ -9,9 +9,10 @@ spread (max - min) and the mean. The trainings run side by side on the experimen
 (`Budget.train_processes`).
 
     uv run benchmarks/sim_bc_spread.py                                   # 1,500 and 3,000 steps x seeds 0 1 2
-    uv run benchmarks/sim_bc_spread.py --steps 1500 3000 6000 --peak-lrs 1e-3 3e-4
+    uv run benchmarks/sim_bc_spread.py --steps 1500 --peak-lrs 3e-4 --save-as sim_bc_spread_lr3e-4
 
-Writes `<out>/results.json` and benchmarks/results/sim_bc_spread.json (with the machine and its load average).
+Writes `<out>/results.json` and benchmarks/results/<save_as>.json (default sim_bc_spread; with the machine and its
+load average).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "sim_bc_spread.json"
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Args:
     """The experiment budget whose data collection and schedule are used (`toy` for a smoke run)."""
     out: pathlib.Path = pathlib.Path("./sim_output/sim_bc_spread")
     save_results: bool = True
+    save_as: str = "sim_bc_spread"
+    """Name of the JSON under benchmarks/results/ (another name keeps an earlier study's file)."""
 
 
 def setting_name(steps: int, peak_lr: float, batch_size: int) -> str:
@@ -107,8 +110,9 @@ def main(args: Args) -> dict:
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if args.save_results:
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"Wrote {RESULTS}")
+        path = RESULTS / f"{args.save_as}.json"
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"Wrote {path}")
     return results
 
 
