@@ -99,8 +99,8 @@ class Budget:
     replan_steps: int = 5
     num_clients: int = 2
     # Independent trainings run this many at once, each in a single-threaded process (0: in this process, one after
-    # another). On the 2-core machine two 1-thread processes step 1.13x faster than one process (12.0 vs 10.6 steps/s,
-    # benchmarks/sim_step_bench.py), minus ~20 s of start-up per child: a small gain at 1,500 steps per arm.
+    # another). On the 2-core machine two 1-thread processes train 1.14x faster than one process (12.9 vs 11.3
+    # steps/s; two whole 600-step trainings 106 s vs 122 s, benchmarks/sim_step_bench.py).
     train_processes: int = 2
 
 

@@ -1,11 +1,10 @@
 """Independent trainings side by side, one single-threaded process each: throughput for small models on few cores.
 
 A toy `sim_pi05` step is made of hundreds of small ops that XLA's CPU thread pool splits across the cores; at this
-size the split buys nothing (on the 2-core machine one thread steps as fast as two: 94 vs 95 ms at batch 32), so
-the second core is better spent on a second, independent training (arms, training seeds). Measured there
-(benchmarks/sim_step_bench.py): two single-threaded processes side by side step at 167 ms each, 12.0 steps/s for
-the machine against 10.6 for one process; whole trainings of 600 steps pay ~20 s of start-up and compilation per
-child and come out even. The gain grows with the number of steps per training and with the cores.
+size the split buys nothing (on the 2-core machine one thread steps as fast as two: 88 ms at batch 32), so the
+second core is better spent on a second, independent training (arms, training seeds). Measured there
+(benchmarks/sim_step_bench.py): two single-threaded processes side by side step at 155 ms each, 12.9 steps/s for
+the machine against 11.3 for one process, and two whole 600-step trainings take 106 s instead of 122 s (1.14x).
 
 Each process gets its XLA thread flags before JAX starts (they cannot change afterwards), trains one TrainConfig
 through the project's trainer, and writes its log next to the checkpoint directory. The thread count is part of
