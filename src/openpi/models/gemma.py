@@ -5,9 +5,9 @@ the action tokens. In each layer both streams are projected with their own weigh
 concatenated sequence, and go through their own FFN. Weight names of the second expert carry the suffix `_1`, so
 the first expert loads directly from a PaliGemma checkpoint and the tree matches openpi's checkpoints 1:1.
 
-Layers are scanned (`nn.scan`, optionally unrolled), so every layer weight has a leading depth axis. pi0.5 conditions the action expert
-on the flow-matching time through adaptive RMSNorm: the norm's `Dense_0` (zero-initialised) maps the condition to
-scale, shift and a gate on the residual.
+Layers are scanned (`nn.scan`, optionally unrolled), so every layer weight has a leading depth axis. pi0.5
+conditions the action expert on the flow-matching time through adaptive RMSNorm: the norm's `Dense_0`
+(zero-initialised) maps the condition to scale, shift and a gate on the residual.
 
 Axis names in einsums: B batch, T query length, S key length, N query heads, K kv heads, G query heads per kv
 head, H head dim, D model width.
