@@ -60,7 +60,9 @@ CONTRACTS: dict[str, Contract] = {
         config=("debug_pi06",), unwritable=(FIXTURE, f"--output-dir={BLOCKED}/assets"),
     ),
     "label_advantage_from_vlm.py": Contract(
-        names=tuple(relabel_config.CONFIGS), unknown=(("yam_vail",), "yam_vial"), config=("yam_vial",)
+        names=tuple(relabel_config.CONFIGS), unknown=(("yam_vail",), "yam_vial"), config=("yam_vial",),
+        unwritable=("yam_vial", f"--data_dir={FIXTURE}", "--checkpoint_dir=/nonexistent/value_run",
+                    f"--output_dir={BLOCKED}/relabelled"),
     ),
     "serve_policy.py": Contract(
         unknown=(("policy:dummy", "--policy.config=debug_pi6"), "debug_pi06"), config=("policy:dummy",)

@@ -372,6 +372,7 @@ def relabel(config: RelabelConfig, *, model: Model | None = None, processes: Pro
     target = config.target()
     if not config.in_place and target.exists() and not config.overwrite:
         raise errors.DatasetError(f"Output {target} already exists; pass --overwrite or choose another --output_dir.")
+    atomic.check_output_dir(target)  # before inference, not after it (issue 29.7)
     cols = read_columns(ds, config.human_col)
     autonomous = cols.intervention == 0
     if not autonomous.any():
