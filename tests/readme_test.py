@@ -20,6 +20,9 @@ from openpi.training import value_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
+# The docs/ pages the README links to (the simulation's lab notebook, ...): their commands are checked like its own.
+DOCS = sorted((REPO / "docs").glob("*.md"))
+DOCUMENTED = "\n".join([README, *(page.read_text() for page in DOCS)])
 
 
 # Scripts whose flags are one tyro dataclass: the README's flags must parse into it (the scripts are thin entry
@@ -34,15 +37,21 @@ FLAT_ARGS = {
 
 
 def _commands() -> list[list[str]]:
-    """Every `uv run <script> args...` in the README, placeholders like <dataset> replaced by a dummy value."""
+    """Every `uv run <script> args...` in the README and docs/, placeholders like <dataset> replaced by a dummy value."""
     commands = []
-    for match in re.finditer(r"uv run ((?:scripts|benchmarks)/[\w./]+\.py[^`#\n\"]*)", README):
+    for match in re.finditer(r"uv run ((?:scripts|benchmarks)/[\w./]+\.py[^`#\n\"]*)", DOCUMENTED):
         text = re.sub(r"<[^>]+>", "x", match.group(1)).replace("...", "").strip()
         commands.append(shlex.split(text))
     return commands
 
 
 COMMANDS = _commands()
+
+
+def test_readme_links_every_docs_page():
+    assert DOCS, "docs/ has no page"
+    for page in DOCS:
+        assert f"(docs/{page.name})" in README, f"README does not link docs/{page.name}"
 
 
 def test_readme_shows_the_loop():
