@@ -224,22 +224,21 @@ def _restore_raw_trainable(step_dir: pathlib.Path) -> dict | None:
 
 
 def step_sha256(step_dir: pathlib.Path) -> str:
-    """sha256 of what a step holds, by content: every array of params/ and train_state/ (path, dtype, shape, bytes,
-    in sorted order) and the step's other files (value_model.json, norm stats) byte for byte.
+    """sha256 of the weights a step serves, by content: every array of params/ (path, dtype, shape, bytes, in sorted
+    order) and the step's other files (value_model.json, norm stats) byte for byte.
 
     Orbax's own files (`_CHECKPOINT_METADATA`, `commit_success.txt`, OCDBT data) carry save timestamps and storage
     layout, so hashing them gave two runs with identical weights different digests (issue 31); the arrays Orbax
-    restores do not depend on when or how they were written.
+    restores do not depend on when or how they were written. train_state/ is left out: at full size its optimizer
+    moments are twice the weights, and every relabelling process would restore them only to hash them.
     """
     digest = hashlib.sha256()
-    items = (_checkpoints.PARAMS, _checkpoints.TRAIN_STATE)
-    for item in items:
-        leaves = jax.tree_util.tree_flatten_with_path(_restore_tree(step_dir / item))[0]
-        flat = {f"{item}{jax.tree_util.keystr(path)}": leaf for path, leaf in leaves}
-        digest.update(tree_checksum(flat).encode())
+    leaves = jax.tree_util.tree_flatten_with_path(_restore_tree(step_dir / _checkpoints.PARAMS))[0]
+    digest.update(tree_checksum({jax.tree_util.keystr(path): leaf for path, leaf in leaves}).encode())
+    skipped = (_checkpoints.PARAMS, _checkpoints.TRAIN_STATE)
     for path in sorted(p for p in step_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(step_dir)
-        if rel.parts[0] in items or rel.name in _ORBAX_BOOKKEEPING or any(x.startswith(".") for x in rel.parts):
+        if rel.parts[0] in skipped or rel.name in _ORBAX_BOOKKEEPING or any(x.startswith(".") for x in rel.parts):
             continue
         digest.update(f"{rel.as_posix()}|".encode())
         digest.update(path.read_bytes())
