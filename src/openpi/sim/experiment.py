@@ -313,11 +313,7 @@ def _latest_step(run_dir: pathlib.Path) -> pathlib.Path:
     children = run_dir.iterdir() if run_dir.is_dir() else ()
     steps = sorted((p for p in children if p.name.isdigit()), key=lambda p: int(p.name))
     if not steps:
-        raise errors.CheckpointError(
-            f"No checkpoint step in {run_dir}; train that run first (the value model needs the BC policy's SigLIP)."
-            if run_dir.name == "bc"
-            else f"No checkpoint step in {run_dir}; train that run first."
-        )
+        raise errors.CheckpointError(f"No checkpoint step in {run_dir}; train that run first.")
     return steps[-1]
 
 
