@@ -275,3 +275,26 @@ def test_value_grades_on_hand_made_episodes():
     assert grades["success_auc_1_before_end"] == 1.0  # 0.6 > 0.3
     assert grades["progress_success_auc_1_before_end"] == 0.0  # -0.3 < -0.1
     assert grades["loss_trained"] == 0.5 and grades["loss_heldout"] == pytest.approx(10 / 7)
+
+
+def test_toy_experiment_runs_on_metaworld_with_recap_on_pi0(tmp_path):
+    """`--env metaworld` at toy budget: the pi0 policy with the advantage clause (continuous state, no state bins),
+    the same arms as the tabletop minus the oracle (MetaWorld cannot rebuild a frame's state from its seed)."""
+    pytest.importorskip("metaworld", reason="MetaWorld is not installed (uv sync --extra sim).")
+    from openpi.training import config as _config
+
+    config = experiment.config_for_env("metaworld", tmp_path / "run", experiment.BUDGETS["toy"])
+    assert config.tasks == ("push-v3",)
+    policy, bc = (_config.get_config(name).model for name in (config.policy_config, config.bc_config))
+    assert (policy.model_type, bc.model_type) == ("pi0_recap", "pi0")
+    assert not policy.discrete_state_input and not bc.discrete_state_input
+    results = experiment.run(config)
+
+    assert set(results["arms"]) == {"bc", "filtered_bc", "recap", "recap_cfg1.5", "recap_none", "recap_negative",
+                                    "recap_shuffled", "bc_same_data"}  # fmt: skip
+    episodes = results["arms"]["recap"]["2"]["episodes"]
+    assert {e["task"] for e in episodes} == {"push-v3"} and len(episodes) == experiment.BUDGETS["toy"].eval_per_task
+    relabelled = lerobot.LeRobotDataset.open(tmp_path / "run" / "data" / "relabelled_it2")
+    labels = np.asarray(relabelled.column("adv_ind")).reshape(-1)
+    assert {"positive", "negative"} <= set(labels)
+    assert results["labels"]["2"].get("advantage_auc_vs_truth") is None

@@ -1,7 +1,9 @@
 """`Pi0Config`: openpi's pi0 / pi0.5 configuration, plus `pistar` (pi0.6) and a selectable SigLIP tower.
 
 pi0.6 here is pi0.5 whose prompt carries the RECAP advantage clause; the model itself is unchanged, only the prompt
-budget grows (+3 tokens of headroom for ", Advantage: positive"). Parameters are pure nested dicts whose paths and
+budget grows (+3 tokens of headroom for ", Advantage: positive"). `pistar` on pi0 (`pi05=False`) is RECAP on a pi0
+policy: the clause follows the task text and the state keeps its continuous projection (for robots, or state-only
+simulators, whose policy is pi0-based). Parameters are pure nested dicts whose paths and
 shapes match openpi's checkpoints; `get_freeze_filter` reproduces openpi's LoRA freezing rule on those paths.
 """
 
@@ -43,7 +45,7 @@ class Pi0Config(_model.BaseModelConfig):
     pi05: bool = False
     # Read by the data transforms, not by the model; None -> pi05.
     discrete_state_input: bool = None  # type: ignore[assignment]
-    # pi0.6 (RECAP): pi0.5 whose prompt carries the advantage indicator.
+    # RECAP: the prompt carries the advantage indicator (pi0.6 with pi05; pi0 + indicator without).
     pistar: bool = False
     # None -> "So400m/14" (openpi), or the tiny "mu/32" when the PaliGemma LLM is a dummy variant.
     siglip_variant: str | None = None
@@ -67,8 +69,6 @@ class Pi0Config(_model.BaseModelConfig):
     augment_images: bool = True
 
     def __post_init__(self):
-        if self.pistar and not self.pi05:
-            raise errors.ConfigError("Pi0Config(pistar=True) needs pi05=True: pi0.6 is pi0.5 plus the indicator.")
         if self.max_token_len is None:
             base = 200 if self.pi05 else 48
             object.__setattr__(self, "max_token_len", base + (PISTAR_EXTRA_TOKENS if self.pistar else 0))
@@ -105,7 +105,9 @@ class Pi0Config(_model.BaseModelConfig):
 
     @property
     def model_type(self) -> str:
-        return "pi06" if self.pistar else ("pi05" if self.pi05 else "pi0")
+        if self.pistar:
+            return "pi06" if self.pi05 else "pi0_recap"
+        return "pi05" if self.pi05 else "pi0"
 
     def model(self) -> "pi0.Pi0":
         """The stateless model facade (`init_params`, `compute_loss`, `sample_actions`)."""

@@ -64,6 +64,9 @@ def test_defaults():
     assert PI05.max_token_len == 200 and PI05.discrete_state_input is True
     pistar = pi0_config.Pi0Config(pi05=True, pistar=True)
     assert pistar.max_token_len == 203 and pistar.model_type == "pi06"
+    pi0_recap = pi0_config.Pi0Config(pistar=True)
+    assert pi0_recap.max_token_len == 51 and pi0_recap.model_type == "pi0_recap"
+    assert pi0_recap.discrete_state_input is False
     assert pi0_config.Pi0Config(pi05=True, max_token_len=64).max_token_len == 64
     dummy = pi0_config.Pi0Config(paligemma_variant="dummy", action_expert_variant="dummy")
     assert dummy.siglip_variant == pi0_config.TINY_SIGLIP
@@ -71,8 +74,6 @@ def test_defaults():
 
 
 def test_bad_configs_raise_config_errors():
-    with pytest.raises(errors.ConfigError, match="pistar"):
-        pi0_config.Pi0Config(pistar=True)
     with pytest.raises(errors.ConfigError, match="gemma_7b"):
         pi0_config.Pi0Config(paligemma_variant="gemma_7b")
     with pytest.raises(errors.ConfigError, match="SigLIP"):
@@ -131,3 +132,7 @@ def test_pistar_changes_only_the_prompt_budget():
     pi05 = jax.tree.map(lambda x: (x.shape, x.dtype), pi0_config.Pi0Config(**kw).params_shape())
     pi06 = jax.tree.map(lambda x: (x.shape, x.dtype), pi0_config.Pi0Config(pistar=True, **kw).params_shape())
     assert pi05 == pi06
+    kw["pi05"] = False
+    pi0 = jax.tree.map(lambda x: (x.shape, x.dtype), pi0_config.Pi0Config(**kw).params_shape())
+    pi0_recap = jax.tree.map(lambda x: (x.shape, x.dtype), pi0_config.Pi0Config(pistar=True, **kw).params_shape())
+    assert pi0 == pi0_recap and pi0 != pi05

@@ -6,6 +6,7 @@ or their checkpoints see text they never saw:
     pi0    BOS + "{text}" + "\\n"              ("\\n" encoded on its own, as openpi does)
     pi0.5  BOS + "Task: {text}, State: {bins};\\nAction: "
     pi0.6  BOS + "Task: {text}, State: {bins}, Advantage: {positive|negative};\\nAction: "
+    pi0 + indicator (RECAP on pi0)  BOS + "{text}, Advantage: {positive|negative}" + "\\n"
 
 `text` is the task with surrounding whitespace stripped and "_" and newlines turned into spaces (no
 lower-casing, as in openpi). `bins` is the normalised state digitised into 256 bins over [-1, 1], joined by
@@ -130,16 +131,12 @@ def parse_indicator(adv_ind: object, *, source: str = "'adv_ind'") -> str:
 
 
 def format_prompt(prompt: str, state: np.ndarray | None = None, adv_ind: object = None) -> str:
-    """The full prompt string (without BOS): pi0 when `state` is None, else pi0.5, or pi0.6 with an indicator."""
+    """The full prompt string (without BOS): pi0 when `state` is None, else pi0.5; the indicator adds its clause."""
     text = clean_text(prompt)
     indicator = normalize_indicator(adv_ind)
     if state is None:
-        if indicator is not None:
-            raise TokenizerError(
-                "The advantage indicator needs the pi0.5 prompt with discrete state; pass the normalised state "
-                "(or use a config with discrete_state_input=True)."
-            )
-        return f"{text}\n"
+        # pi0 keeps its state continuous; RECAP on pi0 appends the same clause to the task text.
+        return f"{text}\n" if indicator is None else f"{text}, Advantage: {indicator}\n"
     bins = state_to_text(state)
     if indicator is None:
         return f"Task: {text}, State: {bins};\nAction: "

@@ -83,10 +83,11 @@ def test_parse_indicator_accepts_only_the_three_words():
             _tokenizer.parse_indicator(value)
 
 
-def test_indicator_without_state_is_refused():
-    with pytest.raises(_tokenizer.TokenizerError, match="discrete state"):
-        _tokenizer.format_prompt("t", None, "positive")
-    assert _tokenizer.format_prompt("t", None, "none") == "t\n"
+def test_pi0_with_an_indicator_appends_the_clause_to_the_task_text():
+    """RECAP on pi0: no state bins (the state stays continuous), the same clause, then pi0's answer marker."""
+    assert _tokenizer.format_prompt("pick_up the vial", None, "positive") == "pick up the vial, Advantage: positive\n"
+    assert _tokenizer.format_prompt("t", None, "negative") == "t, Advantage: negative\n"
+    assert _tokenizer.format_prompt("t", None, "none") == _tokenizer.format_prompt("t", None) == "t\n"
 
 
 def test_tokenize_pi06(tok):
@@ -99,6 +100,15 @@ def test_tokenize_pi06(tok):
     assert (tokens[n:] == 0).all()
     assert tok.decode(tokens[1:n]) == _tokenizer.format_prompt("pick_up the vial", STATE, "positive")
     assert list(tokens[:n]) == tok.encode(_tokenizer.format_prompt("pick_up the vial", STATE, "positive"), add_bos=True)
+
+
+def test_tokenize_pi0_with_an_indicator_encodes_the_newline_separately_and_refuses_a_cut_clause(tok):
+    tokens, mask = tok.tokenize("fold_the towel", None, "negative")
+    n = int(mask.sum())
+    assert list(tokens[:n]) == [tok.bos_id, *tok.encode("fold the towel, Advantage: negative"), *tok.encode("\n")]
+    short = _tokenizer.PaligemmaTokenizer(n - 1, tok.model_path)
+    with pytest.raises(_tokenizer.TokenizerError, match="clause would be cut off"):
+        short.tokenize("fold_the towel", None, "negative")
 
 
 def test_tokenize_pi0_encodes_newline_separately(tok):

@@ -515,6 +515,10 @@ _SIM_STATE_ONLY = {**_SIM_MODEL, "image_resolution": (8, 8), "action_dim": 40}  
 # Prompt budgets (pi0.5; pi0.6 adds PISTAR_EXTRA_TOKENS): the tabletop prompt with its 3 state bins is ~30 tokens
 # with the 512-piece tokenizer, MetaWorld's 39 state bins ~170. Every unused slot still costs attention and MLP.
 _SIM_PROMPT_TOKENS = {"": 36, "_metaworld": 180}
+# MetaWorld on pi0: the 39 values reach the action expert through pi0's continuous state projection (one token)
+# instead of ~170 prompt bins whose embeddings must be learned from scratch; the prompt is the task alone (<= 19
+# tokens for every MetaWorld task, <= 23 with the advantage clause).
+_SIM_PI0_STATE_ONLY = {**_SIM_STATE_ONLY, "pi05": False, "max_token_len": 20}
 
 
 def _sim_configs() -> list[TrainConfig]:
@@ -533,13 +537,10 @@ def _sim_configs() -> list[TrainConfig]:
         "lr_schedule": _optimizer.CosineDecaySchedule(warmup_steps=50, peak_lr=1e-3, decay_steps=steps, decay_lr=5e-5),
     }
     out = []
+    metaworld = LeRobotSimDataConfig(repo_id=SIM_DATASET_METAWORLD, cameras=(), action_dim=4, state_dim=39)
     for suffix, model, data in (
         ("", _SIM_MODEL, LeRobotSimDataConfig(repo_id=SIM_DATASET)),
-        (
-            "_metaworld",
-            _SIM_STATE_ONLY,
-            LeRobotSimDataConfig(repo_id=SIM_DATASET_METAWORLD, cameras=(), action_dim=4, state_dim=39),
-        ),
+        ("_metaworld", _SIM_STATE_ONLY, metaworld),
     ):
         out.append(
             TrainConfig(
@@ -562,6 +563,31 @@ def _sim_configs() -> list[TrainConfig]:
                 ]
             )
         )
+    # RECAP on pi0 (Pi0Config(pistar=True) without pi05): the same model and prompt, plus the advantage clause.
+    recap_pi0 = _SIM_PI0_STATE_ONLY | {
+        "max_token_len": _SIM_PI0_STATE_ONLY["max_token_len"] + pi0_config.PISTAR_EXTRA_TOKENS
+    }
+    out.append(
+        TrainConfig(
+            name="sim_pi0_metaworld",
+            model=pi0_config.Pi0Config(**_SIM_PI0_STATE_ONLY),
+            data=dataclasses.replace(metaworld, use_adv_ind=False),
+            **common,
+        )
+    )
+    out.extend(
+        _with_infer_twins(
+            [
+                TrainConfig(
+                    name="sim_pi0_recap_metaworld",
+                    model=pi0_config.Pi0Config(pistar=True, **recap_pi0),
+                    data=metaworld,
+                    indicator_dropout=0.3,
+                    **common,
+                )
+            ]
+        )
+    )
     return out
 
 
