@@ -8,7 +8,7 @@
 
 Writes `<out>/results.json`, `<out>/table.txt`, `<out>/success_vs_iteration.png` and every dataset, checkpoint and
 relabelling report on the way; the full run also copies the results to `benchmarks/results/recap_sim_bench.json`
-(with the machine) and the PNG beside it.
+(with the machine), the PNG and the table beside it.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main(args: Args) -> dict:
             name += "_train_seeds" + "_".join(str(s) for s in args.train_seeds)
         (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
         shutil.copyfile(out / "success_vs_iteration.png", RESULTS / f"{name}.png")
+        shutil.copyfile(out / "table.txt", RESULTS / f"{name}.txt")
         print(f"Wrote {RESULTS / f'{name}.json'}")
     return results
 
