@@ -27,14 +27,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 @dataclasses.dataclass(frozen=True)
 class Args:
     arms: tuple[str, ...] | None = None
-    """Registered policy configs to train and evaluate (default: sim_pi05, or sim_pi05_metaworld with --env
+    """Registered policy configs to train and evaluate (default: sim_pi05, or sim_pi0_metaworld with --env
     metaworld; see `uv run scripts/train.py --help` for the names)."""
     env: Literal["tabletop", "metaworld"] = "tabletop"
     """metaworld: MetaWorld v3 from state (`uv sync --extra sim`), by default its push-v3 task."""
     layouts: int = 600
     """Distinct demonstration layouts, each demonstrated under all three prompts."""
-    steps: int | None = None
-    """Train steps per arm (default: each config's own)."""
+    steps: tuple[int, ...] = ()
+    """Train steps per arm (default: each config's own); several values train every config once per value."""
     validation: bool = False
     """Evaluate on the validation seeds (where settings are chosen) instead of the evaluation seeds."""
     eval_seed: int | None = None
@@ -61,7 +61,7 @@ def main(args: Args) -> dict:
         eval_seed = gate.VALIDATION_SEED if args.validation else experiment.EVAL_SEED
     metaworld = args.env == "metaworld"
     tasks = args.tasks or (("push-v3",) if metaworld else None)
-    arm_names = args.arms or (("sim_pi05_metaworld",) if metaworld else ("sim_pi05",))
+    arm_names = args.arms or (("sim_pi0_metaworld",) if metaworld else ("sim_pi05",))
     config = gate.GateConfig(
         out_dir=out,
         env=args.env,
@@ -71,9 +71,18 @@ def main(args: Args) -> dict:
         batch_size=8 if args.toy else 32,
         tasks=tasks,
     )
-    steps = 2 if args.toy else args.steps
-    train = (("num_train_steps", steps),) if steps is not None else ()
-    arms = [gate.Arm(name=name, config_name=name, train=train) for name in arm_names]
+    steps = (2,) if args.toy else args.steps
+    arms = (
+        [gate.Arm(name=name, config_name=name) for name in arm_names]
+        if not steps
+        else [
+            gate.Arm(
+                name=name if len(steps) == 1 else f"{name}_{n}steps", config_name=name, train=(("num_train_steps", n),)
+            )
+            for name in arm_names
+            for n in steps
+        ]
+    )
     results = gate.run(config, arms)
     print(gate.table(results))
     if not args.toy:
