@@ -9,7 +9,7 @@ the case shards the state with FSDP), and XLA's own analyses are recorded:
   temporaries (activations, gradients, workspace), minus what donated outputs alias; ``peak_estimate_gib`` =
   arguments + outputs + temporaries - aliased;
 * FLOPs per step per device: the matmuls and convolutions of the step's jaxpr, each scanned body counted once per
-  iteration (`jaxpr_flops`), and the step time they predict on an H100 at 40 % MFU. XLA's own count
+  iteration (`openpi.shared.flops.jaxpr_flops`), and the step time they predict on an H100 at 40 % MFU. XLA's own count
   (`compiled.cost_analysis()`, kept as ``xla_flops_per_step_per_device``) visits a scanned layer stack's body
   once, so it undercounts a model whose 18 or 27 layers are one `nn.scan` by about that factor;
 * the child's peak host RSS while compiling.
@@ -122,41 +122,12 @@ def _value_step(case: Case):
     return value_train.value_trainer(cfg), batch
 
 
-def jaxpr_flops(jaxpr) -> float:
-    """Multiply-add FLOPs (2 per MAC) of every dot_general and convolution in a (closed) jaxpr, sub-jaxprs included
-    (jit, remat, custom_vjp, ...), a scan's body times its length and a cond's costliest branch; elementwise ops are
-    left out (a few % of a transformer's)."""
-    import math
-
-    from jax.extend import core as jex_core
-
-    inner = getattr(jaxpr, "jaxpr", jaxpr)
-    total = 0.0
-    for eqn in inner.eqns:
-        name = eqn.primitive.name
-        if name == "dot_general":
-            (lhs_contract, _), _ = eqn.params["dimension_numbers"]
-            lhs = eqn.invars[0].aval.shape
-            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in lhs_contract)
-        elif name == "conv_general_dilated":
-            rhs = eqn.invars[1].aval.shape  # the kernel: out features, in features / groups, spatial... (any layout)
-            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs) / max(rhs)
-        subs = [v for v in eqn.params.values() if isinstance(v, jex_core.Jaxpr | jex_core.ClosedJaxpr)]
-        subs += [b for v in eqn.params.values() if isinstance(v, tuple) for b in v
-                 if isinstance(b, jex_core.Jaxpr | jex_core.ClosedJaxpr)]  # fmt: skip
-        if name == "cond":
-            total += max((jaxpr_flops(b) for b in subs), default=0.0)
-            continue
-        times = eqn.params.get("length", 1) if name == "scan" else 1
-        total += times * sum(jaxpr_flops(b) for b in subs)
-    return total
-
-
 def compile_case(name: str, case: Case) -> dict:
     """Lowers and compiles `case`'s train step as the trainer jits it (FSDP state, data-parallel batch); per-device
     figures from XLA's analyses."""
     import jax
 
+    from openpi.shared import flops as _flops
     from openpi.training import sharding as _sharding
     from openpi.training import utils as _utils
 
@@ -173,7 +144,7 @@ def compile_case(name: str, case: Case) -> dict:
         out_shardings=(state_sharding, replicated),
         donate_argnums=(1,),
     )
-    flops = jaxpr_flops(jax.make_jaxpr(trainer.step)(jax.random.key(0), state, batch)) / case.devices
+    flops = _flops.jaxpr_flops(jax.make_jaxpr(trainer.step)(jax.random.key(0), state, batch)) / case.devices
     start = time.perf_counter()
     compiled = step.lower(jax.random.key(0), state, batch).compile()
     compile_s = time.perf_counter() - start

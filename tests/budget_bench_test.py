@@ -46,23 +46,3 @@ def test_an_unknown_case_is_a_user_error():
     bench = _bench()
     with pytest.raises(errors.UserError, match="Unknown budget case"):
         bench.main(bench.Args(cases=("lora_b5",), save_results=False))
-
-
-def test_jaxpr_flops_counts_a_scanned_body_once_per_iteration_and_convolutions():
-    import jax
-    import jax.numpy as jnp
-
-    bench = _bench()
-
-    def layers(x, w):
-        y, _ = jax.lax.scan(lambda c, wi: (jnp.tanh(c @ wi), None), x, w)
-        return y.sum()
-
-    # Three [4, 8] x [8, 8] matmuls: 2 * 4 * 8 * 8 each.
-    assert bench.jaxpr_flops(jax.make_jaxpr(layers)(jnp.ones((4, 8)), jnp.ones((3, 8, 8)))) == 3 * 2 * 4 * 8 * 8
-    # The backward adds two matmuls per layer (the gradients of the input and of the weight).
-    grad = jax.make_jaxpr(jax.grad(layers, argnums=1))(jnp.ones((4, 8)), jnp.ones((3, 8, 8)))
-    assert bench.jaxpr_flops(grad) == 3 * 3 * 2 * 4 * 8 * 8
-    conv = jax.make_jaxpr(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "VALID"))
-    # 5 output features x 7 x 7 positions, each a 3 x 2 x 2 dot product.
-    assert bench.jaxpr_flops(conv(jnp.ones((1, 3, 8, 8)), jnp.ones((5, 3, 2, 2)))) == 2 * 5 * 7 * 7 * 3 * 2 * 2
