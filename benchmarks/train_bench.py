@@ -6,7 +6,7 @@ full transform chain. `--full` (needs a GPU): `pi06_yam_vial_30fps` (full fine-t
 `pi06_yam_vial_30fps_lora` (LoRA, batch 4) with random weights on inputs shaped like the model's, one device.
 
     uv run benchmarks/train_bench.py [--full] [--steps 10]
-    uv run benchmarks/train_bench.py --memory-estimate pi06_yam_vial_30fps_lora   # compile-only, ~20 GB host RAM
+    uv run benchmarks/train_bench.py --memory-estimate pi06_yam_vial_30fps_lora   # compile-only (budget_bench.py records every case)
 """
 
 from __future__ import annotations
