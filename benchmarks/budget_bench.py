@@ -81,45 +81,22 @@ class Args:
     save_results: bool = True
 
 
-def _policy_step(case: Case):
-    import jax
-    import numpy as np
+def _trainer_and_batch(case: Case):
+    """The case's `Trainer` and its batch as shapes, through the same spec helpers the data loaders' items follow."""
+    if case.kind == "policy":
+        from openpi.training import config as _config
+        from openpi.training import data_loader as _data_loader
+        from openpi.training import trainer as _trainer
 
-    from openpi.training import config as _config
-    from openpi.training import data_loader as _data_loader
-    from openpi.training import trainer as _trainer
-
-    base = _config.get_config(case.config)
-    cfg = dataclasses.replace(
-        base, data=_config.FakeDataConfig(), batch_size=case.batch_size, fsdp_devices=case.devices
-    )
-    trainer = _trainer.policy_trainer(cfg)
-    item = _data_loader.FakeItemFn(cfg.model)(0, 0)
-    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((case.batch_size, *np.shape(x)), np.asarray(x).dtype), item)
-    return trainer, batch
-
-
-def _value_step(case: Case):
-    import jax
-    import jax.numpy as jnp
-
+        base = _config.get_config(case.config)
+        cfg = dataclasses.replace(base, data=_config.FakeDataConfig(), batch_size=case.batch_size)
+        return _trainer.policy_trainer(cfg), _data_loader.batch_spec(cfg.model, case.batch_size)
     from openpi.training import value_config
     from openpi.training import value_data
     from openpi.training import value_train
 
-    base = value_config.get_config(case.config)
-    cfg = dataclasses.replace(base, batch_size=case.batch_size, fsdp_devices=case.devices)
-    model, b = cfg.model, case.batch_size
-    h, w = model.image_resolution
-    batch = {
-        "image": {c: jax.ShapeDtypeStruct((b, h, w, 3), jnp.uint8) for c in model.cameras},
-        "image_mask": {c: jax.ShapeDtypeStruct((b,), jnp.bool_) for c in model.cameras},
-        "state": jax.ShapeDtypeStruct((b, 1), jnp.float32),
-        "tokenized_prompt": jax.ShapeDtypeStruct((b, model.max_token_len), jnp.int32),
-        "tokenized_prompt_mask": jax.ShapeDtypeStruct((b, model.max_token_len), jnp.bool_),
-        value_data.VALUE_KEY: jax.ShapeDtypeStruct((b,), jnp.float32),
-    }
-    return value_train.value_trainer(cfg), batch
+    cfg = dataclasses.replace(value_config.get_config(case.config), batch_size=case.batch_size)
+    return value_train.value_trainer(cfg), value_data.batch_spec(cfg.model, case.batch_size)
 
 
 def compile_case(name: str, case: Case) -> dict:
@@ -133,7 +110,7 @@ def compile_case(name: str, case: Case) -> dict:
 
     if jax.device_count() != case.devices:
         raise RuntimeError(f"case {name} needs {case.devices} devices, this process has {jax.device_count()}")
-    trainer, batch = (_policy_step if case.kind == "policy" else _value_step)(case)
+    trainer, batch = _trainer_and_batch(case)
     mesh = _sharding.make_mesh(case.devices)
     state = jax.eval_shape(trainer.init, jax.random.key(0))
     state_sharding = _sharding.fsdp_sharding(state, mesh)
@@ -144,9 +121,10 @@ def compile_case(name: str, case: Case) -> dict:
         out_shardings=(state_sharding, replicated),
         donate_argnums=(1,),
     )
-    flops = _flops.jaxpr_flops(jax.make_jaxpr(trainer.step)(jax.random.key(0), state, batch)) / case.devices
+    traced = step.trace(jax.random.key(0), state, batch)  # one trace: its jaxpr for the FLOPs, its lowering to compile
+    flops = _flops.jaxpr_flops(traced.jaxpr) / case.devices
     start = time.perf_counter()
-    compiled = step.lower(jax.random.key(0), state, batch).compile()
+    compiled = traced.lower().compile()
     compile_s = time.perf_counter() - start
     m = compiled.memory_analysis()
     cost = compiled.cost_analysis()

@@ -6,7 +6,6 @@ full transform chain. `--full` (needs a GPU): `pi06_yam_vial_30fps` (full fine-t
 `pi06_yam_vial_30fps_lora` (LoRA, batch 4) with random weights on inputs shaped like the model's, one device.
 
     uv run benchmarks/train_bench.py [--full] [--steps 10]
-    uv run benchmarks/train_bench.py --memory-estimate pi06_yam_vial_30fps_lora   # compile-only (budget_bench.py records every case)
 """
 
 from __future__ import annotations
@@ -44,9 +43,6 @@ class Args:
     """Batches for the data-loader throughput measurement (CPU mode)."""
     batch_size: int | None = None
     """Override the config's batch size."""
-    memory_estimate: tuple[str, ...] = ()
-    """Configs whose train step to compile from shapes alone (no allocation) and report XLA's memory analysis
-    for, e.g. pi06_yam_vial_30fps_lora. On CPU, bf16 weights are upcast for matmuls, so temp is pessimistic."""
 
 
 def _synthetic_workspace(root: pathlib.Path) -> tuple[str, str, str]:
@@ -77,10 +73,11 @@ def measure_step(cfg: _config.TrainConfig, batch_fn, steps: int) -> dict[str, fl
     init_s = time.perf_counter() - start
     batch = jax.device_put(batch_fn(0), _sharding.data_sharding(mesh))
     start = time.perf_counter()
-    compiled = jax.jit(trainer.step, donate_argnums=(1,)).lower(rng, state, batch).compile()
+    traced = jax.jit(trainer.step, donate_argnums=(1,)).trace(rng, state, batch)
+    compiled = traced.lower().compile()
     compile_s = time.perf_counter() - start
     # From the jaxpr: XLA's cost_analysis counts a scanned layer stack's body once (openpi.shared.flops).
-    flops = _flops.jaxpr_flops(jax.make_jaxpr(trainer.step)(rng, state, batch))
+    flops = _flops.jaxpr_flops(traced.jaxpr)
     state, info = compiled(rng, state, batch)
     jax.block_until_ready(info)
     times = []
@@ -150,38 +147,11 @@ def gpu_bench(args: Args) -> list[dict]:
     return rows
 
 
-def memory_estimate(name: str, batch_size: int | None) -> dict:
-    """XLA's buffer sizes for one train step of `name`, compiled from ShapeDtypeStructs (nothing allocated)."""
-    base = _config.get_config(name)
-    cfg = dataclasses.replace(base, data=_config.FakeDataConfig(), batch_size=batch_size or base.batch_size)
-    trainer = _trainer.policy_trainer(cfg)
-    state = jax.eval_shape(trainer.init, jax.random.key(0))
-    item = _data_loader.FakeItemFn(cfg.model)(0, 0)
-    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((cfg.batch_size, *np.shape(x)), np.asarray(x).dtype), item)
-    start = time.perf_counter()
-    compiled = jax.jit(trainer.step, donate_argnums=(1,)).lower(jax.random.key(0), state, batch).compile()
-    m = compiled.memory_analysis()
-    gib = 2.0**30
-    return {
-        "name": f"memory_{name}",
-        "batch_size": cfg.batch_size,
-        "compile_s": time.perf_counter() - start,
-        "arguments_gib": m.argument_size_in_bytes / gib,
-        "temp_gib": m.temp_size_in_bytes / gib,
-        "peak_estimate_gib": (m.argument_size_in_bytes + m.temp_size_in_bytes) / gib,
-    }
-
-
 def main(args: Args) -> None:
-    if args.memory_estimate:
-        rows = [memory_estimate(name, args.batch_size) for name in args.memory_estimate]
-    else:
-        rows = gpu_bench(args) if args.full else cpu_bench(args)
+    rows = gpu_bench(args) if args.full else cpu_bench(args)
     print(f"train_bench ({'full' if args.full else 'cpu'}) on {jax.devices()[0].device_kind}")
     for row in rows:
         print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    if args.memory_estimate:
-        return  # not a timing run: keep the results file of the last timing run
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     result = {"mode": "full" if args.full else "cpu", "device": jax.devices()[0].device_kind, "cases": rows}
     tmp = RESULTS.with_suffix(".tmp")

@@ -83,9 +83,9 @@ def sizes(freeze_mode: str) -> dict[str, float]:
 def compile_child(freeze_mode: str, batch_size: int) -> None:
     """Runs in a fresh process: lower + compile the full-size step from abstract inputs; prints JSON."""
     import jax
-    import jax.numpy as jnp
 
     from openpi.training import sharding as _sharding
+    from openpi.training import value_data
     from openpi.training import value_train
 
     config = _config(freeze_mode, batch_size)
@@ -94,18 +94,7 @@ def compile_child(freeze_mode: str, batch_size: int) -> None:
     rng = jax.random.key(0)
     state_shape = jax.eval_shape(trainer.init, rng)
     state_sharding = _sharding.fsdp_sharding(state_shape, mesh)
-    model = config.model
-    h, w = model.image_resolution
-    b = batch_size
-    cams = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
-    batch = {
-        "image": {c: jax.ShapeDtypeStruct((b, h, w, 3), jnp.uint8) for c in cams},
-        "image_mask": {c: jax.ShapeDtypeStruct((b,), jnp.bool_) for c in cams},
-        "state": jax.ShapeDtypeStruct((b, 14), jnp.float32),
-        "tokenized_prompt": jax.ShapeDtypeStruct((b, model.max_token_len), jnp.int32),
-        "tokenized_prompt_mask": jax.ShapeDtypeStruct((b, model.max_token_len), jnp.bool_),
-        "value": jax.ShapeDtypeStruct((b,), jnp.float32),
-    }
+    batch = value_data.batch_spec(config.model, batch_size)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     step = jax.jit(
         trainer.step,

@@ -351,6 +351,13 @@ class PolicyItemFactory:
         return item
 
 
+def batch_spec(model_config: Any, batch_size: int) -> dict[str, Any]:
+    """A policy training batch as `jax.ShapeDtypeStruct`s (the model's input spec plus the actions): what a train
+    step is lowered on when nothing may be allocated (compile-only budgets)."""
+    obs, actions = model_config.inputs_spec(batch_size=batch_size)
+    return {**_model.Observation.to_dict(obs), "actions": actions}
+
+
 @dataclasses.dataclass(frozen=True)
 class FakeItemFn:
     """Random model inputs from the model's input spec, seeded by the sample id (openpi's fake dataset)."""

@@ -157,6 +157,17 @@ class ValueItemFactory:
         return item
 
 
+def batch_spec(model: _value_model.ValueModelConfig, batch_size: int) -> dict[str, Any]:
+    """A value training batch as `jax.ShapeDtypeStruct`s (the model's input spec plus the value target): what the
+    train step is lowered on when nothing may be allocated (compile-only budgets)."""
+    import jax
+
+    from openpi.models import model as _model
+
+    obs = _model.Observation.to_dict(model.inputs_spec(batch_size=batch_size))
+    return {**obs, VALUE_KEY: jax.ShapeDtypeStruct((batch_size,), np.float32)}
+
+
 def create_loader(
     factory: ValueItemFactory,
     frames: np.ndarray,
