@@ -1,11 +1,12 @@
 """The RECAP value model (critic): SigLIP + Gemma3 + a 201-bin distributional head over [-1, 0].
 
     cameras --SigLIP (one tower, shared by all cameras)--> `img/head` projection into the Gemma3 width
+    state   --`state_proj` (only when `state_dim` > 0)--> one token, as pi0 feeds its continuous state
     prompt  --Gemma3 SentencePiece--> tokens --`llm/embedder`-->
-    Gemma3 over [image tokens, prompt tokens] -> hidden state of the last valid token -> MLP -> 201 logits
+    Gemma3 over [image tokens, state token, prompt tokens] -> hidden state of the last valid token -> MLP -> 201 logits
 
-Attention: image tokens see each other (one bidirectional block, as in PaliGemma / Gemma3 vision), prompt tokens
-are causal and see every image token. The readout is the LAST valid prompt token (`readout="last"`), the one
+Attention: image tokens and the state token see each other (one bidirectional block, as in PaliGemma / Gemma3
+vision), prompt tokens are causal and see every image and state token. The readout is the LAST valid prompt token (`readout="last"`), the one
 position that has seen everything, as a causal LM summarises its input; `readout="mean"` (masked mean over all
 valid tokens) is available.
 
@@ -68,6 +69,11 @@ class ValueModelConfig:
     readout: Readout = "last"
     # Hidden width of the value MLP; 0 means the Gemma3 width.
     head_hidden: int = 0
+    # > 0: the normalised state (exactly this many dims) enters as one continuous token through `state_proj`, as
+    # pi0's state does; a state-only robot (MetaWorld) is then read precisely by a short sequence instead of ~170
+    # prompt bins whose embeddings are learned from scratch. 0: the state is no input of its own (the `task_state`
+    # prompt still spells it out in bins). Checkpoints written before this field read as 0.
+    state_dim: int = 0
 
     def __post_init__(self):
         if self.freeze_mode not in FREEZE_MODES:
@@ -79,6 +85,13 @@ class ValueModelConfig:
         if self.num_bins < 2 or not self.v_min < self.v_max:
             raise errors.ConfigError(
                 f"Value bins need num_bins >= 2 and v_min < v_max, got {self.num_bins}, [{self.v_min}, {self.v_max}]."
+            )
+        if self.state_dim < 0:
+            raise errors.ConfigError(f"state_dim must be >= 0 (0: no state token), got {self.state_dim}.")
+        if self.state_dim and self.prompt_format == "task_state":
+            raise errors.ConfigError(
+                "state_dim > 0 feeds the state as a token and prompt_format 'task_state' spells it in the prompt; "
+                "pick one (prompt_format 'task' with a state token, or state_dim 0)."
             )
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise errors.ConfigError(f"cameras must be a non-empty list of distinct names, got {self.cameras}.")
@@ -101,7 +114,7 @@ class ValueModelConfig:
         return _model.Observation(
             images={c: jax.ShapeDtypeStruct((batch_size, h, w, 3), jnp.float32) for c in self.cameras},
             image_masks={c: jax.ShapeDtypeStruct((batch_size,), jnp.bool_) for c in self.cameras},
-            state=jax.ShapeDtypeStruct((batch_size, 1), jnp.float32),
+            state=jax.ShapeDtypeStruct((batch_size, max(self.state_dim, 1)), jnp.float32),
             tokenized_prompt=jax.ShapeDtypeStruct((batch_size, self.max_token_len), jnp.int32),
             tokenized_prompt_mask=jax.ShapeDtypeStruct((batch_size, self.max_token_len), jnp.bool_),
         )
@@ -290,6 +303,8 @@ class ValueModel(nn.Module):
         self.img = siglip.Module(num_classes=llm_cfg.width, variant=cfg.siglip_variant, dtype_mm=cfg.dtype)
         self.llm = gemma3.Gemma3(llm_cfg, dtype=dtype)
         self.value_head = ValueHead(cfg.head_hidden or llm_cfg.width, cfg.num_bins)
+        if cfg.state_dim:
+            self.state_proj = nn.Dense(llm_cfg.width)
 
     def embed_images(self, obs: _model.Observation):
         """[B, C*N, width] image tokens and their [B, C*N] validity, SigLIP run once on all cameras."""
@@ -306,9 +321,11 @@ class ValueModel(nn.Module):
         """Logits [B, num_bins] of the value distribution for a (preprocessed) observation batch."""
         img_tokens, img_mask = self.embed_images(obs)
         txt_tokens = self.llm.embed(obs.tokenized_prompt)
+        if self.config.state_dim:
+            img_tokens, img_mask = self._append_state_token(obs, img_tokens, img_mask)
         x = jnp.concatenate([img_tokens.astype(txt_tokens.dtype), txt_tokens], axis=1)
         valid = jnp.concatenate([img_mask, jnp.asarray(obs.tokenized_prompt_mask, bool)], axis=1)
-        # Block ids: 0 for every image token (one bidirectional block), 1, 2, ... for prompt tokens (causal).
+        # Block ids: 0 for every image (and state) token (one bidirectional block), 1, 2, ... for prompt tokens.
         n_img, n_txt = img_tokens.shape[1], txt_tokens.shape[1]
         block = jnp.concatenate([jnp.zeros((n_img,), jnp.int32), jnp.arange(1, n_txt + 1, dtype=jnp.int32)])
         attn = (block[None, :] <= block[:, None])[None] & valid[:, None, :] & valid[:, :, None]
@@ -321,6 +338,17 @@ class ValueModel(nn.Module):
             w = valid.astype(jnp.float32)[..., None]
             readout = jnp.sum(hidden.astype(jnp.float32) * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
         return self.value_head(readout)
+
+    def _append_state_token(self, obs: _model.Observation, tokens, mask):
+        """[B, N+1, width] tokens: the image tokens, then the projected state (always valid)."""
+        state = jnp.asarray(obs.state, jnp.float32)
+        if state.ndim != 2 or state.shape[-1] != self.config.state_dim:
+            raise errors.ConfigError(
+                f"The value model takes a {self.config.state_dim}-dim state but the batch has shape {state.shape}; "
+                "set the value config's model.state_dim to the dataset's state size."
+            )
+        token = self.state_proj(state).astype(tokens.dtype)[:, None]
+        return jnp.concatenate([tokens, token], axis=1), jnp.concatenate([mask, jnp.ones_like(mask[:, :1])], axis=1)
 
 
 def count_params(tree: Any) -> int:

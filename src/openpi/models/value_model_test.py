@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import math
 
 import jax
@@ -90,7 +91,7 @@ def _inputs(cfg, batch=2, seed=0):
     return _model.Observation(
         images=images,
         image_masks=masks,
-        state=jnp.zeros((batch, 14)),
+        state=jnp.asarray(rng.uniform(-1, 1, (batch, cfg.state_dim or 14)), jnp.float32),
         tokenized_prompt=tokens,
         tokenized_prompt_mask=tmask,
     )
@@ -137,12 +138,42 @@ def test_mean_readout(tiny_params):
     )
 
 
+def test_state_token_reads_the_state_even_with_every_camera_masked():
+    """`state_dim` > 0: the state is one token through `state_proj` (MetaWorld: no camera, masked black slots)."""
+    cfg = dataclasses.replace(TINY, cameras=("base_0_rgb",), state_dim=5)
+    params = cfg.init(jax.random.key(1))
+    assert params["state_proj"]["kernel"].shape == (5, 64)
+    assert "state_proj" not in TINY.abstract_params()
+    apply = jax.jit(cfg.module().apply)
+    obs = _inputs(cfg)
+    obs = dataclasses.replace(obs, image_masks={"base_0_rgb": jnp.zeros((2,), bool)})
+    out = apply({"params": params}, obs)
+    assert out.shape == (2, 201) and np.all(np.isfinite(out))
+    # Another state moves the value; only through the state token, since every camera is masked.
+    moved = apply({"params": params}, dataclasses.replace(obs, state=obs.state.at[0, 3].add(0.5)))
+    assert np.abs(moved - out)[0].max() > 1e-4
+    np.testing.assert_allclose(moved[1], out[1], atol=1e-5)
+    # A batch whose state has another size is refused by name, not broadcast.
+    with pytest.raises(errors.ConfigError, match="5-dim state"):
+        apply({"params": params}, dataclasses.replace(obs, state=jnp.zeros((2, 4))))
+    assert cfg.inputs_spec(batch_size=3).state.shape == (3, 5)
+
+
 def test_config_json_round_trip_and_validation():
     cfg = dataclasses.replace(TINY, prompt_format="task_state", cameras=("base_0_rgb",))
     again = vm.ValueModelConfig.from_json(cfg.to_json())
     assert again == cfg
     with pytest.raises(errors.CheckpointError, match="unknown fields"):
         vm.ValueModelConfig.from_json('{"cameras": ["a"], "bogus": 1}')
+    with_state = dataclasses.replace(TINY, state_dim=39)
+    assert vm.ValueModelConfig.from_json(with_state.to_json()) == with_state
+    # A checkpoint written before `state_dim` existed reads as "no state token".
+    old = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "state_dim"}
+    assert vm.ValueModelConfig.from_json(json.dumps(old)).state_dim == 0
+    with pytest.raises(errors.ConfigError, match="pick one"):
+        dataclasses.replace(TINY, state_dim=3, prompt_format="task_state")
+    with pytest.raises(errors.ConfigError, match="state_dim must be >= 0"):
+        dataclasses.replace(TINY, state_dim=-1)
     with pytest.raises(errors.ConfigError, match="freeze_mode"):
         vm.ValueModelConfig(freeze_mode="everything")
     with pytest.raises(errors.ConfigError, match="SigLIP variant"):

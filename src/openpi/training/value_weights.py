@@ -4,6 +4,7 @@
                              the image tower of a big_vision SigLIP / PaliGemma `.npz` (`params/img/...`)
     llm/                  <- a Gemma3 Orbax checkpoint in the public layout (`gemma3.load_gemma3_params`)
     img/head, value_head  <- fresh: the projection into the Gemma3 width and the value MLP are new
+    state_proj            <- fresh (only with `state_dim` > 0): the continuous state token is new
 
 Each source is a configured path (flag or environment variable); `None` keeps the fresh initialisation. The
 loader follows the `weight_loaders.WeightLoader` protocol: it returns a tree with exactly the structure, shapes and
