@@ -2,6 +2,7 @@
 
     uv run benchmarks/sim_value_sweep.py                     # press_red, the experiment's initial data (~20 min)
     uv run benchmarks/sim_value_sweep.py --variants warm warm_lr0.1 --budget toy
+    uv run benchmarks/sim_value_sweep.py --env metaworld     # push-v3 from state (state token; ~8 min)
 
 The value model (`value_sim`) is trained on the RECAP experiment's iteration-0 data (`experiment.collect_initial`,
 same budget), after the iteration-0 BC policy that lends it its SigLIP (`experiment.train_policy`, as the experiment
@@ -15,7 +16,14 @@ The levers are the ones users reach for when a value model memorises: pretrained
 as pi05_base's for a YAM user), frozen or at a tenth of the learning rate, steps that follow the data (epochs),
 the best validation step instead of the last (early stopping on the run's own held-out episodes), and HL-Gauss
 targets instead of two-hot. Rows are ranked by the mean Spearman vs return over the two validation sets.
-Writes `<out>/results.json`; the default run also `benchmarks/results/sim_value_sweep.json`.
+
+Each row also grades the labels the variant's value model gives the same iteration-0 data (`experiment.relabel` and
+`experiment.label_diagnostics`, the experiment's own lookahead and threshold): the clean share and the progress per
+step of positives against negatives, what RECAP needs the value function to carry.
+
+MetaWorld (`--env metaworld`) has no camera, so no pretrained vision to warm-start: its levers are the targets,
+the readout and the epochs of the state-token value model (`value_sim_metaworld`).
+Writes `<out>/results.json`; the default run also `benchmarks/results/sim_value_sweep[_metaworld].json`.
 """
 
 from __future__ import annotations
@@ -50,16 +58,33 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "warm_lr0.1_epochs20_es": {"siglip_lr_scale": 0.1, "num_train_epochs": 20.0, **_EPOCHS},
     "fresh_epochs20_es": {"load_pretrained": False, "num_train_epochs": 20.0, **_EPOCHS},
 }
-DEFAULT_VARIANTS = ("fresh", "warm", "warm_lr0.1", "warm_frozen", "warm_hlgauss", "warm_epochs20_es")
+# MetaWorld's value model has no camera (nothing to warm-start); 800 steps are ~1.8 epochs of push-v3's data.
+_STATE_TOKEN_VARIANTS: dict[str, dict[str, Any]] = {
+    "two_hot": {"value_target": "two_hot"},
+    "hlgauss": {"value_target": "hl_gauss"},
+    "hlgauss_last": {"value_target": "hl_gauss", "model": {"readout": "last"}},
+    "hlgauss_epochs8": {"value_target": "hl_gauss", "num_train_epochs": 8.0},
+}
+VARIANTS.update(_STATE_TOKEN_VARIANTS)
+DEFAULT_VARIANTS = {
+    "tabletop": ("fresh", "warm", "warm_lr0.1", "warm_frozen", "warm_hlgauss", "warm_epochs20_es"),
+    "metaworld": tuple(_STATE_TOKEN_VARIANTS),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     budget: Literal["full", "toy"] = "full"
-    tasks: tuple[str, ...] = ("press_red",)
-    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    env: Literal["tabletop", "metaworld"] = "tabletop"
+    tasks: tuple[str, ...] = ()
+    """The env's tasks; default: the experiment's (tabletop press_red, MetaWorld push-v3)."""
+    variants: tuple[str, ...] = ()
+    """Rows to train; default: the env's set (DEFAULT_VARIANTS)."""
     heldout_per_task: int = 100
     """Episodes per task in each validation held-out set (cheap: inference only)."""
+    lookaheads: tuple[int, ...] = ()
+    """Also grade each row's labels at these N-step lookaheads (the values are inferred once); default: only the
+    experiment's (`Budget.lookahead`)."""
     out: pathlib.Path = pathlib.Path("./sim_output/sim_value_sweep")
     save_results: bool = True
 
@@ -81,13 +106,16 @@ def main(args: Args) -> dict:
     from openpi.training import value_config
     from openpi.training import value_train
 
-    unknown = sorted(set(args.variants) - set(VARIANTS))
+    variants = args.variants or DEFAULT_VARIANTS[args.env]
+    unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise errors.ConfigError(f"Unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
     out = args.out.expanduser().absolute()
     experiment.clean_outputs(out)
     budget = experiment.BUDGETS[args.budget]
-    config = dataclasses.replace(experiment.ExperimentConfig(out_dir=out, budget=budget), tasks=args.tasks)
+    config = experiment.config_for_env(args.env, out, budget)
+    if args.tasks:
+        config = dataclasses.replace(config, tasks=tuple(args.tasks))
     start = time.monotonic()
     experiment.prepare_run_dir(out)
     envs = experiment.make_envs(config)
@@ -100,20 +128,29 @@ def main(args: Args) -> dict:
         )  # fmt: skip
         heldout[name] = experiment.write_episodes(out / "data" / name, episodes, envs, config.image_size)
     base = value_config.get_config(config.value_config)
-    results: dict = {"tasks": list(args.tasks), "budget": args.budget, "value_steps": budget.value_steps,
-                     "validation_seed": VALUE_VALIDATION_SEED, "variants": {}}  # fmt: skip
+    results: dict = {"env": args.env, "tasks": list(envs), "budget": args.budget, "value_steps": budget.value_steps,
+                     "value_config": config.value_config, "validation_seed": VALUE_VALIDATION_SEED,
+                     "variants": {}}  # fmt: skip
+    overrides = {name: value_overrides(base, VARIANTS[name], args.budget == "toy") for name in variants}
     # The warm variants start from this policy's SigLIP (experiment.train_value finds it where the experiment puts it).
-    bc_start = time.monotonic()
-    experiment.train_policy(config, "bc", config.bc_config, initial.data)
-    results["bc_train_s"] = round(time.monotonic() - bc_start, 1)
-    for name in args.variants:
-        overrides = value_overrides(base, VARIANTS[name], args.budget == "toy")
+    if any(o.get("load_pretrained", base.load_pretrained) for o in overrides.values()):
+        bc_start = time.monotonic()
+        experiment.train_policy(config, "bc", config.bc_config, initial.data)
+        results["bc_train_s"] = round(time.monotonic() - bc_start, 1)
+    for name in variants:
         t0 = time.monotonic()
-        ckpt = experiment.train_value(config, name, initial.data, overrides)
+        ckpt = experiment.train_value(config, name, initial.data, overrides[name])
         seconds = round(time.monotonic() - t0, 1)
         steps = value_train.trained_steps(ckpt)
         row: dict[str, Any] = {"overrides": VARIANTS[name], "train_s": seconds, **steps}
         row.update({h: experiment.value_spearman(config, ckpt, root) for h, root in heldout.items()})
+        cache = out / "data" / f"values_{name}"
+        for lookahead in sorted({budget.lookahead, *args.lookaheads}):
+            at = dataclasses.replace(config, budget=dataclasses.replace(budget, lookahead=lookahead))
+            relabelled = out / "data" / f"relabelled_{name}_n{lookahead}"
+            experiment.relabel(at, ckpt, initial.data, relabelled, cache_dir=cache)
+            key = "labels" if lookahead == budget.lookahead else f"labels_lookahead{lookahead}"
+            row[key] = experiment.label_diagnostics(relabelled, budget.lookahead)
         row["mean_spearman_vs_return"] = (
             row["heldout_corrected"]["spearman_vs_return"] + row["heldout_uncorrected"]["spearman_vs_return"]
         ) / 2
@@ -126,14 +163,15 @@ def main(args: Args) -> dict:
         import run_all
 
         results["machine"] = run_all.machine_description()
-        (RESULTS / "sim_value_sweep.json").write_text(json.dumps(results, indent=2) + "\n")
+        name = "sim_value_sweep" if args.env == "tabletop" else f"sim_value_sweep_{args.env}"
+        (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
 def table(results: dict) -> str:
     head = (f"{'variant':<24} {'steps':>5} {'kept':>5} {'corrected':>9} {'ceiling':>7} {'uncorr.':>7} {'ceiling':>7} "
-            f"{'mean':>6} {'train s':>7}")  # fmt: skip
+            f"{'mean':>6} {'clean +/-':>11} {'progress +/-':>15} {'train s':>7}")  # fmt: skip
     rows = [head, "-" * len(head)]
     for name in results["ranking"]:
         r = results["variants"][name]
@@ -141,9 +179,23 @@ def table(results: dict) -> str:
         rows.append(
             f"{name:<24} {r['steps_trained']:>5} {r['checkpoint_step']:>5} {c['spearman_vs_return']:>9.3f} "
             f"{c['progress_spearman_vs_return']:>7.3f} {u['spearman_vs_return']:>7.3f} "
-            f"{u['progress_spearman_vs_return']:>7.3f} {r['mean_spearman_vs_return']:>6.3f} {r['train_s']:>7.1f}"
+            f"{u['progress_spearman_vs_return']:>7.3f} {r['mean_spearman_vs_return']:>6.3f} "
+            f"{_pair(r['labels'], 'clean_fraction', '.2f'):>11} {_pair(r['labels'], 'progress_gain', '.4f'):>15} "
+            f"{r['train_s']:>7.1f}"
         )
+        for key in sorted(k for k in r if k.startswith("labels_lookahead")):
+            n = key.removeprefix("labels_lookahead")
+            rows.append(
+                f"  labels at lookahead {n:<3}{'':>53}"
+                f"{_pair(r[key], 'clean_fraction', '.2f'):>11} {_pair(r[key], 'progress_gain', '.4f'):>15}"
+            )
     return "\n".join(rows)
+
+
+def _pair(labels: dict, grade: str, fmt: str) -> str:
+    """'positives/negatives' of one label grade (n/a where a toy run has no frame of one side)."""
+    values = (labels.get(f"{grade}_of_positive"), labels.get(f"{grade}_of_negative"))
+    return "/".join("n/a" if v is None or v != v else format(v, fmt) for v in values)
 
 
 if __name__ == "__main__":

@@ -49,3 +49,27 @@ def test_toy_value_sweep_starts_from_the_bc_siglip_and_scores_on_validation_layo
     es_run = out / "checkpoints" / "value" / "warm_lr0.1_epochs20_es"
     assert value_train.read_early_stopping(es_run)["best_step"] == row["checkpoint_step"]
     assert np.isfinite(row["heldout_corrected"]["progress_spearman_vs_return"])
+
+
+def test_toy_value_sweep_on_metaworld_trains_the_state_token_model_and_grades_its_labels(tmp_path):
+    """`--env metaworld`: no camera, so no BC policy to warm-start from; each row is the state-token value model,
+    scored on validation layouts and graded by the labels it gives the iteration-0 data."""
+    pytest.importorskip("metaworld")
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "sim_value_sweep.py"), "--budget", "toy", "--env", "metaworld",
+           "--variants", "hlgauss", "--heldout-per-task", "1", "--lookaheads", "1", "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=tmp_path, timeout=600)
+    results = json.loads((out / "results.json").read_text())
+    assert results["env"] == "metaworld" and results["tasks"] == ["push-v3"]
+    assert results["value_config"] == "value_sim_metaworld" and "bc_train_s" not in results
+    assert not (out / "checkpoints" / "sim_pi0_metaworld").exists()
+    row = results["variants"]["hlgauss"]
+    assert row["labels"]["autonomous_frames"] > 0
+    assert 0.0 <= row["labels"]["clean_fraction_of_autonomous"] <= 1.0
+    # The same values labelled at another lookahead: the same frames, graded the same way.
+    assert row["labels_lookahead1"]["autonomous_frames"] == row["labels"]["autonomous_frames"]
+    assert (out / "data" / "relabelled_hlgauss_n1").is_dir() and (out / "data" / "relabelled_hlgauss_n10").is_dir()
+    seeds = np.asarray(lerobot.LeRobotDataset.open(out / "data" / "heldout_corrected").column("sim.seed")).reshape(-1)
+    assert seeds.min() >= 600_000 and seeds.max() < 700_000
+    config = json.loads((out / "checkpoints" / "value" / "hlgauss" / "value_model.json").read_text())
+    assert config["model"]["state_dim"] == 39 and config["model"]["prompt_format"] == "task"
