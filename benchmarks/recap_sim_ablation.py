@@ -1,10 +1,13 @@
-"""Adds the indicator ablation and the label grades to a finished experiment run, without retraining.
+"""Adds what a finished experiment run was made without: the indicator ablation and label grades, or the oracle.
 
 Runs of `benchmarks/recap_sim_bench.py` made before the experiment served its RECAP checkpoints with the other
 indicators lack two of its diagnostics; `experiment.add_indicator_ablation` adds them from the run's own
-checkpoints (served with `none` and `negative`, first and last iteration) and rewrites the run's outputs:
+checkpoints (served with `none` and `negative`, first and last iteration) and rewrites the run's outputs.
+MetaWorld runs made before its oracle (`experiment.clean_truth`) lack that control; `--oracle` trains and evaluates
+it (`experiment.add_label_oracle`, iteration 1, a few minutes):
 
     uv run benchmarks/recap_sim_ablation.py --run ./sim_output/recap_sim_bench --save-as recap_sim_bench
+    uv run benchmarks/recap_sim_ablation.py --oracle --run ./sim_output/recap_mw --save-as recap_sim_bench_metaworld
 
 `--save-as NAME` also rewrites `benchmarks/results/NAME.json` and its PNG (keeping the recorded machine).
 """
@@ -29,6 +32,8 @@ class Args:
     """A finished experiment's output directory (holds results.json, data/ and checkpoints/)."""
     save_as: str | None = None
     """Also rewrite benchmarks/results/<save_as>.json (which must be this run's results) and its PNG."""
+    oracle: bool = False
+    """Add the oracle control of iteration 1 (trained and evaluated) instead of the indicator ablation."""
 
 
 def main(args: Args) -> dict:
@@ -43,12 +48,13 @@ def main(args: Args) -> dict:
         saved = json.loads(saved_path.read_text())
         if saved["arms"]["bc"] != before["arms"]["bc"]:
             raise errors.ConfigError(f"{saved_path} holds another run's results than {run}; check --save-as.")
-    results = experiment.add_indicator_ablation(run)
+    results = experiment.add_label_oracle(run) if args.oracle else experiment.add_indicator_ablation(run)
     print(experiment.table(results))
     if saved_path is not None:
         results["machine"] = saved.get("machine")
-        saved_path.write_text(json.dumps(results, indent=2) + "\n")
+        saved_path.write_text(json.dumps(results, separators=(",", ":")) + "\n")  # compact, as recap_sim_bench
         shutil.copyfile(run / "success_vs_iteration.png", saved_path.with_suffix(".png"))
+        shutil.copyfile(run / "table.txt", saved_path.with_suffix(".txt"))
         print(f"Wrote {saved_path}")
     return results
 

@@ -279,7 +279,9 @@ def test_value_grades_on_hand_made_episodes():
 
 def test_toy_experiment_runs_on_metaworld_with_recap_on_pi0(tmp_path):
     """`--env metaworld` at toy budget: the pi0 policy with the advantage clause (continuous state, no state bins),
-    the same arms as the tabletop minus the oracle (MetaWorld cannot rebuild a frame's state from its seed)."""
+    the same arms as the tabletop, the oracle at iteration 1 only (MetaWorld cannot rebuild a frame's state from its
+    seed; its truth is the scripted policy's clean flag, which a learned policy's frames never carry). A run made
+    without the oracle gets it afterwards, exactly as the run trains and evaluates it."""
     pytest.importorskip("metaworld", reason="MetaWorld is not installed (uv sync --extra sim).")
     from openpi.training import config as _config
 
@@ -291,10 +293,30 @@ def test_toy_experiment_runs_on_metaworld_with_recap_on_pi0(tmp_path):
     results = experiment.run(config)
 
     assert set(results["arms"]) == {"bc", "filtered_bc", "recap", "recap_cfg1.5", "recap_none", "recap_negative",
-                                    "recap_shuffled", "bc_same_data"}  # fmt: skip
+                                    "recap_shuffled", "recap_oracle", "bc_same_data"}  # fmt: skip
+    assert set(results["arms"]["recap_oracle"]) == {"1"} and set(results["arms"]["recap_shuffled"]) == {"1", "2"}
+    assert "recap_it1 vs recap_oracle_it1" in results["paired"]
+    # The oracle's positives are clean wherever enough autonomous frames are (its truth is the clean flag).
+    oracle_grades = results["control_labels"]["1"]["recap_oracle"]
+    assert oracle_grades["true_advantage_of_positive"] >= oracle_grades["true_advantage_of_negative"]
+    truth = experiment.clean_truth(tmp_path / "run" / "data" / "relabelled_it1")
+    it1 = lerobot.LeRobotDataset.open(tmp_path / "run" / "data" / "relabelled_it1")
+    human = np.asarray(it1.column("intervention")).reshape(-1) == 1
+    clean = np.asarray(it1.column("sim.clean_action")).reshape(-1) == 1
+    assert np.isnan(truth[human]).all() and (truth[~human] == np.where(clean[~human], 0.0, -1.0)).all()
+    assert 0.0 <= results["labels"]["1"]["advantage_auc_vs_truth"] <= 1.0
     episodes = results["arms"]["recap"]["2"]["episodes"]
     assert {e["task"] for e in episodes} == {"push-v3"} and len(episodes) == experiment.BUDGETS["toy"].eval_per_task
     relabelled = lerobot.LeRobotDataset.open(tmp_path / "run" / "data" / "relabelled_it2")
     labels = np.asarray(relabelled.column("adv_ind")).reshape(-1)
     assert {"positive", "negative"} <= set(labels)
     assert results["labels"]["2"].get("advantage_auc_vs_truth") is None
+
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    older = {**saved, "arms": {k: v for k, v in saved["arms"].items() if k != "recap_oracle"},
+             "control_labels": {"1": {"recap_shuffled": saved["control_labels"]["1"]["recap_shuffled"]},
+                                "2": saved["control_labels"]["2"]}}  # fmt: skip
+    (tmp_path / "run" / "results.json").write_text(json.dumps(older))
+    redone = experiment.add_label_oracle(tmp_path / "run")
+    assert redone["arms"]["recap_oracle"] == saved["arms"]["recap_oracle"]
+    assert redone["paired"] == saved["paired"] and redone["control_labels"] == saved["control_labels"]

@@ -18,7 +18,9 @@ One fixed seed and budget (`Budget`) decide everything:
 4. **Controls** at the first and the last iteration, on the same data: `recap_oracle` (labels from the simulator's
    true advantage by the relabeller's threshold rule) and `recap_shuffled` (RECAP's labels permuted within each
    task), each paired with RECAP: what RECAP gains over the shuffled labels is what its advantages carry, and the
-   oracle is the most labels can give.
+   oracle is the most labels can give. MetaWorld's frames cannot be rebuilt from their seed: its oracle ranks by
+   `clean_truth` (the scripted policy's clean actions first) and exists at iteration 1 only, where no learned policy
+   has acted yet.
 
 Every evaluation is closed-loop against a served policy (`openpi.serving` over 127.0.0.1 + `openpi_client`), on
 evaluation seeds disjoint from every training seed. Training is deterministic and the servers draw their noise per
@@ -595,6 +597,28 @@ def action_truth(envs: dict[str, Any], root: pathlib.Path) -> np.ndarray | None:
     )
 
 
+def clean_truth(root: pathlib.Path) -> np.ndarray:
+    """The coarser truth of an env whose frames cannot be rebuilt (MetaWorld): 0 where the scripted policy's action
+    was the noise-free expert's (`sim.clean_action`), -1 where it was one of its hesitations or wrong-way moves, NaN
+    on human frames. Valid only where every autonomous frame is the scripted policy's (iteration 1): a learned
+    policy's actions are never flagged clean, whatever they are worth."""
+    from openpi.datasets import lerobot
+
+    ds = lerobot.LeRobotDataset.open(root)
+    human = np.asarray(ds.column(vocab.INTERVENTION)).reshape(-1) == 1
+    clean = np.asarray(ds.column(_dataset.CLEAN_ACTION)).reshape(-1) == 1
+    return np.where(human, np.nan, np.where(clean, 0.0, -1.0))
+
+
+def iteration_truth(envs: dict[str, Any], root: pathlib.Path, iteration: int) -> np.ndarray | None:
+    """The simulator's grade of every frame of an iteration's data: `action_truth` where the env rebuilds frames,
+    else `clean_truth` at iteration 1 (only the scripted policy acted), else None (no truth, no oracle)."""
+    truth = action_truth(envs, root)
+    if truth is None and iteration == 1:
+        truth = clean_truth(root)
+    return truth
+
+
 def true_advantage(envs: list[Any], *, seeds: np.ndarray, states: np.ndarray, actions: np.ndarray,
                    autonomous: np.ndarray) -> np.ndarray:  # fmt: skip
     """How good each autonomous frame's executed action was, by the simulator: the progress it made in one step minus
@@ -673,10 +697,10 @@ def control_seed(config: ExperimentConfig, iteration: int) -> int:
     return 1000 * config.seed + iteration
 
 
-def write_controls(config: ExperimentConfig, relabelled: pathlib.Path, truth: np.ndarray | None, iteration: int
-                   ) -> dict[str, pathlib.Path]:  # fmt: skip
-    """The control datasets of one iteration beside `relabelled` (its frames with other `adv_ind`): arm -> root. The
-    oracle needs the simulator's truth; without it (MetaWorld) only the shuffled control is written."""
+def write_controls(config: ExperimentConfig, relabelled: pathlib.Path, truth: np.ndarray | None, iteration: int,
+                   arms: tuple[str, ...] = (SHUFFLED, ORACLE)) -> dict[str, pathlib.Path]:  # fmt: skip
+    """The control datasets `arms` of one iteration beside `relabelled` (its frames with other `adv_ind`): arm ->
+    root. The oracle needs the simulator's truth; without it (MetaWorld after iteration 1) it is not written."""
     from openpi.datasets import lerobot
     from openpi.recap import provenance
 
@@ -684,8 +708,10 @@ def write_controls(config: ExperimentConfig, relabelled: pathlib.Path, truth: np
     human = np.asarray(ds.column(vocab.INTERVENTION)).reshape(-1) == 1
     task_index = np.asarray(ds.column(vocab.TASK_INDEX)).reshape(-1)
     seed = control_seed(config, iteration)
-    labels = {SHUFFLED: shuffled_labels(np.asarray(ds.column(vocab.ADV_IND)).reshape(-1), task_index, human, seed)}
-    if truth is not None:
+    labels = {}
+    if SHUFFLED in arms:
+        labels[SHUFFLED] = shuffled_labels(np.asarray(ds.column(vocab.ADV_IND)).reshape(-1), task_index, human, seed)
+    if ORACLE in arms and truth is not None:
         labels[ORACLE] = oracle_labels(truth, task_index, human, config.budget.top_percent, seed)
     spec = {"dtype": "string", "shape": [1], "names": None}
     label_scale = (provenance.read(relabelled) or {}).get("label_scale")
@@ -982,7 +1008,7 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         with clock.stage(f"relabel (iteration {iteration})"):
             relabelled = data / f"relabelled_it{iteration}"
             relabel(config, value_ckpt, merged, relabelled)
-            truth = action_truth(envs, relabelled)
+            truth = iteration_truth(envs, relabelled, iteration)
             results["labels"][str(iteration)] = label_diagnostics(relabelled, budget.lookahead, truth)
         controls: dict[str, pathlib.Path] = {}
         if iteration in (1, budget.iterations):
@@ -1165,6 +1191,34 @@ def add_indicator_ablation(run_dir: pathlib.Path) -> dict[str, Any]:
         for indicator in INDICATOR_ABLATION:
             summary = evaluate_summary(config, envs, trained, adv_ind=indicator)
             results["arms"].setdefault(f"recap_{indicator}", {})[str(iteration)] = summary
+    compare_arms(results)
+    write_outputs(run_dir, results)
+    return results
+
+
+def add_label_oracle(run_dir: pathlib.Path) -> dict[str, Any]:
+    """Adds the oracle control of iteration 1 to a finished run made without it (MetaWorld runs before
+    `clean_truth`), as the run itself would have: the truth of its iteration-1 data, the oracle labels at the
+    relabeller's positive share, one RECAP policy per training seed trained on them and served with `positive` on the
+    run's evaluation seeds; the labels graded against the truth, the paired tests recomputed, the outputs rewritten."""
+    results = read_results(run_dir)
+    config = config_from_results(run_dir, results)
+    prepare_run_dir(run_dir)
+    envs = make_envs(config)
+    relabelled = run_dir / "data" / "relabelled_it1"
+    truth = iteration_truth(envs, relabelled, 1)
+    if truth is None:
+        raise errors.ConfigError(f"The simulator has no truth for {relabelled}; there is no oracle to add.")
+    results["labels"]["1"] = label_diagnostics(relabelled, config.budget.lookahead, truth)
+    root = write_controls(config, relabelled, truth, 1, arms=(ORACLE,))[ORACLE]
+    results["control_labels"].setdefault("1", {})[ORACLE] = label_diagnostics(root, config.budget.lookahead, truth)
+    seeds = config.policy_seeds
+    arms = [(f"{ORACLE}_it1" + ("" if s == seeds[0] else f"_seed{s}"), config.policy_config, root, {"seed": s})
+            for s in seeds]  # fmt: skip
+    trained = train_policies(config, arms)
+    for seed, arm in zip(seeds, trained, strict=True):
+        by_arm = results["arms"] if seed == seeds[0] else results["seed_arms"][str(seed)]
+        by_arm.setdefault(ORACLE, {})["1"] = evaluate_summary(config, envs, arm, adv_ind=vocab.POSITIVE)
     compare_arms(results)
     write_outputs(run_dir, results)
     return results
