@@ -6,9 +6,9 @@
     Gemma3 over [image tokens, state token, prompt tokens] -> hidden state of the last valid token -> MLP -> 201 logits
 
 Attention: image tokens and the state token see each other (one bidirectional block, as in PaliGemma / Gemma3
-vision), prompt tokens are causal and see every image and state token. The readout is the LAST valid prompt token (`readout="last"`), the one
-position that has seen everything, as a causal LM summarises its input; `readout="mean"` (masked mean over all
-valid tokens) is available.
+vision), prompt tokens are causal and see every image and state token. The readout is the LAST valid prompt token
+(`readout="last"`), the one position that has seen everything, as a causal LM summarises its input;
+`readout="mean"` (masked mean over all valid tokens) is available.
 
 The value distribution is categorical over `num_bins` evenly spaced atoms on [v_min, v_max] (C51). A point
 target is clipped to that range and split over its two neighbouring atoms (`two_hot`); the loss is the cross-entropy
