@@ -1148,7 +1148,8 @@ def write_outputs(out: pathlib.Path, results: dict[str, Any]) -> None:
     for arms in arms_by_seed(results).values():  # every seed's point (plot_success joins their means)
         for arm, by_iter in arms.items():
             series.setdefault(arm, []).extend((int(it), summary) for it, summary in by_iter.items())
-    _metrics.plot_success(series, out / "success_vs_iteration.png", f"RECAP in simulation ({results['env']})")
+    title = f"RECAP in simulation ({results['env']}: {', '.join(results['tasks'])})"
+    _metrics.plot_success(series, out / "success_vs_iteration.png", title)
     (out / "table.txt").write_text(table(results) + "\n")
 
 
