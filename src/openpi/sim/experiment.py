@@ -965,24 +965,21 @@ def run(config: ExperimentConfig) -> dict[str, Any]:
         all_episodes, it0, filtered, heldout_root = initial.episodes, initial.data, initial.filtered, initial.heldout
         results["data"]["it0"] = _episode_stats(all_episodes)
 
-    def seed_tag(seed: int) -> str:
-        return "" if seed == seeds[0] else f"_seed{seed}"
-
     def train_arms(arms: list[tuple[str, str, pathlib.Path, int]]) -> dict[tuple[str, int], Trained]:
         """(name, config name, data, seed) -> trained, all trained at once on the budget's schedule."""
-        names = [f"{name}{seed_tag(seed)}" for name, _, _, seed in arms]
+        names = [f"{name}{seed_tag(seeds, seed)}" for name, _, _, seed in arms]
         with clock.stage(f"train {', '.join(names)}"):
             trained = train_policies(config, [(n, c, root, {"seed": seed}) for n, (_, c, root, seed) in
                                               zip(names, arms, strict=True)])  # fmt: skip
         return {(name, seed): t for (name, _, _, seed), t in zip(arms, trained, strict=True)}
 
     def evaluate_arm(arm: str, iteration: int, trained: Trained, seed: int, *, adv_ind=None, cfg_beta=None):
-        with clock.stage(f"evaluate {arm}{seed_tag(seed)} (iteration {iteration})"):
+        with clock.stage(f"evaluate {arm}{seed_tag(seeds, seed)} (iteration {iteration})"):
             summary = evaluate_summary(config, envs, trained, adv_ind=adv_ind, cfg_beta=cfg_beta)
-        arms = results["arms"] if seed == seeds[0] else results.setdefault("seed_arms", {}).setdefault(str(seed), {})
+        arms = seed_arms(results, seeds, seed)
         arms.setdefault(arm, {})[str(iteration)] = summary
         overall = summary["overall"]
-        logger.info("%s%s it%d: success %.3f %s", arm, seed_tag(seed), iteration, overall["success_rate"],
+        logger.info("%s%s it%d: success %.3f %s", arm, seed_tag(seeds, seed), iteration, overall["success_rate"],
                     overall["ci95"])  # fmt: skip
 
     baselines = train_arms([(arm, config.bc_config, root, seed) for seed in seeds
@@ -1087,6 +1084,16 @@ def paired_comparisons(arms: dict[str, Any]) -> dict[str, Any]:
         f"{a}_it{ia} vs {b}_it{ib}": _metrics.paired_comparison(episodes(a, ia), episodes(b, ib))
         for (a, ia), (b, ib) in pairs
     }
+
+
+def seed_tag(seeds: tuple[int, ...], seed: int) -> str:
+    """The suffix of a training seed's arm and checkpoint names: none for the first seed, `_seed<n>` for the others."""
+    return "" if seed == seeds[0] else f"_seed{seed}"
+
+
+def seed_arms(results: dict[str, Any], seeds: tuple[int, ...], seed: int) -> dict[str, Any]:
+    """Where a training seed's arms live in `results`: `arms` for the first seed, `seed_arms[<seed>]` for the others."""
+    return results["arms"] if seed == seeds[0] else results.setdefault("seed_arms", {}).setdefault(str(seed), {})
 
 
 def arms_by_seed(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -1214,12 +1221,11 @@ def add_label_oracle(run_dir: pathlib.Path) -> dict[str, Any]:
     root = write_controls(config, relabelled, truth, 1, arms=(ORACLE,))[ORACLE]
     results["control_labels"].setdefault("1", {})[ORACLE] = label_diagnostics(root, config.budget.lookahead, truth)
     seeds = config.policy_seeds
-    arms = [(f"{ORACLE}_it1" + ("" if s == seeds[0] else f"_seed{s}"), config.policy_config, root, {"seed": s})
-            for s in seeds]  # fmt: skip
+    arms = [(f"{ORACLE}_it1{seed_tag(seeds, s)}", config.policy_config, root, {"seed": s}) for s in seeds]
     trained = train_policies(config, arms)
     for seed, arm in zip(seeds, trained, strict=True):
-        by_arm = results["arms"] if seed == seeds[0] else results["seed_arms"][str(seed)]
-        by_arm.setdefault(ORACLE, {})["1"] = evaluate_summary(config, envs, arm, adv_ind=vocab.POSITIVE)
+        summary = evaluate_summary(config, envs, arm, adv_ind=vocab.POSITIVE)
+        seed_arms(results, seeds, seed).setdefault(ORACLE, {})["1"] = summary
     compare_arms(results)
     write_outputs(run_dir, results)
     return results
